@@ -1,0 +1,71 @@
+# Audience Bridge: every command a newcomer, CI and ops need. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+LOCAL := deploy/local
+SERVICES := ecsim ingest reconcile publish
+PYTEST_ARGS ?=
+
+.PHONY: help venv infra up down status run logs test lint unit schemas docs fmt clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP) ## create .venv with the pinned dependencies
+
+infra: ## start the local Kafka broker and Postgres (fetching/installing them on first use)
+	$(LOCAL)/kafka.sh start
+	$(LOCAL)/postgres.sh start
+
+up: venv infra ## start Kafka, Postgres, ecsim and the three services in the background; return when all are ready
+	$(LOCAL)/services.sh start $(SERVICES)
+	@$(MAKE) --no-print-directory status
+
+down: ## stop everything `make up` started (and nothing else)
+	-$(LOCAL)/services.sh stop publish reconcile ingest ecsim
+	-$(LOCAL)/kafka.sh stop
+	-$(LOCAL)/postgres.sh stop
+
+status: ## what runs, and whether it is ready
+	@-$(LOCAL)/kafka.sh status; $(LOCAL)/postgres.sh status; $(LOCAL)/services.sh status $(SERVICES); true
+
+run: up ## start the stack and follow the logs; Ctrl-C stops everything
+	@echo "Following var/log/*.log — Ctrl-C stops the stack."
+	@trap '$(MAKE) --no-print-directory down' INT TERM EXIT; tail -n 0 -F var/log/ecsim.log var/log/ingest.log var/log/reconcile.log var/log/publish.log
+
+logs: ## follow the services' logs
+	tail -F var/log/*.log
+
+lint: venv ## ruff and mypy, clean
+	$(VENV)/bin/ruff check shared services tests
+	$(VENV)/bin/ruff format --check shared services tests
+	$(VENV)/bin/mypy
+
+fmt: venv ## format the code
+	$(VENV)/bin/ruff format shared services tests
+	$(VENV)/bin/ruff check --fix shared services tests
+
+schemas: venv ## regenerate schemas/topics/*.json from the message models
+	$(PY) -m shared.schema_export
+
+docs: venv ## regenerate the README's settings table from the settings models
+	$(PY) -m services.settings_doc
+
+unit: venv ## the unit tests only (no Kafka or Postgres needed)
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+test: venv infra lint ## set up everything, lint, and run the whole suite against real Kafka and Postgres
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean: down ## stop everything and remove local state (var/) and the venv
+	rm -rf var $(VENV)

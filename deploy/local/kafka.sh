@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A real Apache Kafka broker (single KRaft node) for the local stack and the tests, without Docker.
+#   kafka.sh fetch   resolve the broker's jars from Maven Central into the cache (once per version)
+#   kafka.sh start   format the storage on first use, start kafka.Kafka in the background, wait until it answers
+#   kafka.sh stop    stop the broker started from this checkout (and nothing else)
+#   kafka.sh status  exit 0 and say so when the broker answers
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+KAFKA_VERSION="${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka/pom.xml")}"
+CACHE_DIR="${AB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/audience-bridge}"
+LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
+VAR_DIR="${AB_VAR_DIR:-$root/var}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
+DATA_DIR="$VAR_DIR/kafka/data"
+CONF="$VAR_DIR/kafka/server.properties"
+PIDFILE="$VAR_DIR/run/kafka.pid"
+LOG="$VAR_DIR/log/kafka.log"
+START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+
+log() { printf 'kafka: %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; }
+
+running_pid() {
+  [ -f "$PIDFILE" ] || return 1
+  local pid; pid="$(cat "$PIDFILE")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+fetch() {
+  if [ -f "$LIBS/.complete" ]; then return 0; fi
+  command -v mvn >/dev/null || { log "Maven (mvn) is required to fetch the broker's jars"; exit 1; }
+  command -v java >/dev/null || { log "Java 17+ is required to run the broker"; exit 1; }
+  log "fetching Apache Kafka $KAFKA_VERSION and its runtime dependencies from Maven Central into $LIBS"
+  rm -rf "$LIBS.tmp"; mkdir -p "$LIBS.tmp"
+  mvn -q -B -Dstyle.color=never -f "$here/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp"
+  touch "$LIBS.tmp/.complete"
+  rm -rf "$LIBS"; mv "$LIBS.tmp" "$LIBS"
+}
+
+configure() {
+  mkdir -p "$DATA_DIR" "$VAR_DIR/run" "$VAR_DIR/log"
+  sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@LOG_DIR@#$DATA_DIR#g" \
+      "$here/kafka/server.properties.template" > "$CONF"
+  if [ ! -f "$DATA_DIR/meta.properties" ]; then
+    local cluster_id
+    cluster_id="$(java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+    log "formatting storage in $DATA_DIR (cluster $cluster_id)"
+    java -cp "$LIBS/*" -Dlog4j2.configurationFile="$here/kafka/log4j2.yaml" \
+        kafka.tools.StorageTool format -t "$cluster_id" -c "$CONF" >>"$LOG" 2>&1
+  fi
+}
+
+start() {
+  if pid="$(running_pid)"; then log "already running (pid $pid)"; wait_ready; return 0; fi
+  if port_open; then log "127.0.0.1:$KAFKA_PORT already answers: using that broker"; return 0; fi
+  fetch
+  configure
+  log "starting broker on 127.0.0.1:$KAFKA_PORT (log $LOG)"
+  # setsid: the broker outlives the shell that started it and gets no terminal signals (Ctrl-C in `make run`
+  # is handled by stopping it explicitly).
+  setsid java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+      -Dlog4j2.configurationFile="$here/kafka/log4j2.yaml" -Dkafka.logs.dir="$VAR_DIR/log" \
+      -cp "$LIBS/*" kafka.Kafka "$CONF" >>"$LOG" 2>&1 < /dev/null &
+  echo $! > "$PIDFILE"
+  wait_ready
+}
+
+wait_ready() {
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until port_open && grep -q "Kafka Server started" "$LOG" 2>/dev/null; do
+    if ! running_pid >/dev/null; then log "broker exited during start; last lines of $LOG:"; tail -n 30 "$LOG" >&2; exit 1; fi
+    if [ $SECONDS -ge $deadline ]; then log "broker not ready after ${START_TIMEOUT}s"; tail -n 30 "$LOG" >&2; exit 1; fi
+    sleep 0.5
+  done
+  log "ready on 127.0.0.1:$KAFKA_PORT"
+}
+
+stop() {
+  local pid
+  if ! pid="$(running_pid)"; then log "not running"; rm -f "$PIDFILE"; return 0; fi
+  log "stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { rm -f "$PIDFILE"; log "stopped"; return 0; }; sleep 0.5; done
+  log "did not stop within 30s: killing"
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$PIDFILE"
+}
+
+status() {
+  if pid="$(running_pid)" && port_open; then echo "kafka      ready    127.0.0.1:$KAFKA_PORT (pid $pid)"; return 0; fi
+  if port_open; then echo "kafka      ready    127.0.0.1:$KAFKA_PORT (not started from this checkout)"; return 0; fi
+  echo "kafka      stopped"; return 1
+}
+
+case "${1:-}" in
+  fetch) fetch ;;
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 fetch|start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The bridge's own processes (ecsim, ingest, reconcile, publish) for the local stack.
+#   services.sh start NAME...   start each in the background (logs in var/log/NAME.log), wait until /readyz answers 200
+#   services.sh stop NAME...    SIGTERM, wait for a clean exit (SIGKILL after 20 s)
+#   services.sh status NAME...  one line each; exit 1 if any is not ready
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+VAR_DIR="${AB_VAR_DIR:-$root/var}"
+PY="${PYTHON:-$root/.venv/bin/python}"
+READY_TIMEOUT="${SERVICE_READY_TIMEOUT:-90}"
+
+port_of() {
+  case "$1" in
+    ingest) echo "${INGEST_HTTP_PORT:-8081}" ;;
+    reconcile) echo "${RECONCILE_HTTP_PORT:-8082}" ;;
+    publish) echo "${PUBLISH_HTTP_PORT:-8083}" ;;
+    ecsim) echo "${ECSIM_HTTP_PORT:-8090}" ;;
+    *) echo "unknown service: $1" >&2; exit 2 ;;
+  esac
+}
+
+pid_of() {
+  local f="$VAR_DIR/run/$1.pid"
+  [ -f "$f" ] || return 1
+  local pid; pid="$(cat "$f")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:$1$2" 2>/dev/null || true; }
+
+start_one() {
+  local name="$1" port; port="$(port_of "$name")"
+  mkdir -p "$VAR_DIR/run" "$VAR_DIR/log"
+  if pid_of "$name" >/dev/null; then echo "$name: already running" >&2; return 0; fi
+  (cd "$root" && HTTP_PORT="$port" setsid "$PY" -m "services.$name" >>"$VAR_DIR/log/$name.log" 2>&1 < /dev/null &
+   echo $! > "$VAR_DIR/run/$name.pid")
+}
+
+wait_ready() {
+  local name="$1" port; port="$(port_of "$name")"
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  until [ "$(http_code "$port" /readyz)" = "200" ]; do
+    if ! pid_of "$name" >/dev/null; then echo "$name: exited during start; last lines of var/log/$name.log:" >&2; tail -n 20 "$VAR_DIR/log/$name.log" >&2; exit 1; fi
+    if [ $SECONDS -ge $deadline ]; then echo "$name: not ready after ${READY_TIMEOUT}s" >&2; tail -n 20 "$VAR_DIR/log/$name.log" >&2; exit 1; fi
+    sleep 0.3
+  done
+  echo "$name: ready on 127.0.0.1:$port" >&2
+}
+
+stop_one() {
+  local name="$1" pid
+  if ! pid="$(pid_of "$name")"; then rm -f "$VAR_DIR/run/$name.pid"; return 0; fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 80); do kill -0 "$pid" 2>/dev/null || { rm -f "$VAR_DIR/run/$name.pid"; echo "$name: stopped" >&2; return 0; }; sleep 0.25; done
+  echo "$name: did not stop within 20s: killing" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$VAR_DIR/run/$name.pid"
+}
+
+status_one() {
+  local name="$1" port pid code; port="$(port_of "$name")"
+  if ! pid="$(pid_of "$name")"; then printf '%-10s stopped\n' "$name"; return 1; fi
+  code="$(http_code "$port" /readyz)"
+  if [ "$code" = "200" ]; then printf '%-10s ready    http://127.0.0.1:%s (pid %s)\n' "$name" "$port" "$pid"; return 0; fi
+  printf '%-10s running  http://127.0.0.1:%s not ready (readyz %s, pid %s)\n' "$name" "$port" "$code" "$pid"; return 1
+}
+
+cmd="${1:-}"; shift || true
+[ $# -gt 0 ] || set -- ecsim ingest reconcile publish
+case "$cmd" in
+  start) for s in "$@"; do start_one "$s"; done; for s in "$@"; do wait_ready "$s"; done ;;
+  stop) for s in "$@"; do stop_one "$s"; done ;;
+  status) rc=0; for s in "$@"; do status_one "$s" || rc=1; done; exit $rc ;;
+  *) echo "usage: $0 start|stop|status [NAME...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,4 @@
+"""ingest: the platform's inbound edge.
+
+Outbound segment files and upstream segment events become membership batches.
+"""

@@ -1,0 +1,357 @@
+"""The consumer loop: poll a bounded batch, decode, hand it to the service's handler, commit after success.
+
+Guarantees (see ../engineering-notes.md for the aiokafka pitfalls they avoid):
+
+* auto-commit is off; a partition's offset is committed only after the handler returned for its records,
+  so a crash before the commit redelivers them (handlers are idempotent through Postgres);
+* a message that cannot be decoded or validated goes to ``<topic>.dlq`` with provenance headers and the
+  loop goes on with the rest of the batch;
+* a transient failure (Postgres or the broker briefly gone) retries the same records with capped,
+  jittered backoff and never skips them;
+* a handler that rejects a batch as permanently bad is retried one message at a time, so only the
+  guilty message is dead-lettered;
+* on stop, the in-flight batch may finish within the grace period, otherwise it is abandoned uncommitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from shared.errors import PoisonMessage, TransientError
+from shared.kafka.connection import connection_kwargs
+from shared.kafka.producer import OutgoingMessage, Producer
+from shared.logging import get_logger
+from shared.messages import Message, decode
+from shared.metrics import RuntimeMetrics
+from shared.retry import Backoff, is_transient
+from shared.settings import KafkaSettings
+from shared.topics import dlq_name
+
+log = get_logger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[M]):
+    """A decoded message and where it came from."""
+
+    message: M
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+Handler = Callable[[Sequence[Delivery[Any]]], Awaitable[None]]
+
+
+class _Stopping(Exception):
+    """Raised inside the loop when stop was requested while a batch waited for a retry."""
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Nothing to flush: offsets are committed synchronously after each handled batch.
+        if revoked:
+            log.info("partitions_revoked", partitions=_fmt(revoked), group=self._loop.group_id)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._loop.joined = True
+        self._loop.touch()
+        log.info("partitions_assigned", partitions=_fmt(assigned), group=self._loop.group_id)
+
+
+def _fmt(tps: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in tps)
+
+
+class ConsumerLoop:
+    """Consumes ``models`` (prefixed topic -> message model) and hands decoded batches to ``handler``."""
+
+    def __init__(
+        self,
+        *,
+        settings: KafkaSettings,
+        service: str,
+        models: Mapping[str, type[Message]],
+        handler: Handler,
+        producer: Producer,
+        metrics: RuntimeMetrics,
+        group_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._service = service
+        self._models = dict(models)
+        self._handler = handler
+        self._producer = producer
+        self._metrics = metrics
+        self.group_id = group_id or settings.kafka_consumer_group or f"audience-bridge-{service}"
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.joined = False
+        self.last_progress = time.monotonic()
+        self.lag: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
+
+    def touch(self) -> None:
+        self.last_progress = time.monotonic()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def stuck_for(self) -> float:
+        """Seconds without progress while there is lag (0 when caught up or progressing)."""
+        if not any(lag > 0 for lag in self.lag.values()):
+            return 0.0
+        return time.monotonic() - self.last_progress
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **connection_kwargs(self._settings, f"{self._service}-consumer"),
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self._settings.kafka_max_poll_records,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
+        try:
+            await asyncio.wait_for(consumer.start(), self._settings.kafka_send_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self._stop_consumer(consumer)
+            raise TransientError("Kafka consumer cannot start", error=type(exc).__name__) from exc
+        consumer.subscribe(topics=sorted(self._models), listener=_Listener(self))
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name=f"consume:{self.group_id}")
+
+    async def wait(self) -> None:
+        """Return when the loop ended (after stop, or on a crash, which is re-raised)."""
+        if self._task is not None:
+            await self._task
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop polling; let the in-flight batch finish within ``grace_s``, else abandon it uncommitted."""
+        self._stopping.set()
+        task = self._task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait({task}, timeout=grace_s or self._settings.shutdown_grace_s)
+            if not done:
+                log.warning("batch_abandoned_on_stop", group=self.group_id)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._stop_consumer(self._consumer)
+            self._consumer = None
+
+    async def _stop_consumer(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await asyncio.wait_for(consumer.stop(), self._settings.kafka_send_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("consumer_stop_failed", error=type(exc).__name__)
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        backoff = Backoff(self._settings.retry_backoff_initial_s, self._settings.retry_backoff_max_s)
+        while not self._stopping.is_set():
+            try:
+                polled = await consumer.getmany(
+                    timeout_ms=500, max_records=self._settings.kafka_max_poll_records
+                )
+            except KafkaError as exc:
+                log.warning("poll_failed", error=type(exc).__name__, detail=str(exc)[:300])
+                await self._sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            if not polled:
+                await self._update_lag(consumer)
+                if not any(self.lag.values()):
+                    self.touch()
+                continue
+            for tp, records in polled.items():
+                if self._stopping.is_set():
+                    return
+                try:
+                    await self._process_partition(consumer, tp, records)
+                except _Stopping:
+                    return
+            await self._update_lag(consumer)
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        assignment = consumer.assignment()
+        for tp in assignment:
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            position = self._positions.get(tp)
+            if position is None:
+                try:
+                    position = await asyncio.wait_for(consumer.position(tp), 1.0)
+                except (KafkaError, TimeoutError, IllegalStateError):
+                    continue
+            lag = max(0, high - position)
+            self.lag[tp] = lag
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        for tp in list(self.lag):
+            if tp not in assignment:
+                del self.lag[tp]
+                self._positions.pop(tp, None)
+
+    async def _process_partition(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        started = time.perf_counter()
+        model = self._models[tp.topic]
+        self._metrics.consumed.labels(tp.topic).inc(len(records))
+        good: list[Delivery[Any]] = []
+        poison: list[tuple[ConsumerRecord[bytes, bytes], BaseException]] = []
+        for record in records:
+            try:
+                message = decode(model, record.value)
+            except PoisonMessage as exc:
+                poison.append((record, exc))
+                continue
+            good.append(
+                Delivery(
+                    message=message,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    headers=tuple(record.headers or ()),
+                )
+            )
+        backoff = Backoff(self._settings.retry_backoff_initial_s, self._settings.retry_backoff_max_s)
+        while True:
+            try:
+                if poison:
+                    await self._dead_letter(poison)
+                    poison = []
+                if good:
+                    rejected = await self._handle(good)
+                    if rejected:
+                        by_offset = {r.offset: r for r in records}
+                        await self._dead_letter([(by_offset[o], e) for o, e in rejected])
+                    good = []
+                break
+            except _Stopping:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._metrics.handler_retries.labels(tp.topic).inc()
+                if tp not in consumer.assignment():
+                    # The partition moved to another consumer, which will redeliver these records.
+                    log.info("retry_dropped_partition_revoked", topic=tp.topic, partition=tp.partition)
+                    return
+                delay = backoff.next_delay()
+                log.warning(
+                    "batch_retry",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    first_offset=records[0].offset,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:300],
+                    retry_in_s=round(delay, 2),
+                )
+                await self._sleep(delay)
+        self._positions[tp] = records[-1].offset + 1
+        await self._commit(consumer, tp, records[-1].offset + 1)
+        self._metrics.batch_seconds.labels(tp.topic).observe(time.perf_counter() - started)
+
+    async def _handle(self, deliveries: list[Delivery[Any]]) -> list[tuple[int, BaseException]]:
+        """Run the handler; on a permanent failure of a batch, isolate the guilty message(s).
+
+        Returns (offset, error) of each message rejected permanently. Transient errors propagate.
+        """
+        try:
+            await self._handler(deliveries)
+            return []
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(deliveries) == 1:
+                log.error(
+                    "message_rejected",
+                    topic=deliveries[0].topic,
+                    offset=deliveries[0].offset,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:500],
+                )
+                return [(deliveries[0].offset, exc)]
+            log.warning("batch_rejected_isolating", size=len(deliveries), error=type(exc).__name__)
+        rejected: list[tuple[int, BaseException]] = []
+        for delivery in deliveries:
+            rejected.extend(await self._handle([delivery]))
+        return rejected
+
+    async def _dead_letter(self, items: Sequence[tuple[ConsumerRecord[bytes, bytes], BaseException]]) -> None:
+        out = []
+        for record, exc in items:
+            headers = [
+                ("dlq.error", type(exc).__name__.encode()),
+                ("dlq.reason", str(exc)[:2000].encode()),
+                ("dlq.service", self._service.encode()),
+                ("dlq.original.topic", record.topic.encode()),
+                ("dlq.original.partition", str(record.partition).encode()),
+                ("dlq.original.offset", str(record.offset).encode()),
+                ("dlq.failed_at", str(int(time.time() * 1000)).encode()),
+            ]
+            if not isinstance(exc, PoisonMessage):
+                headers.append(("dlq.stacktrace", "".join(traceback.format_exception(exc))[-4000:].encode()))
+            out.append(
+                OutgoingMessage(
+                    topic=dlq_name(record.topic), value=record.value or b"", key=record.key, headers=headers
+                )
+            )
+            self._metrics.dead_lettered.labels(record.topic, type(exc).__name__).inc()
+            log.warning(
+                "message_dead_lettered",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                error=type(exc).__name__,
+                reason=str(exc)[:500],
+            )
+        await self._producer.send(out)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        try:
+            await asyncio.wait_for(consumer.commit({tp: offset}), self._settings.kafka_send_timeout_s)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced under us: the new owner redelivers, and handlers are idempotent.
+            log.warning(
+                "commit_failed_redelivery_expected",
+                topic=tp.topic,
+                partition=tp.partition,
+                error=type(exc).__name__,
+            )
+            return
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("commit_failed", topic=tp.topic, partition=tp.partition, error=type(exc).__name__)
+            return
+        self.touch()
+        self._metrics.last_commit.labels(tp.topic).set(time.time())
+
+    async def _sleep(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            return
+        raise _Stopping

@@ -1,0 +1,144 @@
+"""The producer every service uses, with the safe settings aiokafka does not default to.
+
+``acks=all`` and idempotence are explicit; every start, send, flush and stop is bounded by a timeout
+(aiokafka can hang forever when the broker is gone, issue #1101). A timed-out or fatally failed send has
+an unknown outcome: the producer is recreated and the caller gets a TransientError, so the message is
+retried and consumers deduplicate by run/seq or event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from shared.errors import PermanentError, TransientError
+from shared.kafka.connection import connection_kwargs
+from shared.logging import get_logger
+from shared.messages import Message
+from shared.metrics import RuntimeMetrics
+from shared.settings import KafkaSettings
+
+log = get_logger(__name__)
+
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls, topic: str, message: Message, headers: list[tuple[str, bytes]] | None = None
+    ) -> OutgoingMessage:
+        return cls(topic=topic, value=message.to_bytes(), key=message.key(), headers=headers or [])
+
+
+class Producer:
+    def __init__(self, settings: KafkaSettings, service: str, metrics: RuntimeMetrics | None = None) -> None:
+        self._settings = settings
+        self._service = service
+        self._metrics = metrics
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    def _create(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **connection_kwargs(self._settings, f"{self._service}-producer"),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+            max_request_size=MAX_REQUEST_BYTES,
+            compression_type="zstd",
+            request_timeout_ms=int(self._settings.kafka_send_timeout_s * 1000),
+        )
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._producer is None:
+                self._producer = await self._start_new()
+
+    async def _start_new(self) -> AIOKafkaProducer:
+        producer = self._create()
+        try:
+            await asyncio.wait_for(producer.start(), self._settings.kafka_send_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self._stop_quietly(producer)
+            raise TransientError("Kafka producer cannot start", error=type(exc).__name__) from exc
+        return producer
+
+    async def send(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Send all ``messages`` and wait until Kafka acknowledged every one (or raise)."""
+        if not messages:
+            return
+        if self._producer is None:
+            await self.start()
+        producer = self._producer
+        assert producer is not None
+        try:
+            futures = [
+                await asyncio.wait_for(
+                    producer.send(m.topic, m.value, key=m.key, headers=m.headers),
+                    self._settings.kafka_send_timeout_s,
+                )
+                for m in messages
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), self._settings.kafka_send_timeout_s)
+        except MessageSizeTooLargeError as exc:
+            raise PermanentError("message too large for Kafka", topic=messages[0].topic) from exc
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # Unknown outcome: some messages may have been written. Recreate the producer so a wedged
+            # idempotent sequence (aiokafka #1017) cannot poison later sends; the caller retries.
+            log.warning(
+                "produce_failed", error=type(exc).__name__, detail=str(exc)[:300], count=len(messages)
+            )
+            await self._reset(producer)
+            raise TransientError("Kafka did not acknowledge the messages", error=type(exc).__name__) from exc
+        if self._metrics is not None:
+            for m in messages:
+                self._metrics.produced.labels(m.topic).inc()
+
+    async def send_model(
+        self, topic: str, message: Message, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        await self.send([OutgoingMessage.of(topic, message, headers)])
+
+    async def check(self, timeout_s: float = 3.0) -> bool:
+        """True when the cluster answers a metadata request."""
+        producer = self._producer
+        if producer is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s) is not None)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+
+    async def _reset(self, failed: AIOKafkaProducer) -> None:
+        async with self._lock:
+            if self._producer is failed:
+                self._producer = None
+        await self._stop_quietly(failed)
+
+    async def _stop_quietly(self, producer: AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), self._settings.kafka_send_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("producer_stop_failed", error=type(exc).__name__)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await self._stop_quietly(producer)

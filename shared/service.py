@@ -1,0 +1,204 @@
+"""A service's life: settings, logging, HTTP, dependencies, consumers, and a clean stop on SIGTERM.
+
+``run(app)`` is what each ``python -m services.<name>`` calls. Start-up waits for Kafka and Postgres with
+backoff (so the services may start before their dependencies, as containers do), and readiness stays
+false until then. SIGTERM or SIGINT stops consumers (the in-flight batch finishes within the grace
+period or is abandoned uncommitted), then closes producer and pool, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from shared import db
+from shared.errors import ConfigError
+from shared.http import HttpServer, build_app
+from shared.kafka import ConsumerLoop, Producer, ensure_topics
+from shared.kafka.consumer import Handler
+from shared.logging import configure_logging, get_logger
+from shared.messages import Message
+from shared.metrics import RuntimeMetrics
+from shared.migrations import migrate
+from shared.retry import Backoff, is_transient
+from shared.settings import BaseServiceSettings, DatabaseSettings, KafkaSettings, load_settings
+from shared.topics import ALL_TOPICS, dlq_name, topic_name
+
+log = get_logger(__name__)
+
+S = TypeVar("S", bound=BaseServiceSettings)
+
+
+class ServiceApp(ABC):
+    """What a service provides to the runtime."""
+
+    name: str
+
+    def __init__(self, settings: BaseServiceSettings) -> None:
+        self.settings = settings
+        self.metrics = RuntimeMetrics(self.name)
+        self.started = False
+
+    def routes(self, app: web.Application) -> None:  # noqa: B027 - optional hook
+        """Add service-specific HTTP routes."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect to dependencies and start work. May raise TransientError: the runtime retries."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop work and release resources. Must not raise."""
+
+    async def readiness(self) -> dict[str, bool]:
+        return {"started": self.started}
+
+    def watched_tasks(self) -> Sequence[asyncio.Task[None]]:
+        """Tasks whose unexpected end stops the service (with a non-zero exit)."""
+        return ()
+
+
+class KafkaPostgresApp(ServiceApp):
+    """A service that consumes topics into Postgres and produces to topics."""
+
+    settings: Any
+
+    def __init__(self, settings: BaseServiceSettings) -> None:
+        super().__init__(settings)
+        assert isinstance(settings, KafkaSettings)
+        assert isinstance(settings, DatabaseSettings)
+        self.producer: Producer = Producer(settings, self.name, self.metrics)
+        self.pool: asyncpg.Pool | None = None
+        self.consumers: list[ConsumerLoop] = []
+
+    def topic(self, base: str) -> str:
+        return topic_name(self.settings.topic_prefix, base)
+
+    @abstractmethod
+    def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:
+        """Base topic name -> (message model, handler). One consumer loop per entry."""
+
+    async def start(self) -> None:
+        names = [self.topic(t) for t in ALL_TOPICS]
+        await ensure_topics(self.settings, [*names, *(dlq_name(n) for n in names)])
+        if self.pool is None:
+            self.pool = await db.create_pool(self.settings, application_name=f"audience-bridge-{self.name}")
+        async with self.pool.acquire() as conn:
+            await migrate(conn)
+        await self.producer.start()
+        await self.on_started()
+        for base, (model, handler) in self.subscriptions().items():
+            loop = ConsumerLoop(
+                settings=self.settings,
+                service=self.name,
+                models={self.topic(base): model},
+                handler=handler,
+                producer=self.producer,
+                metrics=self.metrics,
+                group_id=f"{self.settings.kafka_consumer_group or 'audience-bridge-' + self.name}.{base}",
+            )
+            await loop.start()
+            self.consumers.append(loop)
+        self.started = True
+
+    async def on_started(self) -> None:
+        """Hook: dependencies are up, consumers not yet started."""
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(c.stop(self.settings.shutdown_grace_s) for c in self.consumers))
+        self.consumers.clear()
+        await self.producer.stop()
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), 10)
+            except TimeoutError:
+                self.pool.terminate()
+            self.pool = None
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"started": self.started}
+        checks["postgres"] = self.pool is not None and await db.check(self.pool)
+        checks["kafka"] = await self.producer.check()
+        stuck_after = self.settings.consumer_stuck_after_s
+        checks["consumers"] = bool(self.consumers) and all(
+            c.running and c.joined and c.stuck_for() < stuck_after for c in self.consumers
+        )
+        return checks
+
+    def watched_tasks(self) -> Sequence[asyncio.Task[None]]:
+        return [c._task for c in self.consumers if c._task is not None]
+
+
+async def _serve(app: ServiceApp) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    http_app = build_app(app.name, app.metrics, app.readiness)
+    app.routes(http_app)
+    server = HttpServer(http_app, app.settings.http_host, app.settings.http_port)
+    await server.start()
+    log.info("http_listening", host=app.settings.http_host, port=server.bound_port)
+
+    backoff = Backoff(0.5, 5.0)
+    exit_code = 0
+    while not stop.is_set():
+        try:
+            await app.start()
+            log.info("service_started")
+            break
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("service_start_failed")
+                exit_code = 1
+                stop.set()
+                break
+            delay = backoff.next_delay()
+            log.warning("dependencies_unavailable_retrying", error=str(exc)[:300], retry_in_s=round(delay, 2))
+            await app.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    if not stop.is_set():
+        stop_task = asyncio.create_task(stop.wait())
+        watched = list(app.watched_tasks())
+        done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        for task in done:
+            if task is not stop_task:
+                error = task.exception() if not task.cancelled() else None
+                log.error("worker_ended_unexpectedly", task=task.get_name(), error=repr(error))
+                exit_code = 1
+
+    log.info("service_stopping")
+    await app.stop()
+    await server.stop()
+    log.info("service_stopped", exit_code=exit_code)
+    return exit_code
+
+
+def main(name: str, settings_cls: type[S], build: Callable[[S], ServiceApp]) -> None:
+    """Entry point of ``python -m services.<name>``: exit 2 on bad settings, 1 on failure, 0 after SIGTERM."""
+    try:
+        settings = load_settings(settings_cls)
+    except ConfigError as exc:
+        sys.stderr.write(
+            orjson.dumps(
+                {"level": "error", "service": name, "event": "invalid_settings", "error": str(exc)}
+            ).decode()
+            + "\n"
+        )
+        sys.exit(2)
+    configure_logging(name, settings.log_level)
+    app = build(settings)
+    sys.exit(asyncio.run(_serve(app)))

@@ -1,0 +1,78 @@
+"""Small helpers for tests: wait for a condition (never a fixed sleep), read a topic, build messages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.messages import SegmentEvent
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    until: Callable[[T], bool],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+) -> T:
+    """Call ``probe`` until ``until(result)`` holds; fail with the last result after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if until(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s; last value: {result!r}")
+        await asyncio.sleep(interval)
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    """partition -> committed offset of ``group`` (empty when nothing was committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``expect`` records from the start of ``topic`` (no group, nothing committed)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < expect and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def segment_event(i: int, *, segment: str = "seg-1", op: Literal["add", "remove"] = "add") -> SegmentEvent:
+    return SegmentEvent(
+        event_id=f"ev-{i}-{uuid.uuid4().hex[:6]}",
+        segment_id=segment,
+        id_type="ecid",
+        data_source="visitors",
+        id=f"{i:038d}",
+        op=op,
+        occurred_at=datetime.now(UTC),
+    )

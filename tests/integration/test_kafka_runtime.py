@@ -1,0 +1,225 @@
+"""The shared Kafka runtime against the real broker: commit after success, redelivery, DLQ, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+import pytest
+import pytest_asyncio
+
+from shared.errors import PermanentError, TransientError
+from shared.kafka import ConsumerLoop, Delivery, OutgoingMessage, Producer, ensure_topics
+from shared.messages import SegmentEvent
+from shared.metrics import RuntimeMetrics
+from shared.settings import KafkaSettings
+from shared.topics import dlq_name
+from tests.helpers import committed_offsets, eventually, read_topic, segment_event
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, topic_prefix: str) -> KafkaSettings:
+    return KafkaSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        kafka_topic_partitions=3,
+        retry_backoff_initial_s=0.05,
+        retry_backoff_max_s=0.2,
+        shutdown_grace_s=0.5,
+    )
+
+
+@pytest.fixture
+def topic(settings: KafkaSettings) -> str:
+    return f"{settings.topic_prefix}segment-events"
+
+
+@pytest_asyncio.fixture
+async def producer(settings: KafkaSettings, topic: str) -> AsyncIterator[Producer]:
+    await ensure_topics(settings, [topic, dlq_name(topic)])
+    producer = Producer(settings, "test", RuntimeMetrics("test"))
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+def _loop(settings: KafkaSettings, topic: str, producer: Producer, handler: Any, group: str) -> ConsumerLoop:
+    return ConsumerLoop(
+        settings=settings,
+        service="test",
+        models={topic: SegmentEvent},
+        handler=handler,
+        producer=producer,
+        metrics=RuntimeMetrics("test"),
+        group_id=group,
+    )
+
+
+async def test_batch_is_handled_then_committed(
+    settings: KafkaSettings, topic: str, producer: Producer
+) -> None:
+    events = [segment_event(i) for i in range(20)]
+    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    seen: list[SegmentEvent] = []
+
+    async def handler(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
+        seen.extend(d.message for d in deliveries)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    loop = _loop(settings, topic, producer, handler, group)
+    await loop.start()
+    try:
+        offsets = await eventually(
+            lambda: committed_offsets(settings.kafka_bootstrap_servers, group),
+            until=lambda o: sum(o.values()) == 20,
+        )
+    finally:
+        await loop.stop()
+    assert sorted(e.event_id for e in seen) == sorted(e.event_id for e in events)
+    assert len(offsets) == 1  # one segment id -> one key -> one partition, in order
+    assert [e.id for e in seen] == [e.id for e in events]
+
+
+async def test_crash_before_commit_redelivers(
+    settings: KafkaSettings, topic: str, producer: Producer
+) -> None:
+    events = [segment_event(i) for i in range(5)]
+    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    entered = asyncio.Event()
+
+    async def stuck_handler(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # the work never finishes: the process "dies" mid-batch
+
+    first = _loop(settings, topic, producer, stuck_handler, group)
+    await first.start()
+    await asyncio.wait_for(entered.wait(), 30)
+    await first.stop(grace_s=0.2)
+    assert await committed_offsets(settings.kafka_bootstrap_servers, group) == {}
+
+    seen: list[str] = []
+
+    async def handler(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
+        seen.extend(d.message.event_id for d in deliveries)
+
+    second = _loop(settings, topic, producer, handler, group)
+    await second.start()
+    try:
+        await eventually(
+            lambda: committed_offsets(settings.kafka_bootstrap_servers, group),
+            until=lambda o: sum(o.values()) == 5,
+        )
+    finally:
+        await second.stop()
+    assert sorted(seen) == sorted(e.event_id for e in events)
+
+
+async def test_poison_message_goes_to_dlq_and_the_loop_goes_on(
+    settings: KafkaSettings, topic: str, producer: Producer
+) -> None:
+    good_before, good_after = segment_event(1), segment_event(2)
+    invalid = orjson.dumps({**orjson.loads(segment_event(3).to_bytes()), "id_type": "phone"})
+    await producer.send(
+        [
+            OutgoingMessage.of(topic, good_before),
+            OutgoingMessage(topic=topic, value=b"\xff not json", key=b"seg-1"),
+            OutgoingMessage(topic=topic, value=invalid, key=b"seg-1"),
+            OutgoingMessage.of(topic, good_after),
+        ]
+    )
+    seen: list[str] = []
+
+    async def handler(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
+        seen.extend(d.message.event_id for d in deliveries)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    loop = _loop(settings, topic, producer, handler, group)
+    await loop.start()
+    try:
+        await eventually(
+            lambda: committed_offsets(settings.kafka_bootstrap_servers, group),
+            until=lambda o: sum(o.values()) == 4,
+        )
+    finally:
+        await loop.stop()
+    assert seen == [good_before.event_id, good_after.event_id]
+
+    dead = await read_topic(settings.kafka_bootstrap_servers, dlq_name(topic), expect=2)
+    assert [r.value for r in dead] == [b"\xff not json", invalid]
+    for record in dead:
+        headers = {k: v.decode() for k, v in record.headers}
+        assert record.key == b"seg-1"
+        assert headers["dlq.error"] == "PoisonMessage"
+        assert headers["dlq.service"] == "test"
+        assert headers["dlq.original.topic"] == topic
+        assert headers["dlq.original.partition"].isdigit()
+        assert headers["dlq.original.offset"] in {"1", "2"}
+    reasons = [dict(r.headers)["dlq.reason"].decode() for r in dead]
+    assert "not JSON" in reasons[0]
+    assert "id_type" in reasons[1]
+
+
+async def test_transient_errors_are_retried_without_skipping(
+    settings: KafkaSettings, topic: str, producer: Producer
+) -> None:
+    events = [segment_event(i) for i in range(3)]
+    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    calls = 0
+    handled: list[str] = []
+
+    async def flaky(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise TransientError("postgres unavailable") if calls == 1 else ConnectionRefusedError("db down")
+        handled.extend(d.message.event_id for d in deliveries)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    loop = _loop(settings, topic, producer, flaky, group)
+    await loop.start()
+    try:
+        await eventually(
+            lambda: committed_offsets(settings.kafka_bootstrap_servers, group),
+            until=lambda o: sum(o.values()) == 3,
+        )
+    finally:
+        await loop.stop()
+    assert calls >= 3
+    assert sorted(handled) == sorted(e.event_id for e in events)
+    assert await read_topic(settings.kafka_bootstrap_servers, dlq_name(topic), expect=1, timeout=2) == []
+
+
+async def test_permanent_handler_error_dead_letters_only_the_guilty_message(
+    settings: KafkaSettings, topic: str, producer: Producer
+) -> None:
+    events = [segment_event(i) for i in range(5)]
+    guilty = events[2].event_id
+    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    handled: list[str] = []
+
+    async def picky(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
+        if any(d.message.event_id == guilty for d in deliveries):
+            raise PermanentError("unknown data source", data_source="visitors")
+        handled.extend(d.message.event_id for d in deliveries)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    loop = _loop(settings, topic, producer, picky, group)
+    await loop.start()
+    try:
+        await eventually(
+            lambda: committed_offsets(settings.kafka_bootstrap_servers, group),
+            until=lambda o: sum(o.values()) == 5,
+        )
+    finally:
+        await loop.stop()
+    assert sorted(handled) == sorted(e.event_id for e in events if e.event_id != guilty)
+    dead = await read_topic(settings.kafka_bootstrap_servers, dlq_name(topic), expect=1)
+    assert len(dead) == 1
+    assert orjson.loads(dead[0].value)["event_id"] == guilty
+    assert dict(dead[0].headers)["dlq.error"] == b"PermanentError"

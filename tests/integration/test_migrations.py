@@ -1,0 +1,95 @@
+"""Migrations against a real, empty Postgres database."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.errors import ConfigError
+from shared.migrations import MIGRATIONS_DIR, discover, migrate
+
+pytestmark = pytest.mark.integration
+
+DESIGN_TABLES = {
+    "recipient",
+    "visitor_link",
+    "data_source",
+    "shared_audience",
+    "list",
+    "list_member",
+    "run",
+    "applied_batch",
+    "unmatched_id",
+    "exported_member",
+}
+
+
+async def _tables(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {r["tablename"] for r in rows}
+
+
+async def test_apply_on_empty_database_then_nothing_changes(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        applied = await migrate(conn)
+        assert applied == [m.version for m in discover()]
+        tables = await _tables(conn)
+        assert tables >= DESIGN_TABLES
+        assert "schema_migrations" in tables
+        recorded = await conn.fetch("SELECT version, checksum FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in recorded] == applied
+
+        assert await migrate(conn) == []
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(applied)
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_runners_apply_each_migration_once(database_url: str) -> None:
+    conns = [await asyncpg.connect(database_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        applied = sorted(v for r in results for v in r)
+        assert applied == [m.version for m in discover()]
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_an_edited_applied_migration_is_refused(database_url: str, tmp_path: Path) -> None:
+    copy = tmp_path / "sql"
+    shutil.copytree(MIGRATIONS_DIR, copy)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, copy)
+        first = sorted(copy.glob("*.sql"))[0]
+        first.write_text(first.read_text() + "\n-- edited\n")
+        with pytest.raises(ConfigError, match="edited"):
+            await migrate(conn, copy)
+    finally:
+        await conn.close()
+
+
+async def test_a_failing_migration_leaves_nothing_half_applied(database_url: str, tmp_path: Path) -> None:
+    copy = tmp_path / "sql"
+    shutil.copytree(MIGRATIONS_DIR, copy)
+    (copy / "900_broken.sql").write_text("CREATE TABLE half_done (x int);\nSELECT * FROM no_such_table;\n")
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.UndefinedTableError):
+            await migrate(conn, copy)
+        assert "half_done" not in await _tables(conn)
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations WHERE version = 900") == 0
+    finally:
+        await conn.close()
+
+
+def test_badly_named_migration_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "1_init.sql").write_text("SELECT 1")
+    with pytest.raises(ConfigError, match=r"NNN_name\.sql"):
+        discover(tmp_path)
