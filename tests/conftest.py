@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -42,14 +43,24 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
+def _kafka_address() -> tuple[str, int]:
+    host, _, port = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092").split(",")[0].rpartition(":")
+    return host, int(port)
+
+
+def _postgres_address() -> tuple[str, int]:
+    parsed = urlsplit(_admin_dsn())
+    return parsed.hostname or "127.0.0.1", parsed.port or 5432
+
+
 @pytest.fixture(scope="session")
 def infra() -> Iterator[None]:
     """Make sure the local Kafka broker and Postgres run; stop what this session had to start."""
     started: list[str] = []
-    if not _answers("127.0.0.1", 9092):
+    if not _answers(*_kafka_address()):
         subprocess.run([str(LOCAL / "kafka.sh"), "start"], check=True)
         started.append("kafka.sh")
-    if not _answers("127.0.0.1", 5432):
+    if not _answers(*_postgres_address()):
         subprocess.run([str(LOCAL / "postgres.sh"), "start"], check=True)
         started.append("postgres.sh")
     yield

@@ -12,8 +12,10 @@ KAFKA_VERSION="${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.versi
 CACHE_DIR="${AB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/audience-bridge}"
 LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 VAR_DIR="${AB_VAR_DIR:-$root/var}"
-KAFKA_PORT="${KAFKA_PORT:-9092}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+# The listener follows KAFKA_BOOTSTRAP_SERVERS (the services' setting) unless KAFKA_PORT is given.
+bootstrap="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+KAFKA_PORT="${KAFKA_PORT:-${bootstrap##*:}}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
 DATA_DIR="$VAR_DIR/kafka/data"
 CONF="$VAR_DIR/kafka/server.properties"
