@@ -28,9 +28,7 @@ _SECRET_IN_TEXT = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@"), r"\1" + REDACTED + "@"),
     (
-        re.compile(
-            r"(?i)\b((?:client_secret|access_token|password|secret|token)[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+"
-        ),
+        re.compile(r"(?i)\b((?:client_secret|access_token|password|secret|token)[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+"),
         r"\1" + REDACTED,
     ),
 ]

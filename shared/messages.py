@@ -96,9 +96,7 @@ class _IdBatch(Message):
 
 class AudienceMembership(_IdBatch):
     topic: ClassVar[str] = "audience-membership"
-    description: ClassVar[str] = (
-        "A batch of a run's membership changes for one audience (ingest to reconcile)."
-    )
+    description: ClassVar[str] = "A batch of a run's membership changes for one audience (ingest to reconcile)."
 
     id_type: IdType
     mode: MembershipMode = Field(description="full: the run is the complete snapshot; delta: changes only.")
@@ -148,9 +146,7 @@ class AudienceSyncStatus(Message):
     audience_id: str | None = Field(None, max_length=200)
     state: RunState
     counts: RunCounts = Field(default_factory=RunCounts)
-    match_rate: dict[str, float] | None = Field(
-        None, description="Share of received IDs matched, per ID type."
-    )
+    match_rate: dict[str, float] | None = Field(None, description="Share of received IDs matched, per ID type.")
     reason: str | None = Field(None, max_length=2000, description="Why a run failed or is blocked.")
     service: str
     at: datetime = Field(default_factory=utcnow)

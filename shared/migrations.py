@@ -69,8 +69,7 @@ async def migrate(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[in
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         done = {
-            r["version"]: r["checksum"]
-            for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+            r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
         }
         for migration in migrations:
             if migration.version in done:

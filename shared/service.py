@@ -193,9 +193,7 @@ def main(name: str, settings_cls: type[S], build: Callable[[S], ServiceApp]) -> 
         settings = load_settings(settings_cls)
     except ConfigError as exc:
         sys.stderr.write(
-            orjson.dumps(
-                {"level": "error", "service": name, "event": "invalid_settings", "error": str(exc)}
-            ).decode()
+            orjson.dumps({"level": "error", "service": name, "event": "invalid_settings", "error": str(exc)}).decode()
             + "\n"
         )
         sys.exit(2)

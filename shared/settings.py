@@ -81,28 +81,18 @@ class KafkaSettings(BaseServiceSettings):
     )
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
-    kafka_ssl_cafile: str | None = Field(
-        None, description="CA bundle for SSL/SASL_SSL (system CAs if unset)."
-    )
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for SSL/SASL_SSL (system CAs if unset).")
     topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$", description="Prefix of every topic name.")
     kafka_topic_partitions: int = Field(6, ge=1, description="Partitions of the topics a service creates.")
-    kafka_replication_factor: int = Field(
-        1, ge=1, description="Replication factor of topics a service creates."
-    )
+    kafka_replication_factor: int = Field(1, ge=1, description="Replication factor of topics a service creates.")
     kafka_max_poll_records: int = Field(50, ge=1, description="Messages handed to a handler at most at once.")
     kafka_send_timeout_s: float = Field(30.0, gt=0, description="Bound on every produce, flush and stop.")
-    kafka_consumer_group: str = Field(
-        "", description="Consumer group id (default audience-bridge-<service>)."
-    )
+    kafka_consumer_group: str = Field("", description="Consumer group id (default audience-bridge-<service>).")
     consumer_stuck_after_s: float = Field(
         120.0, gt=0, description="/readyz fails when a consumer has lag but made no progress for this long."
     )
-    retry_backoff_initial_s: float = Field(
-        0.2, gt=0, description="First delay before retrying a failed batch."
-    )
-    retry_backoff_max_s: float = Field(
-        10.0, gt=0, description="Cap of the (exponential, jittered) retry delay."
-    )
+    retry_backoff_initial_s: float = Field(0.2, gt=0, description="First delay before retrying a failed batch.")
+    retry_backoff_max_s: float = Field(10.0, gt=0, description="Cap of the (exponential, jittered) retry delay.")
 
 
 class DatabaseSettings(BaseServiceSettings):

@@ -31,6 +31,8 @@ hypothesis_settings.register_profile(
 )
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bridge"))
 
+pytest_plugins = ["tests.fixtures.bridge_db"]
+
 LOCAL = REPO_ROOT / "deploy" / "local"
 DEFAULT_DSN = "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"
 

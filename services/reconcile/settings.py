@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from shared.settings import DatabaseSettings, KafkaSettings
@@ -9,3 +11,12 @@ from shared.settings import DatabaseSettings, KafkaSettings
 
 class ReconcileSettings(KafkaSettings, DatabaseSettings):
     http_port: int = Field(8082, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
+    catalog_file: Path | None = Field(
+        None, description="YAML file of data sources and import audiences, loaded (upserted) at start."
+    )
+    full_import_max_removal_share: float = Field(
+        0.5, ge=0, le=1, description="A full snapshot removing more than this share of a list is held back."
+    )
+    full_import_guard_min_list_size: int = Field(
+        100, ge=0, description="Lists smaller than this are not protected by the removal-share guard."
+    )

@@ -145,9 +145,7 @@ class S3DropZone(DropZone):
         self._endpoint_url = endpoint_url
         self._region = region
         self._access_key_id = access_key_id
-        self._secret = (
-            SecretStr(secret_access_key) if isinstance(secret_access_key, str) else secret_access_key
-        )
+        self._secret = SecretStr(secret_access_key) if isinstance(secret_access_key, str) else secret_access_key
         self._acl_args: dict[str, Any] = {"ACL": cast("ObjectCannedACLType", acl)} if acl else {}
         self._threshold = multipart_threshold
         self._part_size = part_size
@@ -347,18 +345,14 @@ class S3DropZone(DropZone):
                 buffer += chunk
                 if upload_id is None and len(buffer) > self._threshold:
                     with self._errors("write", name):
-                        created = await client.create_multipart_upload(
-                            Bucket=self._bucket, Key=key, **self._acl_args
-                        )
+                        created = await client.create_multipart_upload(Bucket=self._bucket, Key=key, **self._acl_args)
                     upload_id = created["UploadId"]
                 while upload_id is not None and len(buffer) >= self._part_size:
                     await upload_part(upload_id, bytes(buffer[: self._part_size]))
                     del buffer[: self._part_size]
             if upload_id is None:
                 with self._errors("write", name):
-                    await client.put_object(
-                        Bucket=self._bucket, Key=key, Body=bytes(buffer), **self._acl_args
-                    )
+                    await client.put_object(Bucket=self._bucket, Key=key, Body=bytes(buffer), **self._acl_args)
                 return
             if buffer or not parts:
                 await upload_part(upload_id, bytes(buffer))

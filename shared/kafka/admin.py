@@ -30,9 +30,7 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str], *, timeo
             )
             for name in names
         ]
-        response = await asyncio.wait_for(
-            admin.create_topics(new, timeout_ms=int(timeout_s * 1000)), timeout_s
-        )
+        response = await asyncio.wait_for(admin.create_topics(new, timeout_ms=int(timeout_s * 1000)), timeout_s)
         created = []
         for entry in response.topic_errors:
             name, code = entry[0], entry[1]

@@ -8,7 +8,8 @@ Guarantees (see ../engineering-notes.md for the aiokafka pitfalls they avoid):
   loop goes on with the rest of the batch;
 * a transient failure (Postgres or the broker briefly gone) retries the same records with capped,
   jittered backoff and never skips them;
-* a handler that rejects a batch as permanently bad is retried one message at a time, so only the
+* a handler may return the messages it rejects (they are dead-lettered, the rest is committed); a
+  handler that raises a permanent error for a batch is retried one message at a time, so only the
   guilty message is dead-lettered;
 * on stop, the in-flight batch may finish within the grace period, otherwise it is abandoned uncommitted.
 """
@@ -52,7 +53,17 @@ class Delivery(Generic[M]):
     headers: tuple[tuple[str, bytes], ...]
 
 
-Handler = Callable[[Sequence[Delivery[Any]]], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message the handler refuses for good (it goes to the DLQ) while the rest of its batch goes on."""
+
+    delivery: Delivery[Any]
+    error: BaseException
+
+
+# A handler processes a batch of one partition, in order. It may return the messages it rejects;
+# raising a transient error retries the whole batch, raising a permanent one isolates the guilty message.
+Handler = Callable[[Sequence[Delivery[Any]]], Awaitable[Sequence[Rejected] | None]]
 
 
 class _Stopping(Exception):
@@ -171,9 +182,7 @@ class ConsumerLoop:
         backoff = Backoff(self._settings.retry_backoff_initial_s, self._settings.retry_backoff_max_s)
         while not self._stopping.is_set():
             try:
-                polled = await consumer.getmany(
-                    timeout_ms=500, max_records=self._settings.kafka_max_poll_records
-                )
+                polled = await consumer.getmany(timeout_ms=500, max_records=self._settings.kafka_max_poll_records)
             except KafkaError as exc:
                 log.warning("poll_failed", error=type(exc).__name__, detail=str(exc)[:300])
                 await self._sleep(backoff.next_delay())
@@ -281,8 +290,8 @@ class ConsumerLoop:
         Returns (offset, error) of each message rejected permanently. Transient errors propagate.
         """
         try:
-            await self._handler(deliveries)
-            return []
+            refused = await self._handler(deliveries)
+            return [(r.delivery.offset, r.error) for r in refused or ()]
         except Exception as exc:
             if is_transient(exc):
                 raise

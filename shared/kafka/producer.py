@@ -35,9 +35,7 @@ class OutgoingMessage:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
     @classmethod
-    def of(
-        cls, topic: str, message: Message, headers: list[tuple[str, bytes]] | None = None
-    ) -> OutgoingMessage:
+    def of(cls, topic: str, message: Message, headers: list[tuple[str, bytes]] | None = None) -> OutgoingMessage:
         return cls(topic=topic, value=message.to_bytes(), key=message.key(), headers=headers or [])
 
 
@@ -101,18 +99,14 @@ class Producer:
         except (KafkaError, OSError, TimeoutError) as exc:
             # Unknown outcome: some messages may have been written. Recreate the producer so a wedged
             # idempotent sequence (aiokafka #1017) cannot poison later sends; the caller retries.
-            log.warning(
-                "produce_failed", error=type(exc).__name__, detail=str(exc)[:300], count=len(messages)
-            )
+            log.warning("produce_failed", error=type(exc).__name__, detail=str(exc)[:300], count=len(messages))
             await self._reset(producer)
             raise TransientError("Kafka did not acknowledge the messages", error=type(exc).__name__) from exc
         if self._metrics is not None:
             for m in messages:
                 self._metrics.produced.labels(m.topic).inc()
 
-    async def send_model(
-        self, topic: str, message: Message, headers: list[tuple[str, bytes]] | None = None
-    ) -> None:
+    async def send_model(self, topic: str, message: Message, headers: list[tuple[str, bytes]] | None = None) -> None:
         await self.send([OutgoingMessage.of(topic, message, headers)])
 
     async def check(self, timeout_s: float = 3.0) -> bool:

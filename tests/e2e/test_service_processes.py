@@ -76,11 +76,7 @@ async def test_service_process_lifecycle(
     assert "service_started" in events
     assert events[-1] == "service_stopped"
     # aiokafka logs a first-join race with the group coordinator as an error; everything else must be clean.
-    errors = [
-        line
-        for line in lines
-        if line["level"] == "error" and not line.get("logger", "").startswith("aiokafka")
-    ]
+    errors = [line for line in lines if line["level"] == "error" and not line.get("logger", "").startswith("aiokafka")]
     assert errors == []
 
 

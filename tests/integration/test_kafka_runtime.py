@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from shared.errors import PermanentError, TransientError
-from shared.kafka import ConsumerLoop, Delivery, OutgoingMessage, Producer, ensure_topics
+from shared.kafka import ConsumerLoop, Delivery, OutgoingMessage, Producer, Rejected, ensure_topics
 from shared.messages import SegmentEvent
 from shared.metrics import RuntimeMetrics
 from shared.settings import KafkaSettings
@@ -60,9 +60,7 @@ def _loop(settings: KafkaSettings, topic: str, producer: Producer, handler: Any,
     )
 
 
-async def test_batch_is_handled_then_committed(
-    settings: KafkaSettings, topic: str, producer: Producer
-) -> None:
+async def test_batch_is_handled_then_committed(settings: KafkaSettings, topic: str, producer: Producer) -> None:
     events = [segment_event(i) for i in range(20)]
     await producer.send([OutgoingMessage.of(topic, e) for e in events])
     seen: list[SegmentEvent] = []
@@ -85,9 +83,7 @@ async def test_batch_is_handled_then_committed(
     assert [e.id for e in seen] == [e.id for e in events]
 
 
-async def test_crash_before_commit_redelivers(
-    settings: KafkaSettings, topic: str, producer: Producer
-) -> None:
+async def test_crash_before_commit_redelivers(settings: KafkaSettings, topic: str, producer: Producer) -> None:
     events = [segment_event(i) for i in range(5)]
     await producer.send([OutgoingMessage.of(topic, e) for e in events])
     group = f"g-{uuid.uuid4().hex[:8]}"
@@ -223,3 +219,28 @@ async def test_permanent_handler_error_dead_letters_only_the_guilty_message(
     assert len(dead) == 1
     assert orjson.loads(dead[0].value)["event_id"] == guilty
     assert dict(dead[0].headers)["dlq.error"] == b"PermanentError"
+
+
+async def test_handler_can_reject_single_messages(settings: KafkaSettings, topic: str, producer: Producer) -> None:
+    events = [segment_event(i) for i in range(6)]
+    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    calls: list[int] = []
+
+    async def rejecting(deliveries: Sequence[Delivery[SegmentEvent]]) -> list[Rejected]:
+        calls.append(len(deliveries))
+        return [Rejected(d, PermanentError("unknown segment")) for d in deliveries if d.offset % 2 == 1]
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    loop = _loop(settings, topic, producer, rejecting, group)
+    await loop.start()
+    try:
+        await eventually(
+            lambda: committed_offsets(settings.kafka_bootstrap_servers, group),
+            until=lambda o: sum(o.values()) == 6,
+        )
+    finally:
+        await loop.stop()
+    assert sum(calls) == 6  # no one-by-one retries: the handler said which ones it rejects
+    dead = await read_topic(settings.kafka_bootstrap_servers, dlq_name(topic), expect=3)
+    assert sorted(int(dict(r.headers)["dlq.original.offset"]) for r in dead) == [1, 3, 5]
+    assert {dict(r.headers)["dlq.reason"] for r in dead} == {b"unknown segment"}

@@ -65,9 +65,7 @@ def test_decode_errors_are_poison(value: bytes | None, reason: str) -> None:
 def test_ids_with_separators_and_oversized_batches_are_rejected() -> None:
     with pytest.raises(PoisonMessage, match="adds"):
         decode(AudienceMembership, _membership().to_bytes().replace(b'"adds":[]', b'"adds":["a b"]'))
-    too_many = orjson.dumps(
-        {**orjson.loads(_membership().to_bytes()), "adds": ["x"] * (MAX_IDS_PER_BATCH + 1)}
-    )
+    too_many = orjson.dumps({**orjson.loads(_membership().to_bytes()), "adds": ["x"] * (MAX_IDS_PER_BATCH + 1)})
     with pytest.raises(PoisonMessage, match="adds"):
         decode(AudienceMembership, too_many)
 

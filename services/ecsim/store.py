@@ -1,0 +1,837 @@
+"""ecsim's state: the platform's objects in memory, with the platform's validation rules, no HTTP.
+
+Objects are plain JSON dicts shaped as the REST API returns them (camelCase keys, epoch-millisecond
+times). Every read returns a copy, so callers can never change the state behind the store's back.
+Indexes by integration code, data source and trait keep lookups and filtered lists cheap at the
+platform's object limits (100,000 traits, 20,000 segments).
+
+Choices where the platform's contract is silent (documented in the contract as [UNCONF]):
+
+* integration codes are unique per object kind across the whole store (``/traits/ic:<code>`` names
+  one trait), and a duplicate is a 409;
+* a data source, trait or destination still referenced elsewhere cannot be deleted (409 ``in_use``);
+* the default list order is ascending id;
+* reaching an object limit is a 400 ``limit_exceeded``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from services.ecsim import rules
+from shared.errors import BridgeError
+
+Json = dict[str, Any]
+
+DEFAULT_PAGE_SIZE: Final = 10
+# Fields a trait list leaves out unless asked for with includeDetails=true.
+TRAIT_DETAIL_FIELDS: Final = ("ttl", "integrationCode", "comments", "traitRule", "traitRuleVersion")
+S2S: Final = "S2S"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+class StoreError(BridgeError):
+    """A request the platform refuses; ``status`` and ``code`` become the HTTP answer."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(self, message: str, *, details: list[Json] | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.details: list[Json] = details or []
+
+    def body(self) -> Json:
+        body: Json = {"code": self.code, "message": self.message, "status": self.status}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(StoreError):
+    status = 400
+    code = "bad_request"
+
+
+class LimitExceeded(StoreError):
+    status = 400
+    code = "limit_exceeded"
+
+
+class ReadOnly(StoreError):
+    status = 400
+    code = "read_only"
+
+
+class NotFound(StoreError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(StoreError):
+    status = 409
+    code = "conflict"
+
+
+class InUse(Conflict):
+    code = "in_use"
+
+
+# --- input models --------------------------------------------------------------------------------------
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    @field_validator("integration_code", mode="before", check_fields=False)
+    @classmethod
+    def _blank_code_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class DataSourceInput(_Input):
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = None
+    integration_code: str | None = Field(None, max_length=255)
+    data_export_restrictions: list[str] = Field(default_factory=list)
+    id_type: Literal["COOKIE", "DEVICE_ADVERTISING_ID", "CROSS_DEVICE"] = "CROSS_DEVICE"
+    inbound_s2s: bool = Field(True, alias="inboundS2S")
+    outbound_s2s: bool = Field(True, alias="outboundS2S")
+    unique_trait_integration_codes: bool = False
+    unique_segment_integration_codes: bool = False
+    status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
+    type: str = "GENERAL"
+
+    @field_validator("data_export_restrictions")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not label or not label.replace("_", "").isalnum():
+                raise ValueError("labels are non-empty words like PII")
+        return list(dict.fromkeys(value))
+
+
+TraitType = Literal["RULE_BASED_TRAIT", "ON_BOARDED_TRAIT", "ALGO_TRAIT"]
+
+
+class TraitInput(_Input):
+    name: str = Field(min_length=1, max_length=255)
+    trait_type: TraitType
+    data_source_id: int = Field(ge=0)
+    folder_id: int = Field(ge=0)
+    trait_rule: str | None = Field(None, max_length=rules.MAX_RULE_LENGTH)
+    ttl: int = Field(120, ge=0)
+    integration_code: str | None = Field(None, max_length=255)
+    description: str | None = None
+    comments: str | None = None
+    status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
+
+
+class SegmentInput(_Input):
+    name: str = Field(min_length=1, max_length=255)
+    segment_rule: str = Field(min_length=1)
+    folder_id: int = Field(ge=0)
+    data_source_id: int = Field(ge=0)
+    merge_rule_data_source_id: int | None = Field(None, ge=0)
+    integration_code: str | None = Field(None, max_length=255)
+    description: str | None = None
+    status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
+
+
+class DestinationInput(_Input):
+    # Server-to-server destinations carry provisioning details the API does not describe: keep them.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = None
+    destination_type: Literal["PUSH", "ADS", "S2S"]
+    data_source_id: int | None = Field(None, ge=0)
+    status: str = "ACTIVE"
+    start_date: str | None = None
+    end_date: str | None = None
+    url_format_string: str | None = None
+    secure_url_format_string: str | None = None
+    delimiter: str | None = None
+    serialization_enabled: bool = False
+    mappings: list[Json] = Field(default_factory=list)
+
+    @field_validator("mappings")
+    @classmethod
+    def _mappings_name_segments(cls, value: list[Json]) -> list[Json]:
+        for mapping in value:
+            if not isinstance(mapping.get("sid"), int):
+                raise ValueError("every mapping needs an integer sid")
+        return value
+
+
+def _validate(model: type[_Input], body: Any, what: str) -> Any:
+    if not isinstance(body, Mapping):
+        raise InvalidInput(f"the {what} must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "<body>", "message": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        raise InvalidInput(f"invalid {what}", details=details) from None
+
+
+# Set by the store, never taken from a request body (a destination keeps unknown fields).
+_SERVER_FIELDS: Final = frozenset({"sid", "destinationId", "pid", "createTime", "updateTime", "crUID", "upUID"})
+
+
+def _new(id_field: str, obj_id: int, data: BaseModel, **extra: Any) -> Json:
+    fields = data.model_dump(by_alias=True)
+    obj: Json = {id_field: obj_id}
+    obj.update((k, v) for k, v in fields.items() if k not in _SERVER_FIELDS and k != id_field)
+    obj.update(extra)
+    return obj
+
+
+def _copy(obj: Json) -> Json:
+    # Values are JSON: only lists and dicts need copying; cheaper than deepcopy on big lists.
+    out: Json = {}
+    for key, value in obj.items():
+        if isinstance(value, list):
+            out[key] = [dict(v) if isinstance(v, dict) else v for v in value]
+        elif isinstance(value, dict):
+            out[key] = dict(value)
+        else:
+            out[key] = value
+    return out
+
+
+# --- listing ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListParams:
+    """The platform's optional list parameters. Any of page/pageSize given => the list is wrapped."""
+
+    page: int | None = None
+    page_size: int | None = None
+    sort_by: str | None = None
+    descending: bool = False
+    search: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.page is not None and self.page < 0:
+            raise InvalidInput("page must be 0 or more", details=[{"field": "page", "message": ">= 0"}])
+        if self.page_size is not None and self.page_size < 1:
+            raise InvalidInput("pageSize must be 1 or more", details=[{"field": "pageSize", "message": ">= 1"}])
+
+    @property
+    def wrapped(self) -> bool:
+        return self.page is not None or self.page_size is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One answer to a list request: all matches (bare array) or one page of them (wrapped)."""
+
+    items: list[Json]
+    total: int
+    page: int | None
+    page_size: int | None
+
+    def body(self) -> list[Json] | Json:
+        if self.page is None:
+            return self.items
+        return {"total": self.total, "page": self.page, "pageSize": self.page_size, "list": self.items}
+
+
+def _sort_key(key: str) -> Callable[[Json], tuple[int, Any]]:
+    def sort_key(obj: Json) -> tuple[int, Any]:
+        value = obj.get(key)
+        # Missing values last; mixed types compare by their text so sorting never raises.
+        if value is None:
+            return (2, "")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (0, value)
+        return (1, str(value).lower())
+
+    return sort_key
+
+
+def _matches_search(obj: Json, needle: str) -> bool:
+    return any(needle in str(v).lower() for v in obj.values() if v is not None)
+
+
+# --- collections -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Collection:
+    """Objects of one kind by id (kept in ascending id order), with an integration-code index."""
+
+    kind: str
+    id_field: str
+    next_id: int
+    limit: int
+    items: dict[int, Json] = field(default_factory=dict)
+    by_code: dict[str, int] = field(default_factory=dict)
+
+    def get(self, obj_id: int) -> Json:
+        try:
+            return self.items[obj_id]
+        except KeyError:
+            raise NotFound(f"{self.kind} {obj_id} not found", id=obj_id) from None
+
+    def by_integration_code(self, code: str) -> Json:
+        try:
+            return self.items[self.by_code[code]]
+        except KeyError:
+            raise NotFound(f"no {self.kind} with integration code {code!r}", integrationCode=code) from None
+
+    def allocate(self, requested: int | None) -> int:
+        if requested is None:
+            obj_id = self.next_id
+        elif requested in self.items:
+            raise Conflict(f"{self.kind} {requested} already exists", id=requested)
+        else:
+            obj_id = requested
+        self.next_id = max(self.next_id, obj_id + 1)
+        return obj_id
+
+    def check_code(self, code: str | None, owner: int | None = None) -> None:
+        if code is not None and self.by_code.get(code, owner) != owner:
+            raise Conflict(
+                f"a {self.kind} with integration code {code!r} already exists",
+                integrationCode=code,
+                existing=self.by_code[code],
+            )
+
+    def check_limit(self) -> None:
+        if len(self.items) >= self.limit:
+            raise LimitExceeded(f"the limit of {self.limit} {self.kind}s is reached", limit=self.limit)
+
+    def insert(self, obj: Json) -> None:
+        obj_id = obj[self.id_field]
+        out_of_order = bool(self.items) and obj_id < next(reversed(self.items))
+        self.items[obj_id] = obj
+        if out_of_order:
+            self.items = dict(sorted(self.items.items()))
+        if obj.get("integrationCode") is not None:
+            self.by_code[obj["integrationCode"]] = obj_id
+
+    def replace(self, obj: Json) -> None:
+        obj_id = obj[self.id_field]
+        old_code = self.items[obj_id].get("integrationCode")
+        if old_code is not None:
+            del self.by_code[old_code]
+        self.items[obj_id] = obj
+        if obj.get("integrationCode") is not None:
+            self.by_code[obj["integrationCode"]] = obj_id
+
+    def remove(self, obj_id: int) -> Json:
+        obj = self.items.pop(obj_id)
+        if obj.get("integrationCode") is not None:
+            self.by_code.pop(obj["integrationCode"], None)
+        return obj
+
+    def select(
+        self,
+        params: ListParams,
+        *,
+        ids: Iterable[int] | None = None,
+        where: Callable[[Json], bool] | None = None,
+        view: Callable[[Json], Json] = _copy,
+    ) -> Listing:
+        """Filter (by candidate ``ids`` and ``where``), search, sort and page; ``view`` shapes each item."""
+        simple = (
+            ids is None and where is None and params.sort_by is None and not params.search and not params.descending
+        )
+        page_size = params.page_size or DEFAULT_PAGE_SIZE
+        page = params.page or 0
+        if simple:
+            # The common case (page through everything) slices without building the whole list.
+            total = len(self.items)
+            if not params.wrapped:
+                return Listing([view(o) for o in self.items.values()], total, None, None)
+            start = page * page_size
+            chosen = itertools.islice(self.items.values(), start, start + page_size)
+            return Listing([view(o) for o in chosen], total, page, page_size)
+
+        if ids is None:
+            candidates: Iterable[Json] = self.items.values()
+        else:
+            candidates = (self.items[i] for i in sorted(set(ids)) if i in self.items)
+        views = [view(o) for o in candidates if where is None or where(o)]
+        if params.search:
+            needle = params.search.lower()
+            views = [v for v in views if _matches_search(v, needle)]
+        if params.sort_by:
+            views.sort(key=_sort_key(params.sort_by), reverse=params.descending)
+        elif params.descending:
+            views.reverse()
+        if not params.wrapped:
+            return Listing(views, len(views), None, None)
+        start = page * page_size
+        return Listing(views[start : start + page_size], len(views), page, page_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The platform's object-count limits (usage-limits page)."""
+
+    traits: int = 100_000
+    segments: int = 20_000
+    destinations: int = 1_000
+    s2s_destinations: int = 100
+    datasources: int = 100_000
+
+
+class AamStore:
+    """Data sources, traits, segments, destinations and inbound processing receipts, in memory."""
+
+    def __init__(
+        self, *, partner_id: int = 1352, clock: Callable[[], int] = now_ms, limits: Limits | None = None
+    ) -> None:
+        self.partner_id = partner_id
+        self._clock = clock
+        self.limits = limits or Limits()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every object and receipt."""
+        limits = self.limits
+        self.datasources = _Collection("data source", "dataSourceId", 100001, limits.datasources)
+        self.traits = _Collection("trait", "sid", 200001, limits.traits)
+        self.segments = _Collection("segment", "sid", 300001, limits.segments)
+        self.destinations = _Collection("destination", "destinationId", 400001, limits.destinations)
+        self._traits_by_ds: dict[int, set[int]] = {}
+        self._segments_by_ds: dict[int, set[int]] = {}
+        self._segments_by_trait: dict[int, set[int]] = {}
+        self._receipts: dict[int, list[Json]] = {}
+
+    def _stamp(self, obj: Json, uid: int, *, created: Json | None = None) -> Json:
+        now = self._clock()
+        obj["pid"] = self.partner_id
+        obj["createTime"] = created["createTime"] if created else now
+        obj["updateTime"] = now
+        obj["crUID"] = created["crUID"] if created else uid
+        obj["upUID"] = uid
+        return obj
+
+    # --- data sources ----------------------------------------------------------------------------------
+
+    def create_datasource(self, body: Any, *, uid: int = 0, data_source_id: int | None = None) -> Json:
+        data = _validate(DataSourceInput, body, "data source")
+        coll = self.datasources
+        coll.check_limit()
+        coll.check_code(data.integration_code)
+        obj = _new("dataSourceId", coll.allocate(data_source_id), data)
+        coll.insert(self._stamp(obj, uid))
+        return _copy(obj)
+
+    def get_datasource(self, data_source_id: int) -> Json:
+        return _copy(self.datasources.get(data_source_id))
+
+    def update_datasource(self, data_source_id: int, body: Any, *, uid: int = 0) -> Json:
+        coll = self.datasources
+        current = coll.get(data_source_id)
+        data = _validate(DataSourceInput, body, "data source")
+        coll.check_code(data.integration_code, owner=data_source_id)
+        obj = self._stamp(_new("dataSourceId", data_source_id, data), uid, created=current)
+        coll.replace(obj)
+        return _copy(obj)
+
+    def delete_datasource(self, data_source_id: int) -> None:
+        self.datasources.get(data_source_id)
+        users = {
+            "traits": len(self._traits_by_ds.get(data_source_id, ())),
+            "segments": len(self._segments_by_ds.get(data_source_id, ())),
+            "destinations": sum(1 for d in self.destinations.items.values() if d.get("dataSourceId") == data_source_id),
+        }
+        if any(users.values()):
+            used_by = ", ".join(f"{n} {kind}" for kind, n in users.items() if n)
+            raise InUse(f"data source {data_source_id} is still used by {used_by}", dataSourceId=data_source_id)
+        self.datasources.remove(data_source_id)
+        self._receipts.pop(data_source_id, None)
+
+    def list_datasources(
+        self,
+        params: ListParams = ListParams(),
+        *,
+        integration_code: str | None = None,
+        inbound_only: bool = False,
+        outbound_only: bool = False,
+    ) -> Listing:
+        ids = self._ids_by_code(self.datasources, integration_code)
+        where = None
+        if inbound_only or outbound_only:
+
+            def where(o: Json) -> bool:
+                return (not inbound_only or o["inboundS2S"]) and (not outbound_only or o["outboundS2S"])
+
+        return self.datasources.select(params, ids=ids, where=where)
+
+    # --- traits ----------------------------------------------------------------------------------------
+
+    def _check_trait(self, data: TraitInput) -> None:
+        if data.data_source_id not in self.datasources.items:
+            raise InvalidInput(
+                f"data source {data.data_source_id} does not exist",
+                details=[{"field": "dataSourceId", "message": "unknown data source"}],
+            )
+        if data.trait_type == "RULE_BASED_TRAIT" and not (data.trait_rule or "").strip():
+            raise InvalidInput(
+                "a rule-based trait needs a traitRule",
+                details=[{"field": "traitRule", "message": "required for RULE_BASED_TRAIT"}],
+            )
+
+    def create_trait(self, body: Any, *, uid: int = 0, sid: int | None = None) -> Json:
+        data = _validate(TraitInput, body, "trait")
+        coll = self.traits
+        coll.check_limit()
+        self._check_trait(data)
+        coll.check_code(data.integration_code)
+        obj = _new("sid", coll.allocate(sid), data, traitRuleVersion=1)
+        coll.insert(self._stamp(obj, uid))
+        self._traits_by_ds.setdefault(data.data_source_id, set()).add(obj["sid"])
+        return _copy(obj)
+
+    def get_trait(self, sid: int) -> Json:
+        return _copy(self.traits.get(sid))
+
+    def get_trait_by_code(self, code: str) -> Json:
+        return _copy(self.traits.by_integration_code(code))
+
+    def update_trait(self, sid: int, body: Any, *, uid: int = 0) -> Json:
+        coll = self.traits
+        current = coll.get(sid)
+        data = _validate(TraitInput, body, "trait")
+        self._check_trait(data)
+        coll.check_code(data.integration_code, owner=sid)
+        version = current["traitRuleVersion"] + (data.trait_rule != current["traitRule"])
+        obj = _new("sid", sid, data, traitRuleVersion=version)
+        coll.replace(self._stamp(obj, uid, created=current))
+        self._traits_by_ds[current["dataSourceId"]].discard(sid)
+        self._traits_by_ds.setdefault(data.data_source_id, set()).add(sid)
+        return _copy(obj)
+
+    def delete_trait(self, sid: int) -> None:
+        trait = self.traits.get(sid)
+        if segments := self._segments_by_trait.get(sid):
+            raise InUse(f"trait {sid} is used by segments", sid=sid, segments=sorted(segments)[:20])
+        self.traits.remove(sid)
+        self._traits_by_ds[trait["dataSourceId"]].discard(sid)
+
+    def list_traits(
+        self,
+        params: ListParams = ListParams(),
+        *,
+        integration_code: str | None = None,
+        data_source_ids: Iterable[int] = (),
+        folder_id: int | None = None,
+        include_details: bool = False,
+    ) -> Listing:
+        ids = self._ids_by_code(self.traits, integration_code)
+        ids = self._narrow(ids, self._traits_by_ds, data_source_ids)
+        where = None if folder_id is None else (lambda o: o["folderId"] == folder_id)
+
+        def view(obj: Json) -> Json:
+            out = _copy(obj)
+            if not include_details:
+                for key in TRAIT_DETAIL_FIELDS:
+                    out.pop(key, None)
+            return out
+
+        return self.traits.select(params, ids=ids, where=where, view=view)
+
+    # --- segments --------------------------------------------------------------------------------------
+
+    def _segment_traits(self, data: SegmentInput) -> set[int]:
+        if data.data_source_id not in self.datasources.items:
+            raise InvalidInput(
+                f"data source {data.data_source_id} does not exist",
+                details=[{"field": "dataSourceId", "message": "unknown data source"}],
+            )
+        try:
+            referenced = set(rules.trait_ids(data.segment_rule))
+        except rules.RuleError as exc:
+            raise InvalidInput("invalid segmentRule", details=[{"field": "segmentRule", "message": str(exc)}]) from None
+        unknown = sorted(t for t in referenced if t not in self.traits.items)
+        if unknown:
+            raise InvalidInput(
+                "segmentRule names traits that do not exist",
+                details=[{"field": "segmentRule", "message": f"unknown traits: {unknown[:20]}"}],
+            )
+        return referenced
+
+    def _index_segment(self, sid: int, data_source_id: int, traits: Iterable[int], add: bool) -> None:
+        if add:
+            self._segments_by_ds.setdefault(data_source_id, set()).add(sid)
+            for t in traits:
+                self._segments_by_trait.setdefault(t, set()).add(sid)
+        else:
+            self._segments_by_ds[data_source_id].discard(sid)
+            for t in traits:
+                users = self._segments_by_trait[t]
+                users.discard(sid)
+                if not users:
+                    del self._segments_by_trait[t]
+
+    def create_segment(self, body: Any, *, uid: int = 0, sid: int | None = None) -> Json:
+        data = _validate(SegmentInput, body, "segment")
+        coll = self.segments
+        coll.check_limit()
+        referenced = self._segment_traits(data)
+        coll.check_code(data.integration_code)
+        obj = _new("sid", coll.allocate(sid), data)
+        coll.insert(self._stamp(obj, uid))
+        self._index_segment(obj["sid"], data.data_source_id, referenced, add=True)
+        return _copy(obj)
+
+    def get_segment(self, sid: int) -> Json:
+        return _copy(self.segments.get(sid))
+
+    def get_segment_by_code(self, code: str) -> Json:
+        return _copy(self.segments.by_integration_code(code))
+
+    def update_segment(self, sid: int, body: Any, *, uid: int = 0) -> Json:
+        coll = self.segments
+        current = coll.get(sid)
+        data = _validate(SegmentInput, body, "segment")
+        referenced = self._segment_traits(data)
+        coll.check_code(data.integration_code, owner=sid)
+        obj = self._stamp(_new("sid", sid, data), uid, created=current)
+        coll.replace(obj)
+        self._index_segment(sid, current["dataSourceId"], rules.trait_ids(current["segmentRule"]), add=False)
+        self._index_segment(sid, data.data_source_id, referenced, add=True)
+        return _copy(obj)
+
+    def delete_segment(self, sid: int) -> None:
+        segment = self.segments.get(sid)
+        mapped = [
+            d["destinationId"]
+            for d in self.destinations.items.values()
+            if any(m.get("sid") == sid for m in d.get("mappings", ()))
+        ]
+        if mapped:
+            raise InUse(f"segment {sid} is mapped to destinations", sid=sid, destinations=mapped[:20])
+        self.segments.remove(sid)
+        self._index_segment(sid, segment["dataSourceId"], rules.trait_ids(segment["segmentRule"]), add=False)
+
+    def list_segments(
+        self,
+        params: ListParams = ListParams(),
+        *,
+        integration_code: str | None = None,
+        data_source_ids: Iterable[int] = (),
+        contains_trait: int | None = None,
+        status: str | None = None,
+        folder_id: int | None = None,
+    ) -> Listing:
+        ids = self._ids_by_code(self.segments, integration_code)
+        ids = self._narrow(ids, self._segments_by_ds, data_source_ids)
+        if contains_trait is not None:
+            ids = self._narrow(ids, self._segments_by_trait, [contains_trait])
+        where = None
+        if status is not None or folder_id is not None:
+
+            def where(o: Json) -> bool:
+                return (status is None or o["status"] == status.upper()) and (
+                    folder_id is None or o["folderId"] == folder_id
+                )
+
+        return self.segments.select(params, ids=ids, where=where)
+
+    # --- destinations ----------------------------------------------------------------------------------
+
+    def _check_destination(self, data: DestinationInput) -> None:
+        if data.data_source_id is not None and data.data_source_id not in self.datasources.items:
+            raise InvalidInput(
+                f"data source {data.data_source_id} does not exist",
+                details=[{"field": "dataSourceId", "message": "unknown data source"}],
+            )
+        unknown = sorted({m["sid"] for m in data.mappings} - self.segments.items.keys())
+        if unknown:
+            raise InvalidInput(
+                "mappings name segments that do not exist",
+                details=[{"field": "mappings", "message": f"unknown segments: {unknown[:20]}"}],
+            )
+
+    def create_destination(
+        self, body: Any, *, uid: int = 0, destination_id: int | None = None, via_api: bool = True
+    ) -> Json:
+        """Create a destination. Through the API (``via_api``) only URL and cookie ones can be made."""
+        data = _validate(DestinationInput, body, "destination")
+        if via_api and data.destination_type == S2S:
+            raise ReadOnly("server-to-server destinations cannot be created through the API")
+        coll = self.destinations
+        coll.check_limit()
+        if data.destination_type == S2S:
+            s2s = sum(1 for d in coll.items.values() if d["destinationType"] == S2S)
+            if s2s >= self.limits.s2s_destinations:
+                raise LimitExceeded(
+                    f"the limit of {self.limits.s2s_destinations} server-to-server destinations is reached"
+                )
+        self._check_destination(data)
+        obj = _new("destinationId", coll.allocate(destination_id), data)
+        coll.insert(self._stamp(obj, uid))
+        return _copy(obj)
+
+    def get_destination(self, destination_id: int) -> Json:
+        return _copy(self.destinations.get(destination_id))
+
+    def update_destination(self, destination_id: int, body: Any, *, uid: int = 0) -> Json:
+        current = self.destinations.get(destination_id)
+        data = _validate(DestinationInput, body, "destination")
+        if S2S in (current["destinationType"], data.destination_type):
+            raise ReadOnly("server-to-server destinations are read-only through the API", destinationId=destination_id)
+        self._check_destination(data)
+        obj = self._stamp(_new("destinationId", destination_id, data), uid, created=current)
+        self.destinations.replace(obj)
+        return _copy(obj)
+
+    def delete_destination(self, destination_id: int) -> None:
+        current = self.destinations.get(destination_id)
+        if current["destinationType"] == S2S:
+            raise ReadOnly("server-to-server destinations are read-only through the API", destinationId=destination_id)
+        if current.get("mappings"):
+            raise InUse("remove the destination's mappings first", destinationId=destination_id)
+        self.destinations.remove(destination_id)
+
+    def list_destinations(self, params: ListParams = ListParams(), *, contains_segment: int | None = None) -> Listing:
+        where = None
+        if contains_segment is not None:
+
+            def where(o: Json) -> bool:
+                return any(m.get("sid") == contains_segment for m in o.get("mappings", ()))
+
+        return self.destinations.select(params, where=where)
+
+    # --- inbound processing receipts -------------------------------------------------------------------
+
+    def add_receipt(self, data_source_id: int, receipt: Mapping[str, Any]) -> Json:
+        """Record the outcome of processing inbound files of a data source (newest last).
+
+        The inbound processor writes the receipt fields the platform reports, in camelCase:
+        ``dataFileName``, ``recordsReceived``, ``formatErrors``, ``invalidAamIds``, ``noMatchingAamId``,
+        ``noTraitRealized``, ``recordsProcessed``, ``storedRecords``, ``totalRemovedTraits``,
+        ``startTime``/``endTime`` (epoch ms), ``success``. Only ``dataFileName`` is interpreted (filter).
+        """
+        self.datasources.get(data_source_id)
+        stored = _copy(dict(receipt))
+        stored.setdefault("dataSourceId", data_source_id)
+        stored.setdefault("receivedTime", self._clock())
+        self._receipts.setdefault(data_source_id, []).append(stored)
+        return _copy(stored)
+
+    def inbound_history(
+        self, data_source_id: int, params: ListParams = ListParams(), *, data_file_name: str | None = None
+    ) -> Listing:
+        self.datasources.get(data_source_id)
+        receipts = [
+            _copy(r)
+            for r in self._receipts.get(data_source_id, ())
+            if data_file_name is None or r.get("dataFileName") == data_file_name
+        ]
+        if params.search:
+            needle = params.search.lower()
+            receipts = [r for r in receipts if _matches_search(r, needle)]
+        if params.sort_by:
+            receipts.sort(key=_sort_key(params.sort_by), reverse=params.descending)
+        elif params.descending:
+            receipts.reverse()
+        if not params.wrapped:
+            return Listing(receipts, len(receipts), None, None)
+        page, size = params.page or 0, params.page_size or DEFAULT_PAGE_SIZE
+        return Listing(receipts[page * size : (page + 1) * size], len(receipts), page, size)
+
+    # --- seeding and inspection ------------------------------------------------------------------------
+
+    def seed(self, payload: Any, *, uid: int = 0) -> Json:
+        """Create objects from ``{"datasources": [...], "traits": [...], "segments": [...],
+        "destinations": [...], "receipts": {"<dataSourceId>": [...]}}``, in that order.
+
+        Ids given in the objects (``dataSourceId``, ``sid``, ``destinationId``) are kept, so tests and
+        local setups can provision the ids the platform would have handed out; server-to-server
+        destinations can only be made this way. Stops at the first invalid object (earlier ones stay).
+        """
+        if not isinstance(payload, Mapping):
+            raise InvalidInput("the seed must be a JSON object")
+        unknown = set(payload) - {"datasources", "traits", "segments", "destinations", "receipts"}
+        if unknown:
+            raise InvalidInput(f"unknown seed keys: {sorted(unknown)}")
+        created: Json = {"datasources": [], "traits": [], "segments": [], "destinations": []}
+        for body in _seed_list(payload, "datasources"):
+            created["datasources"].append(
+                self.create_datasource(body, uid=uid, data_source_id=_opt_id(body, "dataSourceId"))
+            )
+        for body in _seed_list(payload, "traits"):
+            created["traits"].append(self.create_trait(body, uid=uid, sid=_opt_id(body, "sid")))
+        for body in _seed_list(payload, "segments"):
+            created["segments"].append(self.create_segment(body, uid=uid, sid=_opt_id(body, "sid")))
+        for body in _seed_list(payload, "destinations"):
+            created["destinations"].append(
+                self.create_destination(body, uid=uid, destination_id=_opt_id(body, "destinationId"), via_api=False)
+            )
+        receipts = payload.get("receipts") or {}
+        if not isinstance(receipts, Mapping):
+            raise InvalidInput("receipts must map a data source id to a list of receipts")
+        for dpid, items in receipts.items():
+            for receipt in items if isinstance(items, list) else []:
+                self.add_receipt(_as_int(dpid, "receipts"), receipt)
+        return created
+
+    def snapshot(self) -> Json:
+        """Every object and receipt, for tests and debugging."""
+        return {
+            "datasources": [_copy(o) for o in self.datasources.items.values()],
+            "traits": [_copy(o) for o in self.traits.items.values()],
+            "segments": [_copy(o) for o in self.segments.items.values()],
+            "destinations": [_copy(o) for o in self.destinations.items.values()],
+            "receipts": {str(k): [_copy(r) for r in v] for k, v in self._receipts.items()},
+        }
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ids_by_code(coll: _Collection, code: str | None) -> set[int] | None:
+        if code is None:
+            return None
+        obj_id = coll.by_code.get(code)
+        return set() if obj_id is None else {obj_id}
+
+    @staticmethod
+    def _narrow(ids: set[int] | None, index: Mapping[int, set[int]], keys: Iterable[int]) -> set[int] | None:
+        keys = list(keys)
+        if not keys:
+            return ids
+        found: set[int] = set().union(*(index.get(k, set()) for k in keys))
+        return found if ids is None else ids & found
+
+
+def _seed_list(payload: Mapping[str, Any], key: str) -> list[Any]:
+    items = payload.get(key) or []
+    if not isinstance(items, list):
+        raise InvalidInput(f"{key} must be a list")
+    return items
+
+
+def _as_int(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what}: {value!r} is not an id") from None
+
+
+def _opt_id(body: Any, key: str) -> int | None:
+    if isinstance(body, Mapping) and body.get(key) is not None:
+        return _as_int(body[key], key)
+    return None

@@ -1,0 +1,366 @@
+"""Import: membership batches become list membership, set-wise and exactly once.
+
+Per batch, in one Postgres transaction: record ``(run_id, seq)`` in ``applied_batch`` (a duplicate is a
+no-op), COPY the batch's IDs into a temporary table, join them with ``visitor_link`` (ECIDs) or with the
+indexed declared key of ``recipient``, then
+
+* ``delta``: add and remove list members at once;
+* ``full``: stage the matched recipients; when every batch of the run is in (the ``last`` one says how
+  many there are), replace the list's membership atomically, unless the snapshot is empty or would
+  remove too much of the list: then the run is held back as ``blocked`` for an operator to release.
+
+IDs that match nobody are kept in ``unmatched_id`` with the reason, to be re-matched later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shared.errors import PermanentError
+from shared.ids import id_problem
+from shared.kafka import Delivery, Rejected
+from shared.logging import get_logger
+from shared.messages import AudienceMembership, RunState
+from shared.status import StatusReporter
+
+log = get_logger(__name__)
+
+Connection = Any  # asyncpg.Connection or a pool's proxy of one
+
+COUNT_KEYS = ("received", "matched", "unmatched", "invalid", "added", "removed")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportGuards:
+    """When a full snapshot is held back instead of applied."""
+
+    max_removal_share: float = 0.5
+    min_list_size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ImportTarget:
+    audience_id: str
+    list_id: int
+    data_source_id: int
+    id_type: str
+    reconciliation_key: str | None
+    key_transform: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    run_id: uuid.UUID
+    audience_id: str
+    state: RunState
+    counts: dict[str, int]
+    match_rate: dict[str, float] | None
+    reason: str | None
+
+
+def _affected(status: str) -> int:
+    """Rows affected, from a command tag such as ``INSERT 0 42`` or ``DELETE 7``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+_ECID_MATCH = "SELECT b.id, b.is_add, v.recipient_id FROM batch_ids b JOIN visitor_link v ON v.ecid = b.id"
+# Same expression as the indexes (catalog.ensure_declared_key_index), so the planner uses them. Built
+# once from fixed whitelists: no input ever reaches the SQL text.
+_DECLARED_MATCH = {
+    (key, transform): (
+        "SELECT b.id, b.is_add, r.recipient_id FROM batch_ids b JOIN recipient r "  # noqa: S608
+        f"ON ab_declared_key({'r.recipient_id::text' if key == 'recipient_id' else 'r.' + key}, '{transform}') = b.id"
+    )
+    for key in ("recipient_id", "email", "crm_id")
+    for transform in ("none", "sha256")
+}
+
+
+def match_join(target: ImportTarget) -> str:
+    """SQL yielding (id, is_add, recipient_id) for the IDs of ``batch_ids`` that match a recipient."""
+    if target.id_type == "ecid":
+        return _ECID_MATCH
+    sql = _DECLARED_MATCH.get((target.reconciliation_key or "", target.key_transform))
+    if sql is None:
+        raise PermanentError(
+            "unsupported reconciliation key", key=target.reconciliation_key, transform=target.key_transform
+        )
+    return sql
+
+
+async def load_target(conn: Connection, audience_id: str) -> ImportTarget:
+    row = await conn.fetchrow(
+        """SELECT sa.audience_id, sa.list_id, ds.data_source_id, ds.id_type, ds.reconciliation_key, ds.key_transform
+             FROM shared_audience sa JOIN data_source ds USING (data_source_id)
+            WHERE sa.audience_id = $1 AND sa.direction = 'import'""",
+        audience_id,
+    )
+    if row is None or row["list_id"] is None:
+        raise PermanentError("no import audience with this id", audience_id=audience_id)
+    return ImportTarget(**dict(row))
+
+
+async def _ensure_temp_tables(conn: Connection) -> None:
+    # Per connection, emptied at each commit: the batch's IDs and, once joined, its matches.
+    await conn.execute(
+        """CREATE TEMP TABLE IF NOT EXISTS batch_ids (id text NOT NULL, is_add boolean NOT NULL)
+               ON COMMIT DELETE ROWS;
+           CREATE TEMP TABLE IF NOT EXISTS batch_matches (id text NOT NULL, is_add boolean NOT NULL,
+               recipient_id bigint NOT NULL) ON COMMIT DELETE ROWS"""
+    )
+
+
+class Importer:
+    def __init__(self, pool: asyncpg.Pool, status: StatusReporter, guards: ImportGuards) -> None:
+        self._pool = pool
+        self._status = status
+        self._guards = guards
+
+    async def handle(self, deliveries: Sequence[Delivery[AudienceMembership]]) -> list[Rejected]:
+        rejected: list[Rejected] = []
+        for delivery in deliveries:
+            batch = delivery.message
+            try:
+                outcome = await self.apply(batch)
+            except PermanentError as exc:
+                rejected.append(Rejected(delivery, exc))
+                await self._status.report(
+                    batch.run_id,
+                    direction="import",
+                    state="failed",
+                    audience_id=batch.audience_id,
+                    reason=str(exc),
+                )
+                continue
+            if outcome is not None:
+                await self._status.report(
+                    outcome.run_id,
+                    direction="import",
+                    state=outcome.state,
+                    audience_id=outcome.audience_id,
+                    counts=outcome.counts,
+                    match_rate=outcome.match_rate,
+                    reason=outcome.reason,
+                )
+        return rejected
+
+    async def apply(self, batch: AudienceMembership) -> RunOutcome | None:
+        """Apply one batch; returns the run's state to report (None: nothing new to say)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            target = await load_target(conn, batch.audience_id)
+            if target.id_type != batch.id_type:
+                raise PermanentError(
+                    "batch id type differs from the audience's data source",
+                    audience_id=batch.audience_id,
+                    batch_id_type=batch.id_type,
+                    data_source_id_type=target.id_type,
+                )
+            await self._ensure_run(conn, batch, target)
+            fresh = await conn.fetchval(
+                "INSERT INTO applied_batch (run_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING seq",
+                batch.run_id,
+                batch.seq,
+            )
+            if fresh is None:
+                log.info("batch_already_applied", run_id=str(batch.run_id), seq=batch.seq)
+                return await self._current_outcome(conn, batch.run_id) if batch.last else None
+            counts = await self._apply_ids(conn, batch, target)
+            row = await conn.fetchrow(
+                """UPDATE run SET counts = (SELECT jsonb_object_agg(k, coalesce((counts->>k)::bigint, 0)
+                                                      + coalesce(($2::jsonb->>k)::bigint, 0))
+                                              FROM jsonb_object_keys(counts || $2::jsonb) AS k),
+                                  batches_applied = batches_applied + 1,
+                                  last_seq = CASE WHEN $3 THEN $4 ELSE last_seq END,
+                                  state = CASE WHEN state = 'started' THEN 'progress' ELSE state END,
+                                  updated_at = now()
+                    WHERE run_id = $1
+                RETURNING counts, batches_applied, last_seq, state""",
+                batch.run_id,
+                orjson.dumps(counts).decode(),
+                batch.last,
+                batch.seq,
+            )
+            assert row is not None
+            if row["state"] in ("succeeded", "failed", "blocked"):
+                return None
+            if row["last_seq"] is not None and row["batches_applied"] == row["last_seq"] + 1:
+                return await self._finish(conn, batch, target)
+            return None
+
+    async def _ensure_run(self, conn: Connection, batch: AudienceMembership, target: ImportTarget) -> None:
+        await conn.execute(
+            """INSERT INTO run (run_id, direction, audience_id, mode, state, data_source_id, list_id, id_type)
+               VALUES ($1, 'import', $2, $3, 'started', $4, $5, $6)
+               ON CONFLICT (run_id) DO NOTHING""",
+            batch.run_id,
+            batch.audience_id,
+            batch.mode,
+            target.data_source_id,
+            target.list_id,
+            target.id_type,
+        )
+
+    async def _apply_ids(self, conn: Connection, batch: AudienceMembership, target: ImportTarget) -> dict[str, int]:
+        id_type = batch.id_type
+        invalid = [i for i in (*batch.adds, *batch.removes) if id_problem(id_type, i) is not None]
+        invalid_set = set(invalid)
+        records = [(i, True) for i in batch.adds if i not in invalid_set]
+        records += [(i, False) for i in batch.removes if i not in invalid_set]
+        await _ensure_temp_tables(conn)
+        if records:
+            await conn.copy_records_to_table("batch_ids", records=records, columns=("id", "is_add"))
+        await conn.execute("INSERT INTO batch_matches (id, is_add, recipient_id) " + match_join(target))
+        counts = {"received": len(batch.adds) + len(batch.removes), "invalid": len(invalid)}
+        counts["matched"] = await conn.fetchval("SELECT count(DISTINCT id) FROM batch_matches")
+        counts["unmatched"] = len(records) - counts["matched"]
+        reason = "unknown_ecid" if id_type == "ecid" else "unknown_declared_id"
+        # Unmatched adds are kept (re-matched later); IDs that left the segment are no longer wanted.
+        await conn.execute(
+            """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
+                SELECT $1::text, $2::text, b.id, $3::text, $4::uuid FROM batch_ids b
+                 WHERE b.is_add AND NOT EXISTS (SELECT 1 FROM batch_matches m WHERE m.id = b.id)
+                UNION ALL
+                SELECT $1::text, $2::text, i, 'invalid_format', $4::uuid FROM unnest($5::text[]) AS i
+                ON CONFLICT (audience_id, id_type, id)
+                DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, last_seen = now()""",
+            batch.audience_id,
+            id_type,
+            reason,
+            batch.run_id,
+            [i for i in batch.adds if i in invalid_set],
+        )
+        if batch.removes:
+            await conn.execute(
+                "DELETE FROM unmatched_id WHERE audience_id = $1 AND id_type = $2 AND id = ANY($3::text[])",
+                batch.audience_id,
+                id_type,
+                list(batch.removes),
+            )
+        if batch.mode == "full":
+            await conn.execute(
+                """INSERT INTO import_stage (run_id, recipient_id)
+                    SELECT DISTINCT $1::uuid, m.recipient_id FROM batch_matches m WHERE m.is_add
+                    ON CONFLICT DO NOTHING""",
+                batch.run_id,
+            )
+            counts["added"] = counts["removed"] = 0
+            return counts
+        added = await conn.execute(
+            """INSERT INTO list_member (list_id, recipient_id)
+                SELECT DISTINCT $1::bigint, m.recipient_id FROM batch_matches m WHERE m.is_add
+                ON CONFLICT DO NOTHING""",
+            target.list_id,
+        )
+        removed = await conn.execute(
+            """DELETE FROM list_member lm
+                 WHERE lm.list_id = $1
+                   AND lm.recipient_id IN (SELECT m.recipient_id FROM batch_matches m WHERE NOT m.is_add)""",
+            target.list_id,
+        )
+        counts["added"] = _affected(added)
+        counts["removed"] = _affected(removed)
+        return counts
+
+    async def _finish(self, conn: Connection, batch: AudienceMembership, target: ImportTarget) -> RunOutcome:
+        if batch.mode == "full":
+            held = await self._guard_reason(conn, batch.run_id, target.list_id)
+            if held is not None:
+                await conn.execute(
+                    "UPDATE run SET state = 'blocked', reason = $2, updated_at = now() WHERE run_id = $1",
+                    batch.run_id,
+                    held,
+                )
+                return await self._current_outcome(conn, batch.run_id)
+            added, removed = await apply_full_snapshot(conn, batch.run_id, target.list_id, batch.audience_id)
+            await conn.execute(
+                """UPDATE run SET counts = counts || jsonb_build_object('added', $2::bigint, 'removed', $3::bigint)
+                    WHERE run_id = $1""",
+                batch.run_id,
+                added,
+                removed,
+            )
+        await conn.execute(
+            "UPDATE run SET state = 'succeeded', finished_at = now(), updated_at = now() WHERE run_id = $1",
+            batch.run_id,
+        )
+        return await self._current_outcome(conn, batch.run_id)
+
+    async def _guard_reason(self, conn: Connection, run_id: uuid.UUID, list_id: int) -> str | None:
+        row = await conn.fetchrow(
+            """SELECT (SELECT count(*) FROM import_stage WHERE run_id = $1) AS snapshot,
+                      (SELECT count(*) FROM list_member WHERE list_id = $2) AS current,
+                      (SELECT count(*) FROM list_member lm WHERE lm.list_id = $2 AND NOT EXISTS
+                          (SELECT 1 FROM import_stage s WHERE s.run_id = $1 AND s.recipient_id = lm.recipient_id))
+                          AS leaving""",
+            run_id,
+            list_id,
+        )
+        assert row is not None
+        if row["snapshot"] == 0:
+            return "empty full snapshot: held back (release it with `audience-bridge release`)"
+        current, leaving = row["current"], row["leaving"]
+        if current >= self._guards.min_list_size and leaving > self._guards.max_removal_share * current:
+            return (
+                f"full snapshot would remove {leaving} of {current} list members "
+                f"(more than {self._guards.max_removal_share:.0%}): held back (release it with "
+                "`audience-bridge release`)"
+            )
+        return None
+
+    async def _current_outcome(self, conn: Connection, run_id: uuid.UUID) -> RunOutcome:
+        return await run_outcome(conn, run_id)
+
+
+async def run_outcome(conn: Connection, run_id: uuid.UUID) -> RunOutcome:
+    row = await conn.fetchrow(
+        "SELECT run_id, audience_id, state, counts, reason, id_type FROM run WHERE run_id = $1", run_id
+    )
+    if row is None:
+        raise PermanentError("unknown run", run_id=str(run_id))
+    counts = {k: int(v) for k, v in orjson.loads(row["counts"]).items()}
+    received_valid = counts.get("received", 0) - counts.get("invalid", 0)
+    match_rate = None
+    if row["id_type"] is not None and received_valid > 0:
+        match_rate = {row["id_type"]: round(counts.get("matched", 0) / received_valid, 4)}
+    if match_rate is not None:
+        await conn.execute(
+            "UPDATE run SET match_rate = $2::jsonb WHERE run_id = $1",
+            run_id,
+            orjson.dumps(match_rate).decode(),
+        )
+    return RunOutcome(
+        run_id=row["run_id"],
+        audience_id=row["audience_id"],
+        state=row["state"],
+        counts=counts,
+        match_rate=match_rate,
+        reason=row["reason"],
+    )
+
+
+async def apply_full_snapshot(conn: Connection, run_id: uuid.UUID, list_id: int, audience_id: str) -> tuple[int, int]:
+    """Replace ``list_id``'s membership with the run's staged snapshot; returns (added, removed)."""
+    added = await conn.execute(
+        """INSERT INTO list_member (list_id, recipient_id)
+           SELECT $2::bigint, recipient_id FROM import_stage WHERE run_id = $1
+           ON CONFLICT DO NOTHING""",
+        run_id,
+        list_id,
+    )
+    removed = await conn.execute(
+        """DELETE FROM list_member lm
+            WHERE lm.list_id = $2
+              AND NOT EXISTS (SELECT 1 FROM import_stage s WHERE s.run_id = $1 AND s.recipient_id = lm.recipient_id)""",
+        run_id,
+        list_id,
+    )
+    await conn.execute("DELETE FROM import_stage WHERE run_id = $1", run_id)
+    # A full snapshot is the whole truth: unmatched IDs it no longer names have left the segment.
+    await conn.execute("DELETE FROM unmatched_id WHERE audience_id = $1 AND run_id <> $2", audience_id, run_id)
+    return _affected(added), _affected(removed)

@@ -1,0 +1,140 @@
+"""Identifier rules: Experience Cloud IDs (ECIDs), declared IDs, and how declared keys are derived.
+
+* An **ECID** (MID/MCID, and the AAM UUID the platform's files carry) is exactly 38 ASCII decimal
+  digits. The platform only ever shows 38-digit examples and counts anything else as "Invalid AAM ID",
+  so the bridge holds the same line.
+* A **declared ID** is whatever the data source's reconciliation key yields. It must survive every
+  platform file format (TAB-, space-, comma- and ``=``-separated) and the platform's DPUUID rules (no
+  ``:`` nor ``%3A``), so it is printable ASCII without those characters, at most 256 characters.
+* Raw PII never leaves the bridge: e-mail keys are normalised and SHA-256 hashed (``declared_key``).
+
+``InvalidId`` deliberately does not carry the offending value: a rejected declared ID may be raw PII,
+and errors end up in logs and status events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final, Literal, get_args
+
+from shared.errors import PermanentError
+
+IdType = Literal["ecid", "declared"]
+KeyTransform = Literal["none", "sha256"]
+
+ID_TYPES: Final[tuple[str, ...]] = get_args(IdType)
+KEY_TRANSFORMS: Final[tuple[str, ...]] = get_args(KeyTransform)
+
+ECID_LENGTH: Final = 38
+MAX_DECLARED_ID_LENGTH: Final = 256
+
+# Reasons are stable strings: they are counted, reported in status events and asserted by tests.
+REASON_NOT_38_DIGITS: Final = "not 38 digits"
+REASON_EMPTY: Final = "empty"
+REASON_TOO_LONG: Final = f"longer than {MAX_DECLARED_ID_LENGTH} characters"
+REASON_NOT_ASCII_PRINTABLE: Final = "not printable ASCII"
+REASON_WHITESPACE: Final = "contains whitespace"
+REASON_COMMA: Final = "contains a comma"
+REASON_EQUALS: Final = "contains '='"
+REASON_COLON: Final = "contains ':' or '%3A'"
+
+_PRINTABLE_MIN: Final = 0x21  # '!': space (0x20) is whitespace and reported as such
+_PRINTABLE_MAX: Final = 0x7E  # '~'
+
+
+class InvalidId(PermanentError):
+    """An identifier breaks the rules of its type. ``reason`` is one of the ``REASON_*`` strings."""
+
+    def __init__(self, id_type: IdType, reason: str, *, length: int) -> None:
+        super().__init__(f"invalid {id_type} id: {reason}", id_type=id_type, reason=reason, length=length)
+        self.id_type: IdType = id_type
+        self.reason = reason
+
+
+class UnknownKeyTransform(PermanentError):
+    """A data source names a key transform the bridge does not implement."""
+
+
+def is_ecid(s: str) -> bool:
+    """True when ``s`` is exactly 38 ASCII decimal digits."""
+    # isdigit() alone accepts e.g. Arabic-Indic and superscript digits; isascii() shuts them out.
+    return len(s) == ECID_LENGTH and s.isascii() and s.isdigit()
+
+
+def validate_ecid(s: str) -> str:
+    if not is_ecid(s):
+        raise InvalidId("ecid", REASON_NOT_38_DIGITS, length=len(s))
+    return s
+
+
+def declared_id_problem(s: str) -> str | None:
+    """The reason ``s`` is not a valid declared ID, or None when it is."""
+    if not s:
+        return REASON_EMPTY
+    if len(s) > MAX_DECLARED_ID_LENGTH:
+        return REASON_TOO_LONG
+    if s.isascii() and s.isprintable() and " " not in s and "," not in s and "=" not in s and ":" not in s:
+        # The common case (hex digests, CRM numbers) answers with C-speed scans only.
+        return REASON_COLON if ("%3A" in s or "%3a" in s) else None
+    for ch in s:
+        code = ord(ch)
+        if ch.isspace():
+            return REASON_WHITESPACE
+        if code < _PRINTABLE_MIN or code > _PRINTABLE_MAX:
+            return REASON_NOT_ASCII_PRINTABLE
+        if ch == ",":
+            return REASON_COMMA
+        if ch == "=":
+            return REASON_EQUALS
+        if ch == ":":
+            return REASON_COLON
+    return None
+
+
+def is_declared_id(s: str) -> bool:
+    return declared_id_problem(s) is None
+
+
+def validate_declared_id(s: str) -> str:
+    reason = declared_id_problem(s)
+    if reason is not None:
+        raise InvalidId("declared", reason, length=len(s))
+    return s
+
+
+def id_problem(id_type: IdType, s: str) -> str | None:
+    """The reason ``s`` is not a valid ID of ``id_type``, or None. Cheaper than catching ``InvalidId``."""
+    if id_type == "ecid":
+        return None if is_ecid(s) else REASON_NOT_38_DIGITS
+    if id_type == "declared":
+        return declared_id_problem(s)
+    raise PermanentError("unknown id type", id_type=id_type)
+
+
+def validate_id(id_type: IdType, s: str) -> str:
+    reason = id_problem(id_type, s)
+    if reason is not None:
+        raise InvalidId(id_type, reason, length=len(s))
+    return s
+
+
+def normalise_email(s: str) -> str:
+    return s.strip().lower()
+
+
+def declared_key(value: str, transform: KeyTransform) -> str:
+    """The declared ID for a recipient field's ``value`` under the data source's ``transform``.
+
+    ``none`` keeps the trimmed value (it must then be a valid declared ID); ``sha256`` is the lower-case
+    hex SHA-256 of the trimmed, lower-cased value, the hashing the platform's own ID service applies to
+    e-mail addresses. An empty value is refused in both cases: every empty field would otherwise
+    collapse onto a single shared ID.
+    """
+    trimmed = value.strip()
+    if transform == "none":
+        return validate_declared_id(trimmed)
+    if transform == "sha256":
+        if not trimmed:
+            raise InvalidId("declared", REASON_EMPTY, length=0)
+        return hashlib.sha256(trimmed.lower().encode("utf-8")).hexdigest()
+    raise UnknownKeyTransform("unknown key transform", transform=transform)

@@ -1,0 +1,210 @@
+from __future__ import annotations
+
+import hashlib
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.errors import PermanentError
+from shared.ids import (
+    ID_TYPES,
+    KEY_TRANSFORMS,
+    MAX_DECLARED_ID_LENGTH,
+    REASON_COLON,
+    REASON_COMMA,
+    REASON_EMPTY,
+    REASON_EQUALS,
+    REASON_NOT_38_DIGITS,
+    REASON_NOT_ASCII_PRINTABLE,
+    REASON_TOO_LONG,
+    REASON_WHITESPACE,
+    InvalidId,
+    UnknownKeyTransform,
+    declared_id_problem,
+    declared_key,
+    id_problem,
+    is_declared_id,
+    is_ecid,
+    normalise_email,
+    validate_declared_id,
+    validate_ecid,
+    validate_id,
+)
+
+# No deadline nor speed health check: the suite also runs on loaded CI machines.
+FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Examples from the contract (AAM UUID, MID, MCMID).
+CONTRACT_ECIDS = [
+    "07955261652886032950143702505894272138",
+    "08382830887934830189014177072406221371",
+    "20265673158980419722735089753036633573",
+    "59767559181262060060278870901087098252",
+]
+
+DECLARED_ALPHABET = "".join(c for c in string.printable if c.isprintable() and c not in " ,=:")
+declared_ids = st.text(DECLARED_ALPHABET, min_size=1, max_size=MAX_DECLARED_ID_LENGTH).filter(
+    lambda s: "%3A" not in s and "%3a" not in s
+)
+
+
+def test_ids_and_transforms_are_the_documented_ones() -> None:
+    assert ID_TYPES == ("ecid", "declared")
+    assert KEY_TRANSFORMS == ("none", "sha256")
+
+
+@pytest.mark.parametrize("ecid", CONTRACT_ECIDS)
+def test_contract_ecids_are_valid(ecid: str) -> None:
+    assert is_ecid(ecid)
+    assert validate_ecid(ecid) == ecid
+    assert validate_id("ecid", ecid) == ecid
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "1" * 37,
+        "1" * 39,
+        "0795526165288603295014370250589427213a",
+        " 7955261652886032950143702505894272138",
+        "795526165288603295014370250589427213\n",
+        "\u0663" * 38,  # Arabic-Indic digit three: isdigit() but not ASCII
+        "\u00b2" * 38,  # superscript two
+        # the 43-digit UUID of the platform's real-time sample (a documentation typo)
+        "3".join(["1" * 21, "1" * 21]),
+    ],
+)
+def test_not_38_ascii_digits_is_not_an_ecid(bad: str) -> None:
+    assert not is_ecid(bad)
+    with pytest.raises(InvalidId) as e:
+        validate_ecid(bad)
+    assert e.value.reason == REASON_NOT_38_DIGITS
+    assert e.value.id_type == "ecid"
+    assert isinstance(e.value, PermanentError)
+
+
+@FAST
+@given(st.text(alphabet="0123456789", min_size=38, max_size=38))
+def test_any_38_digits_is_an_ecid(s: str) -> None:
+    assert is_ecid(s)
+
+
+@FAST
+@given(st.text(max_size=60))
+def test_is_ecid_matches_its_definition(s: str) -> None:
+    assert is_ecid(s) == (len(s) == 38 and all(c in "0123456789" for c in s))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("", REASON_EMPTY),
+        ("a" * (MAX_DECLARED_ID_LENGTH + 1), REASON_TOO_LONG),
+        ("crm 42", REASON_WHITESPACE),
+        ("crm\t42", REASON_WHITESPACE),
+        ("crm42\n", REASON_WHITESPACE),
+        ("crm,42", REASON_COMMA),
+        ("crm=42", REASON_EQUALS),
+        ("crm:42", REASON_COLON),
+        ("crm%3A42", REASON_COLON),
+        ("crm%3a42", REASON_COLON),
+        ("crmé42", REASON_NOT_ASCII_PRINTABLE),
+        ("crm\x0042", REASON_NOT_ASCII_PRINTABLE),
+        ("crm\x7f", REASON_NOT_ASCII_PRINTABLE),
+    ],
+)
+def test_declared_id_rules(value: str, reason: str) -> None:
+    assert declared_id_problem(value) == reason
+    assert not is_declared_id(value)
+    with pytest.raises(InvalidId) as e:
+        validate_declared_id(value)
+    assert e.value.reason == reason
+    assert id_problem("declared", value) == reason
+
+
+def test_invalid_id_does_not_carry_the_value() -> None:
+    # A rejected declared ID may be raw PII (an e-mail address with a space...): never logged.
+    with pytest.raises(InvalidId) as e:
+        validate_declared_id("jane doe@example.com")
+    assert "jane" not in str(e.value)
+    assert e.value.context["length"] == len("jane doe@example.com")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1060413022",
+        "DBwFoc3dhfMNCFBh2M4F9ZkJEXMNnRDh2PXvnI1",
+        "6D92078A-8246-4BA4-AE5B-76104861E7DC",
+        hashlib.sha256(b"a@b.c").hexdigest(),
+        "a" * MAX_DECLARED_ID_LENGTH,
+        "!#$%&'()*+-./;<>?@[\\]^_`{|}~",
+    ],
+)
+def test_valid_declared_ids(value: str) -> None:
+    assert validate_declared_id(value) == value
+    assert validate_id("declared", value) == value
+
+
+@FAST
+@given(declared_ids)
+def test_generated_declared_ids_are_valid(s: str) -> None:
+    assert declared_id_problem(s) is None
+
+
+@FAST
+@given(declared_ids, st.sampled_from([" ", "\t", ",", "=", ":", "%3A", "é", "\x00"]), st.data())
+def test_one_forbidden_character_makes_a_declared_id_invalid(s: str, bad: str, data: st.DataObject) -> None:
+    at = data.draw(st.integers(0, len(s)))
+    candidate = (s[:at] + bad + s[at:])[: MAX_DECLARED_ID_LENGTH + 5]
+    assert declared_id_problem(candidate) is not None
+
+
+def test_validate_id_dispatches() -> None:
+    ecid = CONTRACT_ECIDS[0]
+    assert validate_id("declared", ecid) == ecid  # digits are a fine declared ID too
+    with pytest.raises(InvalidId) as e:
+        validate_id("ecid", "crm42")
+    assert e.value.reason == REASON_NOT_38_DIGITS
+    with pytest.raises(PermanentError):
+        validate_id("phone", "1")  # type: ignore[arg-type]
+
+
+def test_normalise_email() -> None:
+    assert normalise_email("  Jane.Doe@Example.COM \n") == "jane.doe@example.com"
+
+
+def test_declared_key_none_keeps_the_trimmed_value() -> None:
+    assert declared_key("  CRM-42 ", "none") == "CRM-42"
+    with pytest.raises(InvalidId) as e:
+        declared_key("jane doe", "none")
+    assert e.value.reason == REASON_WHITESPACE
+    with pytest.raises(InvalidId):
+        declared_key("   ", "none")
+
+
+def test_declared_key_sha256_of_normalised_email() -> None:
+    expected = hashlib.sha256(b"jane.doe@example.com").hexdigest()
+    assert declared_key(" Jane.Doe@Example.com ", "sha256") == expected
+    assert len(expected) == 64
+    assert is_declared_id(expected)
+
+
+def test_declared_key_refuses_empty_values_and_unknown_transforms() -> None:
+    with pytest.raises(InvalidId) as e:
+        declared_key(" \t", "sha256")
+    assert e.value.reason == REASON_EMPTY
+    with pytest.raises(UnknownKeyTransform):
+        declared_key("x", "md5")  # type: ignore[arg-type]
+
+
+@FAST
+@given(st.text(min_size=1).filter(lambda s: s.strip() != ""), st.text(" \t\n"), st.text(" \t\n"))
+def test_sha256_key_ignores_case_and_surrounding_whitespace(value: str, pre: str, post: str) -> None:
+    key = declared_key(value, "sha256")
+    assert key == declared_key(pre + value.upper() + post, "sha256") or value.upper().lower() != value.lower()
+    assert key == hashlib.sha256(value.strip().lower().encode()).hexdigest()
+    assert is_declared_id(key)
