@@ -13,7 +13,7 @@ import contextlib
 import signal
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -79,6 +79,7 @@ class KafkaPostgresApp(ServiceApp):
         self.producer: Producer = Producer(settings, self.name, self.metrics)
         self.pool: asyncpg.Pool | None = None
         self.consumers: list[ConsumerLoop] = []
+        self.background: list[asyncio.Task[None]] = []
 
     def topic(self, base: str) -> str:
         return topic_name(self.settings.topic_prefix, base)
@@ -105,17 +106,31 @@ class KafkaPostgresApp(ServiceApp):
                 producer=self.producer,
                 metrics=self.metrics,
                 group_id=f"{self.settings.kafka_consumer_group or 'audience-bridge-' + self.name}.{base}",
+                max_poll_records=self.poll_limit(base),
             )
             await loop.start()
             self.consumers.append(loop)
         self.started = True
 
+    def poll_limit(self, base_topic: str) -> int | None:
+        """Messages per poll for this subscription (None: KAFKA_MAX_POLL_RECORDS)."""
+        return None
+
     async def on_started(self) -> None:
         """Hook: dependencies are up, consumers not yet started."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background loop (e.g. a drop-zone watcher) for the service's life; its end stops the service."""
+        self.background.append(asyncio.create_task(coro, name=name))
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.stop(self.settings.shutdown_grace_s) for c in self.consumers))
         self.consumers.clear()
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        self.background.clear()
+        await self.on_stopping()
         await self.producer.stop()
         if self.pool is not None:
             try:
@@ -134,8 +149,11 @@ class KafkaPostgresApp(ServiceApp):
         )
         return checks
 
+    async def on_stopping(self) -> None:
+        """Hook: consumers and background loops are stopped; release the service's own resources."""
+
     def watched_tasks(self) -> Sequence[asyncio.Task[None]]:
-        return [c._task for c in self.consumers if c._task is not None]
+        return [*(c._task for c in self.consumers if c._task is not None), *self.background]
 
 
 async def _serve(app: ServiceApp) -> int:

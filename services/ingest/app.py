@@ -1,23 +1,124 @@
-"""ingest: consume -> validate -> govern -> emit membership batches."""
+"""ingest: outbound files and segment events -> validate -> govern -> emit membership batches."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
+from prometheus_client import Counter
+
+from services.ingest.audiences import AudienceDirectory, ImportAudience
+from services.ingest.events import SegmentEventHandler
+from services.ingest.files import FileImporter
+from services.ingest.governance import Governance
 from services.ingest.settings import IngestSettings
+from shared.dropzone import DropZone, open_dropzone
 from shared.kafka.consumer import Handler
+from shared.logging import get_logger
 from shared.messages import Message, SegmentEvent
+from shared.platform import PlatformClient, PrometheusPlatformMetrics
+from shared.retry import Backoff, is_transient
 from shared.service import KafkaPostgresApp
-from shared.topics import SEGMENT_EVENTS
-from shared.unsupported import not_yet_supported
+from shared.status import StatusReporter
+from shared.topics import AUDIENCE_MEMBERSHIP, SEGMENT_EVENTS
+
+log = get_logger(__name__)
 
 
 class IngestApp(KafkaPostgresApp):
     name = "ingest"
     settings: IngestSettings
 
+    def __init__(self, settings: IngestSettings) -> None:
+        super().__init__(settings)
+        self.status = StatusReporter(self.producer, service=self.name, topic_prefix=settings.topic_prefix)
+        # Parsed here so a malformed URL stops the service at start (no I/O happens).
+        open_dropzone(settings.import_dropzone_url, s3=settings.s3_options())
+        self.platform_metrics = PrometheusPlatformMetrics(self.metrics.registry)
+        self.zone: DropZone | None = None
+        self.platform: PlatformClient | None = None
+        self.files_total = Counter(
+            "ab_dropzone_files_total",
+            "Drop-zone files handled, by outcome (processed, rejected).",
+            ["outcome"],
+            registry=self.metrics.registry,
+        )
+        self._directory: AudienceDirectory | None = None
+        self._governance: Governance | None = None
+        self._files: FileImporter | None = None
+        self._events: SegmentEventHandler | None = None
+        self.last_scan_ok = False
+
+    async def _govern(self, audience: ImportAudience) -> str | None:
+        assert self._governance is not None
+        return await self._governance.check(audience)
+
+    async def on_started(self) -> None:
+        assert self.pool is not None
+        self.zone = open_dropzone(self.settings.import_dropzone_url, s3=self.settings.s3_options())
+        self.platform = PlatformClient(self.settings, metrics=self.platform_metrics)
+        self._governance = Governance(self.platform, refresh_s=self.settings.metadata_refresh_s)
+        self._directory = AudienceDirectory(self.pool, refresh_s=self.settings.metadata_refresh_s)
+        membership = self.topic(AUDIENCE_MEMBERSHIP)
+        self._events = SegmentEventHandler(
+            directory=self._directory,
+            producer=self.producer,
+            membership_topic=membership,
+            status=self.status,
+            governance=self._govern,
+            batch_size=self.settings.membership_batch_size,
+        )
+        self._files = FileImporter(
+            zone=self.zone,
+            pool=self.pool,
+            producer=self.producer,
+            membership_topic=membership,
+            directory=self._directory,
+            governance=self._govern,
+            status=self.status,
+            batch_size=self.settings.membership_batch_size,
+            parts_timeout_s=self.settings.import_parts_timeout_s,
+            on_file=lambda _name, outcome: self.files_total.labels(outcome).inc(),
+        )
+        self.spawn(self._watch_dropzone(), "watch-import-dropzone")
+
     def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:
-        return {SEGMENT_EVENTS: (SegmentEvent, not_yet_supported("segment-events"))}
+        assert self._events is not None
+        return {SEGMENT_EVENTS: (SegmentEvent, self._events)}
+
+    def poll_limit(self, base_topic: str) -> int | None:
+        return self.settings.segment_events_max_poll if base_topic == SEGMENT_EVENTS else None
+
+    async def _watch_dropzone(self) -> None:
+        assert self._files is not None
+        backoff = Backoff(self.settings.retry_backoff_initial_s, self.settings.retry_backoff_max_s)
+        while True:
+            try:
+                await self._files.scan()
+                self.last_scan_ok = True
+                backoff.reset()
+                delay = self.settings.import_poll_interval_s
+            except Exception as exc:
+                self.last_scan_ok = False
+                if is_transient(exc):
+                    log.warning("import_scan_retry", error=type(exc).__name__, detail=str(exc)[:300])
+                else:
+                    log.exception("import_scan_failed")
+                delay = backoff.next_delay()
+            await asyncio.sleep(delay)
+
+    async def on_stopping(self) -> None:
+        if self.platform is not None:
+            await self.platform.close()
+            self.platform = None
+        if self.zone is not None:
+            await self.zone.close()
+            self.zone = None
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = await super().readiness()
+        checks["import_dropzone"] = self.last_scan_ok
+        return checks
 
 
 def build(settings: IngestSettings) -> IngestApp:

@@ -102,8 +102,10 @@ class ConsumerLoop:
         producer: Producer,
         metrics: RuntimeMetrics,
         group_id: str | None = None,
+        max_poll_records: int | None = None,
     ) -> None:
         self._settings = settings
+        self._max_poll = max_poll_records or settings.kafka_max_poll_records
         self._service = service
         self._models = dict(models)
         self._handler = handler
@@ -138,7 +140,7 @@ class ConsumerLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            max_poll_records=self._settings.kafka_max_poll_records,
+            max_poll_records=self._max_poll,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
         )
@@ -182,7 +184,7 @@ class ConsumerLoop:
         backoff = Backoff(self._settings.retry_backoff_initial_s, self._settings.retry_backoff_max_s)
         while not self._stopping.is_set():
             try:
-                polled = await consumer.getmany(timeout_ms=500, max_records=self._settings.kafka_max_poll_records)
+                polled = await consumer.getmany(timeout_ms=500, max_records=self._max_poll)
             except KafkaError as exc:
                 log.warning("poll_failed", error=type(exc).__name__, detail=str(exc)[:300])
                 await self._sleep(backoff.next_delay())

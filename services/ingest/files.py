@@ -1,0 +1,398 @@
+"""The platform's outbound segment files become membership runs: watch, verify, parse, emit, file away.
+
+A batch is its ``.info`` control file plus the parts it lists. Per scan of the import drop zone:
+
+1. group names by batch root; a name that breaks the grammar is moved to ``rejected/`` with the reason;
+2. a batch is ready when its ``.info`` and every part it lists are present (the ``.info`` may come
+   first); one still incomplete after ``parts_timeout_s`` is rejected;
+3. every part is verified against the ``.info`` (size, line count, md5) before anything is emitted,
+   so a lying or damaged batch is rejected whole and never half-imported;
+4. parts are parsed as streams (constant memory), each line's segments mapped to import audiences, and
+   each audience's IDs emitted as ``audience-membership`` batches (``full`` files -> ``mode=full``,
+   ``iter`` -> ``delta``), the run's last batch carrying ``last=true`` and totals;
+5. the batch is recorded as processed in Postgres and its files moved to ``processed/``.
+
+Run ids and batch boundaries are derived from the batch's name and content, so a restart in the middle
+re-emits exactly the same batches, which reconcile's ``applied_batch`` ledger recognises: nothing lost,
+nothing applied twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from services.ingest.audiences import AudienceDirectory, ImportAudience
+from shared.dropzone import DropZone, ObjectInfo
+from shared.errors import PermanentError
+from shared.formats import BadFileName, FormatError
+from shared.formats.lines import GzipDecoder
+from shared.formats.outbound import (
+    InfoFile,
+    OutboundFileName,
+    OutboundParser,
+    OutboundRecord,
+    batch_root_of,
+    is_info_name,
+    parse_info,
+    parse_outbound_name,
+)
+from shared.kafka import OutgoingMessage, Producer
+from shared.logging import get_logger
+from shared.messages import MAX_IDS_PER_BATCH, AudienceMembership
+from shared.status import StatusReporter
+
+log = get_logger(__name__)
+
+RUN_NAMESPACE = uuid.UUID("0b6f3f2e-52a8-4f0e-8d0c-6a1f4b2d9e71")
+SEND_WINDOW = 8  # membership messages in flight per send: pipelining without unbounded memory
+
+GovernanceCheck = Callable[[ImportAudience], Awaitable[str | None]]
+
+
+class BatchRejected(PermanentError):
+    """The batch cannot be imported as delivered (it lies, is damaged, or is incomplete for too long)."""
+
+
+def run_id_for(batch_root: str, audience_id: str) -> uuid.UUID:
+    return uuid.uuid5(RUN_NAMESPACE, f"{batch_root}\n{audience_id}")
+
+
+def file_run_id(batch_root: str) -> uuid.UUID:
+    return uuid.uuid5(RUN_NAMESPACE, batch_root)
+
+
+@dataclass
+class _Batch:
+    root: str
+    info: ObjectInfo | None = None
+    parts: dict[str, ObjectInfo] = field(default_factory=dict)
+
+    def files(self) -> list[str]:
+        return ([self.info.name] if self.info else []) + sorted(self.parts)
+
+    def oldest(self) -> float:
+        times = [o.mtime.timestamp() for o in ([self.info] if self.info else []) + list(self.parts.values())]
+        return min(times) if times else time.time()
+
+
+@dataclass
+class _AudienceRun:
+    audience: ImportAudience
+    run_id: uuid.UUID
+    mode: str
+    seq: int = 0
+    adds: list[str] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)
+    received: int = 0
+
+
+def group_names(objects: list[ObjectInfo]) -> tuple[dict[str, _Batch], list[tuple[ObjectInfo, str]]]:
+    """Group a listing into batches by root; names that break the grammar come back with the reason."""
+    batches: dict[str, _Batch] = {}
+    bad: list[tuple[ObjectInfo, str]] = []
+    for obj in objects:
+        base = obj.name.rsplit("/", 1)[-1]
+        try:
+            root = batch_root_of(base)
+            if not is_info_name(base):
+                parse_outbound_name(base)
+        except BadFileName as exc:
+            bad.append((obj, str(exc)))
+            continue
+        prefix = obj.name[: len(obj.name) - len(base)]
+        batch = batches.setdefault(prefix + root, _Batch(root=prefix + root))
+        if is_info_name(base):
+            batch.info = obj
+        else:
+            batch.parts[base] = obj
+    return batches, bad
+
+
+class FileImporter:
+    def __init__(
+        self,
+        *,
+        zone: DropZone,
+        pool: asyncpg.Pool,
+        producer: Producer,
+        membership_topic: str,
+        directory: AudienceDirectory,
+        governance: GovernanceCheck,
+        status: StatusReporter,
+        batch_size: int = 5000,
+        parts_timeout_s: float = 600.0,
+        on_file: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._zone = zone
+        self._pool = pool
+        self._producer = producer
+        self._topic = membership_topic
+        self._directory = directory
+        self._governance = governance
+        self._status = status
+        self._batch_size = min(batch_size, MAX_IDS_PER_BATCH)
+        self._parts_timeout_s = parts_timeout_s
+        self._on_file = on_file or (lambda _name, _outcome: None)
+
+    async def scan(self) -> int:
+        """Handle every ready batch once; returns how many batches were processed or rejected."""
+        listing = await self._zone.list()
+        batches, bad = group_names(listing)
+        for obj, reason in bad:
+            await self._zone.move(obj.name, "rejected", reason=f"file name breaks the outbound grammar: {reason}")
+            self._on_file(obj.name, "rejected")
+            log.warning("file_rejected", file=obj.name, reason=reason)
+        done = 0
+        for root in sorted(batches):
+            if await self._handle_batch(batches[root]):
+                done += 1
+        return done
+
+    async def _handle_batch(self, batch: _Batch) -> bool:
+        ledger = await self._pool.fetchval("SELECT state FROM processed_file WHERE batch_root = $1", batch.root)
+        if ledger in ("processed", "rejected"):
+            # Left over by a crash between the ledger commit and the move: file them where they belong.
+            for name in batch.files():
+                await self._zone.move(
+                    name,
+                    "processed" if ledger == "processed" else "rejected",
+                    reason=None if ledger == "processed" else "batch was rejected earlier",
+                )
+            return False
+        try:
+            ready = await self._ready(batch)
+            if ready is None:
+                return False
+            info, parts = ready
+            await self._verify(batch, info, parts)
+        except (BatchRejected, FormatError) as exc:
+            await self._reject(batch, str(exc))
+            return True
+        await self._pool.execute(
+            """INSERT INTO processed_file (batch_root, state) VALUES ($1, 'processing')
+               ON CONFLICT (batch_root) DO UPDATE SET started_at = now()""",
+            batch.root,
+        )
+        try:
+            run_ids = await self._emit(batch, parts)
+        except (BatchRejected, FormatError) as exc:
+            await self._reject(batch, str(exc))
+            return True
+        await self._pool.execute(
+            """UPDATE processed_file SET state = 'processed', run_ids = $2, finished_at = now()
+                WHERE batch_root = $1""",
+            batch.root,
+            run_ids,
+        )
+        for name in batch.files():
+            await self._zone.move(name, "processed")
+            self._on_file(name, "processed")
+        log.info("batch_processed", batch=batch.root, runs=len(run_ids))
+        return True
+
+    async def _ready(self, batch: _Batch) -> tuple[InfoFile, list[tuple[ObjectInfo, OutboundFileName]]] | None:
+        overdue = time.time() - batch.oldest() > self._parts_timeout_s
+        if batch.info is None:
+            if overdue:
+                raise BatchRejected("no .info control file arrived for these parts", batch=batch.root)
+            return None
+        info = parse_info(await self._zone.read_bytes(batch.info.name), file_name=batch.info.name)
+        problems = info.inconsistencies()
+        if problems:
+            raise BatchRejected("the .info file does not add up: " + "; ".join(problems), batch=batch.root)
+        parts: list[tuple[ObjectInfo, OutboundFileName]] = []
+        missing = []
+        for entry in sorted(info.files, key=lambda e: e.sequence_number):
+            name = entry.file_name.rsplit("/", 1)[-1]
+            obj = batch.parts.get(name)
+            if obj is None:
+                missing.append(name)
+                continue
+            parsed = parse_outbound_name(name)
+            if batch_root_of(name) != batch.root.rsplit("/", 1)[-1]:
+                raise BatchRejected("the .info lists a part of another batch", part=name)
+            parts.append((obj, parsed))
+        if missing:
+            if overdue:
+                raise BatchRejected("parts listed in the .info never arrived", missing=missing[:10])
+            return None
+        extra = sorted(set(batch.parts) - {p.name.rsplit("/", 1)[-1] for p, _ in parts})
+        if extra:
+            raise BatchRejected("parts not listed in the .info", extra=extra[:10])
+        return info, parts
+
+    async def _verify(self, batch: _Batch, info: InfoFile, parts: list[tuple[ObjectInfo, OutboundFileName]]) -> None:
+        for obj, parsed in parts:
+            entry = info.entry(parsed.name) or next(e for e in info.files if e.file_name.endswith(parsed.name))
+            if obj.size != entry.byte_size:
+                raise BatchRejected(
+                    "part size differs from the .info", part=parsed.name, size=obj.size, expected=entry.byte_size
+                )
+            md5 = hashlib.md5(usedforsecurity=False)
+            lines = 0
+            last = b"\n"
+            stored = _Tee(self._zone.read(obj.name), md5)
+            async for piece in _decoded(stored, gzip=parsed.gzip):
+                lines += piece.count(b"\n")
+                if piece:
+                    last = piece[-1:]
+            if last != b"\n":
+                lines += 1
+            if md5.hexdigest() != entry.md5.lower():
+                raise BatchRejected("part md5 differs from the .info", part=parsed.name)
+            if lines != entry.line_count:
+                raise BatchRejected(
+                    "part line count differs from the .info", part=parsed.name, lines=lines, expected=entry.line_count
+                )
+
+    async def _emit(self, batch: _Batch, parts: list[tuple[ObjectInfo, OutboundFileName]]) -> list[uuid.UUID]:
+        mode = "full" if parts and parts[0][1].mode == "full" else "delta"
+        runs: dict[str, _AudienceRun] = {}
+        segment_audience: dict[int, ImportAudience | None] = {}
+        blocked: dict[str, str] = {}
+        pending: list[OutgoingMessage] = []
+        invalid_lines = 0
+        unmapped_segments: set[int] = set()
+
+        async def audience_for(segment: int) -> ImportAudience | None:
+            if segment not in segment_audience:
+                audience = await self._directory.lookup(str(segment))
+                if audience is not None and audience.audience_id not in blocked:
+                    reason = await self._governance(audience)
+                    if reason is not None:
+                        blocked[audience.audience_id] = reason
+                segment_audience[segment] = audience
+            return segment_audience[segment]
+
+        async def flush(run: _AudienceRun, *, last: bool) -> None:
+            totals = None
+            if last:
+                totals = {"received": run.received, "batches": run.seq + 1, "invalid_lines": invalid_lines}
+            message = AudienceMembership(
+                run_id=run.run_id,
+                seq=run.seq,
+                last=last,
+                audience_id=run.audience.audience_id,
+                data_source=run.audience.data_source,
+                id_type=run.audience.id_type,
+                mode=mode,
+                adds=run.adds,
+                removes=run.removes,
+                totals=totals,
+            )
+            pending.append(OutgoingMessage.of(self._topic, message))
+            run.seq += 1
+            run.adds, run.removes = [], []
+            if len(pending) >= SEND_WINDOW or last:
+                await self._producer.send(pending)
+                pending.clear()
+
+        async def take(record: OutboundRecord) -> None:
+            for segments, is_add in ((record.segments, True), (record.removed, False)):
+                for segment in segments:
+                    # The cache answers all but the first line of each segment without a round trip.
+                    audience = segment_audience[segment] if segment in segment_audience else await audience_for(segment)
+                    if audience is None:
+                        unmapped_segments.add(segment)
+                        continue
+                    if audience.audience_id in blocked:
+                        continue
+                    if mode == "full" and not is_add:
+                        continue  # in a full snapshot, absence is what removes
+                    run = runs.get(audience.audience_id)
+                    if run is None:
+                        run = runs[audience.audience_id] = _AudienceRun(
+                            audience=audience, run_id=run_id_for(batch.root, audience.audience_id), mode=mode
+                        )
+                        await self._status.report(
+                            run.run_id, direction="import", state="started", audience_id=audience.audience_id
+                        )
+                    # Flushing before adding (not after) keeps the run's last batch non-empty.
+                    if len(run.adds) + len(run.removes) >= self._batch_size:
+                        await flush(run, last=False)
+                    (run.adds if is_add else run.removes).append(record.user_id)
+                    run.received += 1
+
+        for obj, parsed in parts:
+            parser = OutboundParser(parsed)
+            async for chunk in self._zone.read(obj.name):
+                for item in parser.feed(chunk):
+                    if isinstance(item, OutboundRecord):
+                        await take(item)
+                    else:
+                        invalid_lines += 1
+            for item in parser.close():
+                if isinstance(item, OutboundRecord):
+                    await take(item)
+                else:
+                    invalid_lines += 1
+        for run in runs.values():
+            await flush(run, last=True)
+            await self._status.report(
+                run.run_id,
+                direction="import",
+                state="progress",
+                audience_id=run.audience.audience_id,
+                counts={"received": run.received, "invalid": invalid_lines},
+            )
+        for audience_id, reason in blocked.items():
+            await self._status.report(
+                run_id_for(batch.root, audience_id),
+                direction="import",
+                state="blocked",
+                audience_id=audience_id,
+                reason=reason,
+            )
+        if unmapped_segments:
+            log.info("segments_without_import_audience", batch=batch.root, segments=sorted(unmapped_segments)[:20])
+        return [r.run_id for r in runs.values()]
+
+    async def _reject(self, batch: _Batch, reason: str) -> None:
+        for name in batch.files():
+            await self._zone.move(name, "rejected", reason=reason)
+            self._on_file(name, "rejected")
+        await self._pool.execute(
+            """INSERT INTO processed_file (batch_root, state, reason, finished_at) VALUES ($1, 'rejected', $2, now())
+               ON CONFLICT (batch_root) DO UPDATE SET state = 'rejected', reason = $2, finished_at = now()""",
+            batch.root,
+            reason,
+        )
+        await self._status.report(file_run_id(batch.root), direction="import", state="failed", reason=reason)
+        log.warning("batch_rejected", batch=batch.root, reason=reason)
+
+
+class _Tee:
+    """Passes a stream's chunks through while feeding them to a hash."""
+
+    def __init__(self, source: Any, digest: Any) -> None:
+        self._source = source
+        self._digest = digest
+
+    def __aiter__(self) -> _Tee:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk: bytes = await self._source.__anext__()
+        self._digest.update(chunk)
+        return chunk
+
+
+async def _decoded(chunks: _Tee, *, gzip: bool) -> Any:
+    """Async version of decode_chunks: stored chunks in, content chunks out."""
+    if not gzip:
+        async for chunk in chunks:
+            yield chunk
+        return
+    decoder = GzipDecoder()
+    async for chunk in chunks:
+        for piece in decoder.feed(chunk):
+            yield piece
+    for piece in decoder.close():
+        yield piece
