@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from services.reconcile.catalog import apply_catalog, load_catalog_file
+from services.reconcile.exporting import Exporter
 from services.reconcile.importing import Importer, ImportGuards
+from services.reconcile.rematch import rematch
 from services.reconcile.settings import ReconcileSettings
 from shared.kafka.consumer import Handler
+from shared.logging import get_logger
 from shared.messages import AudienceExportRequest, AudienceMembership, Message
+from shared.retry import is_transient
 from shared.service import KafkaPostgresApp
 from shared.status import StatusReporter
-from shared.topics import AUDIENCE_EXPORT_REQUESTS, AUDIENCE_MEMBERSHIP
-from shared.unsupported import not_yet_supported
+from shared.topics import AUDIENCE_EXPORT_BATCHES, AUDIENCE_EXPORT_REQUESTS, AUDIENCE_MEMBERSHIP
+
+log = get_logger(__name__)
 
 
 class ReconcileApp(KafkaPostgresApp):
@@ -25,6 +31,7 @@ class ReconcileApp(KafkaPostgresApp):
         self._catalog = load_catalog_file(settings.catalog_file) if settings.catalog_file else None
         self.status = StatusReporter(self.producer, service=self.name, topic_prefix=settings.topic_prefix)
         self._importer: Importer | None = None
+        self._exporter: Exporter | None = None
 
     async def on_started(self) -> None:
         assert self.pool is not None
@@ -39,12 +46,33 @@ class ReconcileApp(KafkaPostgresApp):
                 min_list_size=self.settings.full_import_guard_min_list_size,
             ),
         )
+        self._exporter = Exporter(
+            self.pool,
+            self.producer,
+            batches_topic=self.topic(AUDIENCE_EXPORT_BATCHES),
+            status=self.status,
+            batch_size=self.settings.export_batch_size,
+        )
+        self.spawn(self._rematch_periodically(), "rematch")
+
+    async def _rematch_periodically(self) -> None:
+        assert self.pool is not None
+        while True:
+            await asyncio.sleep(self.settings.rematch_interval_s)
+            try:
+                async with self.pool.acquire() as conn:
+                    await rematch(conn)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("rematch_retry_later", error=type(exc).__name__)
 
     def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:
         assert self._importer is not None
+        assert self._exporter is not None
         return {
             AUDIENCE_MEMBERSHIP: (AudienceMembership, self._importer.handle),
-            AUDIENCE_EXPORT_REQUESTS: (AudienceExportRequest, not_yet_supported("export")),
+            AUDIENCE_EXPORT_REQUESTS: (AudienceExportRequest, self._exporter.handle),
         }
 
 

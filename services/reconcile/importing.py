@@ -364,3 +364,27 @@ async def apply_full_snapshot(conn: Connection, run_id: uuid.UUID, list_id: int,
     # A full snapshot is the whole truth: unmatched IDs it no longer names have left the segment.
     await conn.execute("DELETE FROM unmatched_id WHERE audience_id = $1 AND run_id <> $2", audience_id, run_id)
     return _affected(added), _affected(removed)
+
+
+async def release_run(conn: Connection, run_id: uuid.UUID, released_by: str) -> RunOutcome:
+    """Apply a full snapshot that the guards held back, on an operator's say-so."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT audience_id, list_id, state FROM run WHERE run_id = $1 AND direction = 'import' FOR UPDATE",
+            run_id,
+        )
+        if row is None:
+            raise PermanentError("no import run with this id", run_id=str(run_id))
+        if row["state"] != "blocked":
+            raise PermanentError("only a blocked run can be released", run_id=str(run_id), state=row["state"])
+        added, removed = await apply_full_snapshot(conn, run_id, row["list_id"], row["audience_id"])
+        await conn.execute(
+            """UPDATE run SET state = 'succeeded', released_by = $2, finished_at = now(), updated_at = now(),
+                      counts = counts || jsonb_build_object('added', $3::bigint, 'removed', $4::bigint)
+                WHERE run_id = $1""",
+            run_id,
+            released_by,
+            added,
+            removed,
+        )
+        return await run_outcome(conn, run_id)

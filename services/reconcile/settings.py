@@ -17,6 +17,10 @@ class ReconcileSettings(KafkaSettings, DatabaseSettings):
     full_import_max_removal_share: float = Field(
         0.5, ge=0, le=1, description="A full snapshot removing more than this share of a list is held back."
     )
+    rematch_interval_s: float = Field(
+        300.0, gt=0, description="How often unmatched IDs are matched again against recipients and visitor links."
+    )
+    export_batch_size: int = Field(5000, ge=1, le=10000, description="IDs per audience-export-batches message.")
     full_import_guard_min_list_size: int = Field(
         100, ge=0, description="Lists smaller than this are not protected by the removal-share guard."
     )

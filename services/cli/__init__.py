@@ -1,0 +1,1 @@
+"""``audience-bridge``: the operators' command line (data sources, audiences, loads, runs, exports)."""

@@ -1,0 +1,88 @@
+"""Bulk loads of recipients and visitor links from CSV: COPY into a staging table, then one upsert.
+
+Rows that break the rules (an ECID that is not 38 digits, a link to an unknown recipient) are counted
+and skipped, not allowed to abort the whole load.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.errors import PermanentError
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    rows: int
+    loaded: int
+    skipped: int
+
+
+async def _chunks(path: Path, progress: Callable[[int], None]) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            progress(len(chunk))
+            yield chunk
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
+
+
+RECIPIENT_COLUMNS = ("recipient_id", "email", "crm_id", "first_name", "last_name")
+
+
+async def load_recipients(conn: Any, path: Path, progress: Callable[[int], None]) -> LoadResult:
+    header = _header(path)
+    unknown = [c for c in header if c not in RECIPIENT_COLUMNS]
+    if "recipient_id" not in header or unknown:
+        raise PermanentError(
+            "recipients CSV needs a header with recipient_id and only known columns",
+            known=list(RECIPIENT_COLUMNS),
+            unknown=unknown,
+        )
+    async with conn.transaction():
+        await conn.execute(
+            "CREATE TEMP TABLE load_recipient (recipient_id text, email text, crm_id text, first_name text, "
+            "last_name text) ON COMMIT DROP"
+        )
+        await conn.copy_to_table(
+            "load_recipient", source=_chunks(path, progress), columns=header, format="csv", header=True
+        )
+        rows = await conn.fetchval("SELECT count(*) FROM load_recipient")
+        status = await conn.execute(
+            """INSERT INTO recipient (recipient_id, email, crm_id, first_name, last_name)
+               SELECT DISTINCT ON (recipient_id::bigint) recipient_id::bigint, email, crm_id, first_name, last_name
+                 FROM load_recipient WHERE recipient_id ~ '^[0-9]{1,18}$'
+               ON CONFLICT (recipient_id) DO UPDATE SET email = EXCLUDED.email, crm_id = EXCLUDED.crm_id,
+                   first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, updated_at = now()"""
+        )
+    loaded = int(status.rsplit(" ", 1)[-1])
+    return LoadResult(rows=rows, loaded=loaded, skipped=rows - loaded)
+
+
+async def load_visitor_links(conn: Any, path: Path, progress: Callable[[int], None]) -> LoadResult:
+    header = _header(path)
+    if sorted(header) != ["ecid", "recipient_id"]:
+        raise PermanentError("visitor links CSV needs the header ecid,recipient_id", header=header)
+    async with conn.transaction():
+        await conn.execute("CREATE TEMP TABLE load_link (ecid text, recipient_id text) ON COMMIT DROP")
+        await conn.copy_to_table("load_link", source=_chunks(path, progress), columns=header, format="csv", header=True)
+        rows = await conn.fetchval("SELECT count(*) FROM load_link")
+        status = await conn.execute(
+            """INSERT INTO visitor_link (ecid, recipient_id)
+               SELECT DISTINCT l.ecid, r.recipient_id
+                 FROM load_link l JOIN recipient r ON l.recipient_id ~ '^[0-9]{1,18}$'
+                      AND r.recipient_id = l.recipient_id::bigint
+                WHERE l.ecid ~ '^[0-9]{38}$'
+               ON CONFLICT DO NOTHING"""
+        )
+    loaded = int(status.rsplit(" ", 1)[-1])
+    return LoadResult(rows=rows, loaded=loaded, skipped=rows - loaded)
