@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -19,10 +20,14 @@ import pytest_asyncio
 from shared.dropzone import FileDropZone
 from shared.formats.lines import collect_parts
 from shared.formats.outbound import OutboundFileName, OutboundWriter
+from shared.kafka import OutgoingMessage, Producer
+from shared.messages import SegmentEvent
+from shared.metrics import RuntimeMetrics
+from shared.settings import KafkaSettings
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of, hashed_email_of
 from tests.fixtures.ecsim import EcsimEndpoint, ecsim, ecsim_server  # noqa: F401
 from tests.fixtures.stack import ServiceProcess, StartService, start_service  # noqa: F401
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -268,3 +273,66 @@ async def _succeeded_run(stack: ImportStack, audience: str) -> asyncpg.Record:
 
     runs = await eventually(lambda: stack.runs(audience), until=done)
     return runs[0]
+
+
+async def test_upstream_segment_events_become_list_membership(stack: ImportStack, kafka_bootstrap: str) -> None:
+    topic = stack.env["TOPIC_PREFIX"] + "segment-events"
+
+    def event(i: int, op: str, *, segment: str = str(SEG_VISITORS), ecid: str | None = None) -> SegmentEvent:
+        return SegmentEvent.model_validate(
+            {
+                "event_id": f"e-{i}-{op}-{segment}",
+                "segment_id": segment,
+                "id_type": "ecid",
+                "data_source": "visitors",
+                "id": ecid or ecid_of(i),
+                "op": op,
+                "occurred_at": datetime.now(UTC),
+            }
+        )
+
+    producer = Producer(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), "test", RuntimeMetrics("t"))
+    try:
+        events = [event(i, "add") for i in range(1, 31)] + [event(5, "remove"), event(6, "remove")]
+        bad = [
+            event(100, "add", segment="no-such-segment"),
+            event(101, "add", ecid="123"),  # not 38 digits
+        ]
+        await producer.send([OutgoingMessage.of(topic, e) for e in [*events[:10], *bad, *events[10:]]])
+        await producer.send([OutgoingMessage(topic=topic, value=b"{oops", key=str(SEG_VISITORS).encode())])
+        await _wait_members(stack, "visitors-5001", set(range(1, 31)) - {5, 6})
+        dead = await read_topic(kafka_bootstrap, topic + ".dlq", expect=3)
+        reasons = sorted(dict(r.headers)["dlq.reason"].decode() for r in dead)
+        assert any("no import audience" in r for r in reasons)
+        assert any("malformed id" in r for r in reasons)
+        assert any("not JSON" in r for r in reasons)
+        # PII-restricted segment: events are refused with the reason, nothing is written.
+        await producer.send([OutgoingMessage.of(topic, event(7, "add", segment=str(SEG_PII)))])
+        dead = await read_topic(kafka_bootstrap, topic + ".dlq", expect=4)
+        assert any(b"governance" in dict(r.headers)["dlq.reason"] for r in dead)
+        assert await stack.members("mixed-5003") == set()
+    finally:
+        await producer.stop()
+
+
+async def test_reconcile_killed_mid_full_run_applies_everything_exactly_once(stack: ImportStack) -> None:
+    await stack.ingest.stop()
+    env = {**stack.env, "MEMBERSHIP_BATCH_SIZE": "200"}
+    await stack.start_service("ingest", env=env)
+    rows: list[Row] = [(ecid_of(i) if i <= 200 else f"{i:038d}", [SEG_VISITORS], []) for i in range(1, 16_001)]
+    await stack.deliver("full", rows)
+
+    async def applied() -> int:
+        return int(await stack.campaign.pool.fetchval("SELECT count(*) FROM applied_batch"))
+
+    await eventually(applied, until=lambda n: n >= 3, timeout=60, interval=0.01)
+    await stack.reconcile.kill()
+    assert await applied() < 80, "the run finished before the kill: make it bigger"
+    assert await stack.members("visitors-5001") == set()  # a full run applies nothing until it is complete
+    await stack.start_service("reconcile", env=stack.env)
+
+    await _wait_members(stack, "visitors-5001", set(range(1, 201)))
+    run = await _succeeded_run(stack, "visitors-5001")
+    assert run["batches_applied"] == 80
+    assert await applied() == 80
+    assert await stack.campaign.pool.fetchval("SELECT count(*) FROM unmatched_id") == 15_800
