@@ -10,7 +10,7 @@ LOCAL := deploy/local
 SERVICES := ecsim ingest reconcile publish
 PYTEST_ARGS ?=
 
-.PHONY: help venv infra up down status run logs test lint unit schemas docs fmt clean
+.PHONY: help venv infra up down status run logs test lint unit schemas docs fmt bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ unit: venv ## the unit tests only (no Kafka or Postgres needed)
 
 test: venv infra lint ## set up everything, lint, and run the whole suite against real Kafka and Postgres
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: venv infra ## benchmarks on the local stack -> var/bench/results.json (BENCH_SCENARIOS=import_1m,...)
+	$(PY) -m tests.bench
 
 clean: down ## stop everything and remove local state (var/) and the venv
 	rm -rf var $(VENV)

@@ -105,12 +105,16 @@ class KafkaPostgresApp(ServiceApp):
                 handler=handler,
                 producer=self.producer,
                 metrics=self.metrics,
-                group_id=f"{self.settings.kafka_consumer_group or 'audience-bridge-' + self.name}.{base}",
+                group_id=f"{self.group_prefix()}.{base}",
                 max_poll_records=self.poll_limit(base),
             )
             await loop.start()
             self.consumers.append(loop)
         self.started = True
+
+    def group_prefix(self) -> str:
+        # The topic prefix is part of the group: deployments sharing a cluster must not share groups.
+        return self.settings.kafka_consumer_group or f"{self.settings.topic_prefix}audience-bridge-{self.name}"
 
     def poll_limit(self, base_topic: str) -> int | None:
         """Messages per poll for this subscription (None: KAFKA_MAX_POLL_RECORDS)."""

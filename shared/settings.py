@@ -87,7 +87,9 @@ class KafkaSettings(BaseServiceSettings):
     kafka_replication_factor: int = Field(1, ge=1, description="Replication factor of topics a service creates.")
     kafka_max_poll_records: int = Field(50, ge=1, description="Messages handed to a handler at most at once.")
     kafka_send_timeout_s: float = Field(30.0, gt=0, description="Bound on every produce, flush and stop.")
-    kafka_consumer_group: str = Field("", description="Consumer group id (default audience-bridge-<service>).")
+    kafka_consumer_group: str = Field(
+        "", description="Consumer group prefix (default <TOPIC_PREFIX>audience-bridge-<service>); one group per topic."
+    )
     consumer_stuck_after_s: float = Field(
         120.0, gt=0, description="/readyz fails when a consumer has lag but made no progress for this long."
     )

@@ -215,7 +215,11 @@ class Importer:
         await _ensure_temp_tables(conn)
         if records:
             await conn.copy_records_to_table("batch_ids", records=records, columns=("id", "is_add"))
+        # A batch is small next to the identity tables: probing their indexes per ID is always right, but the
+        # planner, blind to what computing a declared key costs, may prefer hashing every recipient instead.
+        await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
         await conn.execute("INSERT INTO batch_matches (id, is_add, recipient_id) " + match_join(target))
+        await conn.execute("SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on")
         counts = {"received": len(batch.adds) + len(batch.removes), "invalid": len(invalid)}
         counts["matched"] = await conn.fetchval("SELECT count(DISTINCT id) FROM batch_matches")
         counts["unmatched"] = len(records) - counts["matched"]

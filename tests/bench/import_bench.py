@@ -1,0 +1,122 @@
+"""Import benchmark: an N-ID full segment file (half ECIDs, half hashed e-mails, 90% matchable) from the
+import drop zone to list membership, end to end; and the Postgres floor for the same work."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from shared.formats.lines import PartSummary
+from shared.formats.outbound import OutboundFileName, OutboundWriter
+from tests.bench.campaign import PLATFORM_SEED, ecid, hashed_email, load_recipients
+from tests.bench.stack import BenchStack, bench_stack
+
+
+def _rows(n: int) -> Any:
+    """Half the IDs are ECIDs of segment 5001, half hashed e-mails of segment 5002; 10% of each unknown."""
+    half = n // 2
+    matchable = half * 9 // 10
+    for i in range(half):
+        yield (ecid(i + 1) if i < matchable else ecid(10**15 + i), (5001,), ())
+    for i in range(n - half):
+        yield (hashed_email(half + i + 1) if i < matchable else hashed_email(10**15 + i), (5002,), ())
+
+
+def write_outbound(staging: Path, n: int) -> tuple[OutboundFileName, list[PartSummary]]:
+    batch = OutboundFileName("s3", 7001, 1001, "full", int(time.time() * 1000))
+    writer = OutboundWriter(batch, max_part_bytes=64 << 20)
+    current = None
+    staging.mkdir(parents=True, exist_ok=True)
+    handle = None
+    for event in writer.write(_rows(n)):
+        if isinstance(event, bytes):
+            if handle is None:
+                current = staging / f"part-{len(writer.parts)}"
+                handle = current.open("wb")
+            handle.write(event)
+        else:
+            assert handle is not None
+            assert current is not None
+            handle.close()
+            current.rename(staging / event.name)
+            handle = None
+    (staging / batch.info_name).write_bytes(writer.info().to_json())
+    return batch, writer.parts
+
+
+async def _wait_runs(stack: BenchStack, audiences: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = await stack.pool.fetch(
+            "SELECT audience_id, state FROM run WHERE audience_id = ANY($1::text[])", audiences
+        )
+        done = {r["audience_id"] for r in states if r["state"] in ("succeeded", "failed", "blocked")}
+        if done == set(audiences):
+            bad = [r for r in states if r["state"] != "succeeded"]
+            if bad:
+                raise RuntimeError(f"import runs did not succeed: {[dict(r) for r in bad]}")
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"import runs not finished after {timeout}s")
+
+
+async def floor(stack: BenchStack, n: int) -> float:
+    """Postgres alone: COPY the same IDs, join them with the identity tables, insert the matches."""
+    ids = [row[0] for row in _rows(n)]
+    half = n // 2
+    async with stack.pool.acquire() as conn:
+        await conn.execute(
+            "CREATE TABLE floor_ids (id text NOT NULL); "
+            "CREATE TABLE floor_member (list_id bigint, recipient_id bigint, PRIMARY KEY (list_id, recipient_id))"
+        )
+        started = time.perf_counter()
+        await conn.copy_records_to_table("floor_ids", records=((i,) for i in ids[:half]), columns=("id",))
+        await conn.execute(
+            "INSERT INTO floor_member SELECT 1, v.recipient_id FROM floor_ids f JOIN visitor_link v ON v.ecid = f.id "
+            "ON CONFLICT DO NOTHING"
+        )
+        await conn.execute("TRUNCATE floor_ids")
+        await conn.copy_records_to_table("floor_ids", records=((i,) for i in ids[half:]), columns=("id",))
+        await conn.execute(
+            "INSERT INTO floor_member SELECT 2, r.recipient_id FROM floor_ids f "
+            "JOIN recipient r ON ab_declared_key(r.email, 'sha256') = f.id ON CONFLICT DO NOTHING"
+        )
+        elapsed = time.perf_counter() - started
+        await conn.execute("DROP TABLE floor_ids; DROP TABLE floor_member")
+    return elapsed
+
+
+async def run_import(workdir: Path, n: int) -> dict[str, Any]:
+    async with bench_stack(workdir) as stack:
+        print(f"import {n:,}: loading {n * 9 // 10:,} recipients ...", flush=True)
+        await load_recipients(stack.pool, n)
+        await stack.ecsim_admin("POST", "/sim/seed", PLATFORM_SEED)
+        await stack.start("reconcile")
+        await stack.start("ingest", MEMBERSHIP_BATCH_SIZE="10000")
+        print(f"import {n:,}: writing the outbound file ...", flush=True)
+        staging = workdir / "staging"
+        batch, parts = write_outbound(staging, n)
+        zone = workdir / "import"
+        zone.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        for part in parts:
+            os.replace(staging / part.name, zone / part.name)
+        os.replace(staging / batch.info_name, zone / batch.info_name)
+        await _wait_runs(stack, ["visitors-5001", "emails-5002"], timeout=max(600, n / 2000))
+        elapsed = time.perf_counter() - started
+        members = await stack.pool.fetchval("SELECT count(*) FROM list_member")
+        rss = stack.rss()
+        print(f"import {n:,}: {elapsed:.1f}s end to end; measuring the Postgres floor ...", flush=True)
+        floor_s = await floor(stack, n)
+    return {
+        "ids": n,
+        "seconds": round(elapsed, 2),
+        "ids_per_s": round(n / elapsed),
+        "members": members,
+        "floor_seconds": round(floor_s, 2),
+        "floor_ratio": round(elapsed / floor_s, 2),
+        "rss_mb": rss,
+    }

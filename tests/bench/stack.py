@@ -1,0 +1,98 @@
+"""The local stack for benchmarks: a fresh database, a topic prefix, ecsim and the services as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from shared.migrations import migrate
+from tests.fixtures.stack import ServiceProcess, spawn_service
+
+ADMIN_DSN = os.environ.get(
+    "DATABASE_URL", "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"
+)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a live process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class BenchStack:
+    workdir: Path
+    database_url: str
+    topic_prefix: str
+    pool: asyncpg.Pool
+    env: dict[str, str]
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    async def start(self, name: str, **extra: str) -> ServiceProcess:
+        service = await spawn_service(name, env={**self.env, **extra}, log_path=self.workdir / f"{name}.log", wait=True)
+        self.services[name] = service
+        return service
+
+    async def ecsim_admin(self, method: str, path: str, json: Any = None) -> Any:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.services["ecsim"].url + path, json=json) as resp,
+        ):
+            resp.raise_for_status()
+            return await resp.json()
+
+    def rss(self) -> dict[str, float]:
+        return {
+            name: round(peak_rss_mb(s.process.pid), 1)
+            for name, s in self.services.items()
+            if s.process.returncode is None
+        }
+
+
+@asynccontextmanager
+async def bench_stack(workdir: Path) -> AsyncIterator[BenchStack]:
+    name = f"ab_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    database_url = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4, command_timeout=3600)
+    assert pool is not None
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    env = {
+        "DATABASE_URL": database_url,
+        "TOPIC_PREFIX": prefix,
+        "IMPORT_DROPZONE_URL": f"file://{workdir / 'import'}",
+        "EXPORT_DROPZONE_URL": f"file://{workdir / 'export'}",
+        "ECSIM_EXPORT_DROPZONE_URL": f"file://{workdir / 'export'}",
+        "ECSIM_IMPORT_DROPZONE_URL": f"file://{workdir / 'import'}",
+        "IMPORT_POLL_INTERVAL_S": "0.1",
+        "ECSIM_ADMIN_ENABLED": "true",
+        "LOG_LEVEL": "WARNING",
+    }
+    stack = BenchStack(workdir=workdir, database_url=database_url, topic_prefix=prefix, pool=pool, env=env)
+    try:
+        ecsim = await stack.start("ecsim")
+        stack.env["PLATFORM_IMS_URL"] = ecsim.url + "/ims/token/v3"
+        stack.env["PLATFORM_API_URL"] = ecsim.url + "/v1"
+        yield stack
+    finally:
+        await asyncio.gather(*(s.stop() for s in stack.services.values()))
+        await pool.close()
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
