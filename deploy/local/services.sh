@@ -35,7 +35,9 @@ start_one() {
   local name="$1" port; port="$(port_of "$name")"
   mkdir -p "$VAR_DIR/run" "$VAR_DIR/log"
   if pid_of "$name" >/dev/null; then echo "$name: already running" >&2; return 0; fi
-  (cd "$root" && HTTP_PORT="$port" setsid "$PY" -m "services.$name" >>"$VAR_DIR/log/$name.log" 2>&1 < /dev/null &
+  # The local ecsim serves its /sim admin endpoints (the demo drives deliveries through them).
+  (cd "$root" && HTTP_PORT="$port" ECSIM_ADMIN_ENABLED="${ECSIM_ADMIN_ENABLED:-true}" \
+     setsid "$PY" -m "services.$name" >>"$VAR_DIR/log/$name.log" 2>&1 < /dev/null &
    echo $! > "$VAR_DIR/run/$name.pid")
 }
 

@@ -14,16 +14,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
-import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from services.ecsim.api_files import FilesAdmin
 from services.ecsim.faults import Fault, FaultConfig
+from services.ecsim.http_util import (
+    _int,
+    _json,
+    _json_body,
+    _list_params,
+    _path_id,
+    _path_ref,
+    _query_bool,
+    _query_int,
+    error_response,
+)
 from services.ecsim.ims import ImsError, Principal, TokenRejected
 from services.ecsim.simulator import Simulator
-from services.ecsim.store import InvalidInput, ListParams, NotFound, StoreError
+from services.ecsim.store import InvalidInput, StoreError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -36,30 +47,6 @@ ADMIN_PREFIX: Final = "/sim"
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 
 PRINCIPAL: Final = web.RequestKey("principal", Principal)
-
-_STATUS_CODES: Final = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    429: "too_many_requests",
-}
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    code = _STATUS_CODES.get(status, "server_error" if status >= 500 else "error")
-    return _json({"code": code, "message": message, "status": status}, status, headers)
 
 
 def _fault_response(fault: Fault, *, ims: bool) -> web.Response:
@@ -74,72 +61,6 @@ def _fault_response(fault: Fault, *, ims: bool) -> web.Response:
             headers,
         )
     return error_response(fault.status, "injected fault", headers)
-
-
-# --- request parsing -----------------------------------------------------------------------------------
-
-
-def _invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(f"invalid {field}", details=[{"field": field, "message": message}])
-
-
-def _int(value: str, field: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise _invalid(field, "must be an integer") from None
-
-
-def _query_int(request: web.Request, name: str) -> int | None:
-    value = request.query.get(name)
-    return None if value is None or value == "" else _int(value, name)
-
-
-def _query_bool(request: web.Request, name: str) -> bool:
-    value = request.query.get(name)
-    if value is None or value == "":
-        return False
-    lowered = value.lower()
-    if lowered not in ("true", "false"):
-        raise _invalid(name, "must be true or false")
-    return lowered == "true"
-
-
-def _list_params(request: web.Request) -> ListParams:
-    return ListParams(
-        page=_query_int(request, "page"),
-        page_size=_query_int(request, "pageSize"),
-        sort_by=request.query.get("sortBy") or None,
-        descending=_query_bool(request, "descending"),
-        search=request.query.get("search") or None,
-    )
-
-
-def _path_id(request: web.Request, name: str = "id") -> int:
-    value = request.match_info[name]
-    if not value.isdigit():
-        raise NotFound(f"no such object: {value[:100]!r}")
-    return int(value)
-
-
-def _path_ref(request: web.Request) -> int | str:
-    """``{ref}`` is a numeric id or ``ic:<integration code>``."""
-    value = request.match_info["ref"]
-    if value.startswith("ic:") and len(value) > 3:
-        return value[3:]
-    if value.isdigit():
-        return int(value)
-    raise NotFound(f"no such object: {value[:100]!r}")
-
-
-async def _json_body(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise InvalidInput("Content-Type must be application/json")
-    raw = await request.read()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidInput("the request body is not valid JSON") from None
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -402,6 +323,7 @@ class EcsimHttp:
         r.add_delete("/faults", self.admin_clear_faults)
         r.add_post("/tokens/expire", self.admin_expire_tokens)
         r.add_post("/datasources/{id}/receipts", self.admin_add_receipt)
+        FilesAdmin(self.sim).add_routes(r)
         return app
 
     async def admin_state(self, _: web.Request) -> web.Response:

@@ -11,18 +11,29 @@
 | ``ECSIM_ADMIN_ENABLED`` | false | serve ``/sim/*`` (fault injection, seeding, state) |
 | ``ECSIM_FAULT_SEED`` | unset | seed of the fault injector's random choices |
 | ``ECSIM_SEED_FILE`` | unset | JSON objects to create at start (same shape as ``POST /sim/seed``) |
+| ``ECSIM_EXPORT_DROPZONE_URL`` | ``file://<repo>/var/dropzones/export`` | where the bridge puts inbound files |
+| ``ECSIM_IMPORT_DROPZONE_URL`` | ``file://<repo>/var/dropzones/import`` | where ecsim delivers outbound batches |
+| ``ECSIM_INBOUND_POLL_INTERVAL_S`` | 2.0 | scan period of the export zone (0: only on demand) |
+| ``ECSIM_DELIVERY_INTERVAL_S`` | unset | period of scheduled ``iter`` deliveries (unset: on demand) |
+| ``ECSIM_DROPZONE_RETRY_MAX_S`` | 30 | how long a delivery retries an unavailable import zone |
+| ``ECSIM_S3_ENDPOINT_URL`` / ``ECSIM_S3_REGION`` | unset | for ``s3://`` zones (credentials: AWS chain) |
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from shared.settings import BaseServiceSettings
+from shared.dropzone import open_dropzone
+from shared.errors import ConfigError
+from shared.settings import DEFAULT_VAR_DIR, BaseServiceSettings
 
 DEFAULT_CLIENT_ID = "audience-bridge-local"
 DEFAULT_CLIENT_SECRET = "ecsim-local-secret"  # a documented local default, not a credential
+# The same folders the bridge uses by default, so `make up` connects both sides with no setting at all.
+DEFAULT_EXPORT_DROPZONE = DEFAULT_VAR_DIR / "dropzones" / "export"
+DEFAULT_IMPORT_DROPZONE = DEFAULT_VAR_DIR / "dropzones" / "import"
 
 
 class EcsimSettings(BaseServiceSettings):
@@ -53,3 +64,48 @@ class EcsimSettings(BaseServiceSettings):
     ecsim_seed_file: Path | None = Field(
         None, description="JSON file of objects to create at start, shaped like the body of POST /sim/seed."
     )
+    ecsim_export_dropzone_url: str = Field(
+        "",
+        description="Drop zone the bridge exports inbound data files to, processed by ecsim (file:///path or "
+        "s3://bucket/prefix; empty: file:// + <repo>/var/dropzones/export, the bridge's default).",
+    )
+    ecsim_import_dropzone_url: str = Field(
+        "",
+        description="Drop zone ecsim delivers outbound batch files to, read by the bridge (empty: "
+        "file:// + <repo>/var/dropzones/import, the bridge's default).",
+    )
+    ecsim_inbound_poll_interval_s: float = Field(
+        2.0, ge=0, description="How often the export drop zone is scanned for inbound files (0: only on request)."
+    )
+    ecsim_delivery_interval_s: float | None = Field(
+        None,
+        gt=0,
+        description="Deliver an iter batch to every S2S destination with mappings this often (unset: on request).",
+    )
+    ecsim_dropzone_retry_max_s: float = Field(
+        30.0, ge=0, description="How long a delivery keeps retrying an unavailable import drop zone before failing."
+    )
+    ecsim_s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint for s3:// drop zones (credentials: the AWS default chain)."
+    )
+    ecsim_s3_region: str | None = Field(None, description="Region of s3:// drop zones.")
+
+    @field_validator("ecsim_export_dropzone_url", "ecsim_import_dropzone_url")
+    @classmethod
+    def _zone_url(cls, value: str) -> str:
+        if value and not value.startswith(("file:///", "s3://")):
+            raise ValueError("must be file:///abs/path or s3://bucket/prefix (or empty for the local default)")
+        if value:
+            try:
+                open_dropzone(value)  # no I/O: only the URL's shape is checked, so a typo stops the start
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    @property
+    def export_dropzone_url(self) -> str:
+        return self.ecsim_export_dropzone_url or DEFAULT_EXPORT_DROPZONE.as_uri()
+
+    @property
+    def import_dropzone_url(self) -> str:
+        return self.ecsim_import_dropzone_url or DEFAULT_IMPORT_DROPZONE.as_uri()

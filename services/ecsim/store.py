@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 
 from services.ecsim import rules
 from shared.errors import BridgeError
+from shared.ids import IdType
 
 Json = dict[str, Any]
 
@@ -38,6 +39,15 @@ S2S: Final = "S2S"
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def id_type_of(datasource: Mapping[str, Any] | None) -> IdType:
+    """Which IDs a data source's files carry: a ``COOKIE`` data source holds Experience Cloud IDs (38
+    digits); ``CROSS_DEVICE`` and ``DEVICE_ADVERTISING_ID`` ones hold declared IDs. No data source (the
+    platform's own DPID 0, AAM UUIDs) means ECIDs."""
+    if datasource is None or datasource.get("idType") == "COOKIE":
+        return "ecid"
+    return "declared"
 
 
 # --- errors ------------------------------------------------------------------------------------------
@@ -529,6 +539,13 @@ class AamStore:
             raise InUse(f"trait {sid} is used by segments", sid=sid, segments=sorted(segments)[:20])
         self.traits.remove(sid)
         self._traits_by_ds[trait["dataSourceId"]].discard(sid)
+
+    def trait_ids_of(self, data_source_id: int, *, trait_type: str | None = None) -> frozenset[int]:
+        """Sids of the data source's traits (of ``trait_type`` only, when given); no copies of objects."""
+        sids = self._traits_by_ds.get(data_source_id, ())
+        if trait_type is None:
+            return frozenset(sids)
+        return frozenset(s for s in sids if self.traits.items[s]["traitType"] == trait_type)
 
     def list_traits(
         self,

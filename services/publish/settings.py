@@ -4,8 +4,39 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import DatabaseSettings, KafkaSettings
+from shared.dropzone.settings import S3Settings
+from shared.formats.inbound import DEFAULT_MAX_PART_BYTES
+from shared.platform import PlatformSettings
+from shared.settings import DEFAULT_VAR_DIR, DatabaseSettings, KafkaSettings
+
+# The folder ecsim watches by default (services/ecsim/settings.py), so `make up` connects both sides.
+DEFAULT_EXPORT_DROPZONE_URL = (DEFAULT_VAR_DIR / "dropzones" / "export").as_uri()
+# The `<partner>` folder of `<partner>/date=YYYY-MM-DD/`: on the real platform the partner name Adobe set
+# up for the bucket. Locally ecsim's partner (ECSIM_PARTNER_ID's default); ecsim accepts any one segment.
+DEFAULT_EXPORT_PARTNER = "1352"
 
 
-class PublishSettings(KafkaSettings, DatabaseSettings):
+class PublishSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settings):
     http_port: int = Field(8083, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
+    export_dropzone_url: str = Field(
+        DEFAULT_EXPORT_DROPZONE_URL,
+        description="Where inbound data files for the platform are written (file:///path or s3://bucket/prefix).",
+    )
+    export_partner_folder: str = Field(
+        DEFAULT_EXPORT_PARTNER,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The <partner> folder of <partner>/date=YYYY-MM-DD/ in the export drop zone (the partner "
+        "name the platform set up; locally ecsim's partner id).",
+    )
+    export_max_part_bytes: int = Field(
+        DEFAULT_MAX_PART_BYTES,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Uncompressed bytes per inbound file part at most; larger runs are split into numbered parts.",
+    )
+    export_gzip: bool = Field(True, description="gzip-compress inbound data files (.gz).")
+    export_write_attempts: int = Field(
+        3, ge=1, le=20, description="Attempts to write a run's files while the export drop zone is unavailable."
+    )

@@ -37,6 +37,11 @@ async def test_service_process_lifecycle(
         "TOPIC_PREFIX": topic_prefix,
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "INFO",
+        # Never the local stack's folders: a test must not pick up (or move away) someone's real files.
+        "IMPORT_DROPZONE_URL": f"file://{tmp_path / 'import'}",
+        "EXPORT_DROPZONE_URL": f"file://{tmp_path / 'export'}",
+        "ECSIM_IMPORT_DROPZONE_URL": f"file://{tmp_path / 'import'}",
+        "ECSIM_EXPORT_DROPZONE_URL": f"file://{tmp_path / 'export'}",
     }
     log_path = tmp_path / f"{service}.log"
     with log_path.open("wb") as log_file:

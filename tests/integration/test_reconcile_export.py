@@ -100,6 +100,7 @@ async def test_declared_ids_are_hashed_and_unmappable_recipients_excluded(rig: E
     excluded = await rig.campaign.pool.fetch("SELECT recipient_id FROM export_excluded WHERE run_id = $1", run_id)
     assert {r["recipient_id"] for r in excluded} == {3, 4}
     run = await rig.campaign.pool.fetchrow("SELECT state, counts, mode FROM run WHERE run_id = $1", run_id)
+    assert run is not None
     assert run["mode"] == "append"
     assert orjson.loads(run["counts"])["excluded"] == 2
     assert email_of(1).strip() not in str(batches)

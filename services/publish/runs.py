@@ -1,0 +1,368 @@
+"""An export run from its first batch to its outcome: consume → decide → write → emit.
+
+Per batch (``Publisher.handle``):
+
+1. the run must exist (reconcile records it before emitting); otherwise the batch is dead-lettered and a
+   ``failed`` status says why;
+2. on the run's first batch: ``started`` is reported, and the shared audience is made sure of on the
+   platform (trait + segment, ids recorded in ``shared_audience``) if it is not yet;
+3. the batch is staged exactly once (:mod:`services.publish.stage`);
+4. once every batch is staged: the files are written (:mod:`services.publish.files`), then one transaction
+   applies the run to ``exported_member``, marks it ``succeeded`` with its counts and drops its staged rows,
+   and ``succeeded`` is reported.
+
+A run whose platform calls or drop-zone writes still fail after their retries is marked ``failed`` with
+the reason, keeps its staged rows, and the batch returns normally so the partition moves on; it is
+finished later by :func:`retry_run` (``audience-bridge retry RUN``) or superseded by the next export
+request's run. Postgres or Kafka being unavailable is not a run failure: the batch is retried as a whole
+and, every step being idempotent, goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from services.publish.audience import ensure_audience
+from services.publish.files import FileOptions, WrittenFiles, write_run_files
+from services.publish.metrics import NoPublishMetrics, PublishMetrics
+from services.publish.plan import failure_reason, file_timestamp, run_counts
+from services.publish.stage import (
+    TERMINAL_STATES,
+    BatchRefused,
+    ExportRun,
+    allocate_file_ts,
+    check_batch,
+    load_run,
+    stage_batch,
+)
+from shared.dropzone import DropZone, DropZoneUnavailable
+from shared.errors import PermanentError
+from shared.kafka import Delivery, Rejected
+from shared.logging import get_logger
+from shared.messages import AudienceExportBatch, RunState
+from shared.platform import PlatformClient, PlatformError
+from shared.status import StatusReporter
+
+log = get_logger(__name__)
+
+STEP_AUDIENCE = "creating the shared audience on the platform"
+STEP_FILES = "writing the inbound data files"
+
+
+class RunNotRetryable(PermanentError):
+    """``retry_run`` refuses: the run is unknown, superseded by a newer successful run, or incomplete."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    run_id: uuid.UUID
+    audience_id: str
+    state: str
+    counts: dict[str, int]
+    reason: str | None = None
+    files: tuple[str, ...] = ()
+
+
+def _outcome(run: ExportRun, files: Sequence[str] = ()) -> RunOutcome:
+    counts = run_counts(run.totals, run.counts, added=run.counts.get("added", 0), removed=run.counts.get("removed", 0))
+    return RunOutcome(run.run_id, run.audience_id, run.state, counts, run.reason, tuple(files))
+
+
+def _lock_key(run_id: uuid.UUID) -> int:
+    return int.from_bytes(run_id.bytes[:8], "big", signed=True)
+
+
+class Publisher:
+    """Publishes export runs; one per service (or per CLI call), safe for one consumer task at a time."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        zone: DropZone,
+        platform: PlatformClient,
+        status: StatusReporter,
+        *,
+        options: FileOptions,
+        metrics: PublishMetrics | None = None,
+    ) -> None:
+        self._pool = pool
+        self._zone = zone
+        self._platform = platform
+        self._status = status
+        self._options = options
+        self._metrics: PublishMetrics = metrics or NoPublishMetrics()
+
+    # --- consume ---------------------------------------------------------------------------------------
+
+    async def handle(self, deliveries: Sequence[Delivery[AudienceExportBatch]]) -> list[Rejected]:
+        rejected: list[Rejected] = []
+        for delivery in deliveries:
+            batch = delivery.message
+            try:
+                await self.publish_batch(batch)
+            except PermanentError as exc:
+                rejected.append(Rejected(delivery, exc))
+                await self._status.report(
+                    batch.run_id,
+                    direction="export",
+                    state="failed",
+                    audience_id=batch.audience_id,
+                    reason=failure_reason("batch refused", exc),
+                )
+                self._metrics.run_reported("failed")
+        return rejected
+
+    async def publish_batch(self, batch: AudienceExportBatch) -> RunOutcome | None:
+        """Stage one batch; finish its run when it completes it. Returns the run's outcome when it ended."""
+        run = await load_run(self._pool, batch.run_id)
+        if run is None:
+            raise BatchRefused(
+                "no export run with this id (reconcile records the run before emitting its batches)",
+                run_id=str(batch.run_id),
+                audience_id=batch.audience_id,
+            )
+        check_batch(run, batch)
+        if run.live and run.staged_batches == 0:
+            await self._report(run, "started")
+        if run.live and (run.trait_id is None or run.segment_id is None):
+            try:
+                run = await ensure_audience(self._pool, self._platform, run)
+            except PlatformError as exc:
+                await self._fail(run, STEP_AUDIENCE, exc)
+                run = await self._reload(run.run_id)
+        staged = await stage_batch(self._pool, batch)
+        log.info(
+            "export_batch_staged",
+            run_id=str(batch.run_id),
+            seq=batch.seq,
+            fresh=staged.fresh,
+            staged=staged.staged_batches,
+            last_seq=staged.last_seq,
+        )
+        if not staged.complete:
+            return None
+        if run.live:
+            return await self.finish(run.run_id)
+        if not staged.fresh and batch.last and run.state in TERMINAL_STATES:
+            # Redelivered after the run ended (a crash before the offset commit may also have lost the
+            # status event): say again how it ended, change nothing.
+            await self._report_outcome(_outcome(run))
+            return _outcome(run)
+        return None
+
+    # --- write and apply -------------------------------------------------------------------------------
+
+    async def finish(self, run_id: uuid.UUID, *, retrying: bool = False) -> RunOutcome:
+        """Write the complete run's files and apply it. Serialised per run across processes (a consumer and
+        ``audience-bridge retry`` may meet), and a no-op for a run that already succeeded."""
+        async with self._run_lock(run_id):
+            run = await self._reload(run_id)
+            if run.state == "succeeded" or not (run.live or (retrying and run.state == "failed")):
+                return _outcome(run)
+            if not run.complete:
+                raise RunNotRetryable(
+                    "the run's batches are not all staged yet",
+                    run_id=str(run_id),
+                    staged=run.staged_batches,
+                    last_seq=run.last_seq,
+                )
+            try:
+                run = await ensure_audience(self._pool, self._platform, run)
+            except PlatformError as exc:
+                return await self._fail(run, STEP_AUDIENCE, exc)
+            assert run.trait_id is not None
+            file_ts = run.file_ts or await allocate_file_ts(self._pool, run, file_timestamp(run.started_at))
+            try:
+                files = await write_run_files(
+                    self._pool,
+                    self._zone,
+                    run,
+                    trait=run.trait_id,
+                    file_ts=file_ts,
+                    options=self._options,
+                    metrics=self._metrics,
+                )
+            except (DropZoneUnavailable, PermanentError) as exc:
+                # PermanentError here: the zone refused a name, or a line the platform cannot take.
+                return await self._fail(run, STEP_FILES, exc)
+            outcome = await self._apply(run, files)
+            if outcome.state == "succeeded":
+                self._metrics.ids_sent("add", outcome.counts["added"])
+                self._metrics.ids_sent("remove", outcome.counts["removed"])
+            await self._report_outcome(outcome)
+            return outcome
+
+    async def _apply(self, run: ExportRun, files: WrittenFiles) -> RunOutcome:
+        """In one transaction: exported_member follows the run, the run succeeds, its staging goes."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            state = await conn.fetchval("SELECT state FROM run WHERE run_id = $1 FOR UPDATE", run.run_id)
+            if state == "succeeded":
+                return _outcome(await self._reload(run.run_id, conn))
+            sizes = await conn.fetchrow(
+                """SELECT count(DISTINCT id) FILTER (WHERE is_add) AS adds,
+                          count(DISTINCT id) FILTER (WHERE NOT is_add) AS removes
+                     FROM publish_stage WHERE run_id = $1""",
+                run.run_id,
+            )
+            assert sizes is not None
+            await conn.execute(
+                """INSERT INTO exported_member (audience_id, id, run_id, exported_at)
+                   SELECT DISTINCT $2::text, id, $1::uuid, now() FROM publish_stage WHERE run_id = $1 AND is_add
+                   ON CONFLICT (audience_id, id)
+                   DO UPDATE SET run_id = EXCLUDED.run_id, exported_at = EXCLUDED.exported_at""",
+                run.run_id,
+                run.audience_id,
+            )
+            await conn.execute(
+                """DELETE FROM exported_member em
+                    WHERE em.audience_id = $2
+                      AND em.id IN (SELECT id FROM publish_stage WHERE run_id = $1 AND NOT is_add)""",
+                run.run_id,
+                run.audience_id,
+            )
+            counts = run_counts(run.totals, run.counts, added=sizes["adds"], removed=sizes["removes"])
+            await conn.execute(
+                """UPDATE run SET state = 'succeeded', reason = NULL, counts = counts || $2::jsonb,
+                                  finished_at = now(), updated_at = now()
+                    WHERE run_id = $1""",
+                run.run_id,
+                orjson.dumps(counts).decode(),
+            )
+            await conn.execute("DELETE FROM publish_stage WHERE run_id = $1", run.run_id)
+            # Older failed runs of this audience are superseded (this run was diffed after them, and
+            # retrying them now could undo it): their staged rows are no longer needed.
+            await conn.execute(
+                """DELETE FROM publish_stage WHERE run_id IN (
+                       SELECT run_id FROM run WHERE direction = 'export' AND audience_id = $1
+                          AND state = 'failed' AND started_at < $2)""",
+                run.audience_id,
+                run.started_at,
+            )
+        log.info(
+            "export_run_succeeded",
+            run_id=str(run.run_id),
+            audience_id=run.audience_id,
+            files_written=len(files.written),
+            files_kept=len(files.kept),
+            **counts,
+        )
+        return RunOutcome(run.run_id, run.audience_id, "succeeded", counts, None, tuple(files.keys))
+
+    async def _fail(self, run: ExportRun, step: str, exc: BaseException) -> RunOutcome:
+        reason = failure_reason(step, exc)
+        updated = await self._pool.fetchval(
+            """UPDATE run SET state = 'failed', reason = $2, finished_at = now(), updated_at = now()
+                WHERE run_id = $1 AND state <> 'succeeded' RETURNING run_id""",
+            run.run_id,
+            reason,
+        )
+        current = await self._reload(run.run_id)
+        if updated is None:
+            return _outcome(current)
+        log.warning(
+            "export_run_failed",
+            run_id=str(run.run_id),
+            audience_id=run.audience_id,
+            error=type(exc).__name__,
+            reason=reason,
+        )
+        outcome = _outcome(current)
+        await self._report_outcome(outcome)
+        return outcome
+
+    # --- retry -----------------------------------------------------------------------------------------
+
+    async def retry(self, run_id: uuid.UUID) -> RunOutcome:
+        run = await load_run(self._pool, run_id)
+        if run is None:
+            raise RunNotRetryable("no export run with this id", run_id=str(run_id))
+        if run.state == "succeeded":
+            return _outcome(run)
+        newer = await self._pool.fetchval(
+            """SELECT run_id FROM run WHERE direction = 'export' AND audience_id = $1 AND state = 'succeeded'
+                  AND started_at > $2 ORDER BY started_at DESC LIMIT 1""",
+            run.audience_id,
+            run.started_at,
+        )
+        if newer is not None:
+            raise RunNotRetryable(
+                "a newer run of this audience succeeded since: request a new export instead",
+                run_id=str(run_id),
+                newer_run_id=str(newer),
+            )
+        if not run.complete:
+            raise RunNotRetryable(
+                "the run's batches are not all staged yet",
+                run_id=str(run_id),
+                staged=run.staged_batches,
+                last_seq=run.last_seq,
+            )
+        log.info("export_run_retrying", run_id=str(run_id), audience_id=run.audience_id, state=run.state)
+        return await self.finish(run_id, retrying=True)
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    async def _reload(self, run_id: uuid.UUID, conn: object | None = None) -> ExportRun:
+        run = await load_run(conn if conn is not None else self._pool, run_id)
+        if run is None:
+            raise RunNotRetryable("the run disappeared", run_id=str(run_id))
+        return run
+
+    @contextlib.asynccontextmanager
+    async def _run_lock(self, run_id: uuid.UUID) -> AsyncIterator[None]:
+        # A session-level advisory lock on its own connection: released by unlock, or by Postgres when
+        # the process dies, so a crashed publisher never leaves a run locked.
+        key = _lock_key(run_id)
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", key)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+    async def _report(self, run: ExportRun, state: RunState) -> None:
+        counts = run_counts(run.totals, run.counts, added=0, removed=0)
+        await self._status.report(
+            run.run_id, direction="export", state=state, audience_id=run.audience_id, counts=counts
+        )
+        self._metrics.run_reported(state)
+
+    async def _report_outcome(self, outcome: RunOutcome) -> None:
+        state: RunState = "succeeded" if outcome.state == "succeeded" else "failed"
+        await self._status.report(
+            outcome.run_id,
+            direction="export",
+            state=state,
+            audience_id=outcome.audience_id,
+            counts=outcome.counts,
+            reason=outcome.reason,
+        )
+        self._metrics.run_reported(state)
+
+
+async def retry_run(
+    pool: asyncpg.Pool,
+    zone: DropZone,
+    platform: PlatformClient,
+    status: StatusReporter,
+    run_id: uuid.UUID,
+    *,
+    options: FileOptions | None = None,
+    metrics: PublishMetrics | None = None,
+) -> RunOutcome:
+    """Finish a failed (or interrupted) export run from its staged batches: ``audience-bridge retry RUN``.
+
+    Returns the outcome (``succeeded``, or ``failed`` again with the new reason; a run that already
+    succeeded is returned as it is). Raises :class:`RunNotRetryable` for an unknown run, a run superseded
+    by a newer successful run of its audience, or one whose batches are not all staged. Pass
+    ``FileOptions.from_settings(load_settings(PublishSettings))`` so the files land where the service
+    writes them.
+    """
+    publisher = Publisher(pool, zone, platform, status, options=options or FileOptions(), metrics=metrics)
+    return await publisher.retry(run_id)
