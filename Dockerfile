@@ -6,7 +6,9 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY schemas ./schemas
-RUN pip install -c constraints.txt . && useradd --system --uid 10001 bridge
+# /data/dropzones belongs to the service user, so a named volume mounted there starts out writable.
+RUN pip install -c constraints.txt . && useradd --system --uid 10001 bridge \
+    && mkdir -p /data/dropzones && chown bridge /data/dropzones
 USER bridge
 # Listen on all interfaces inside the container; ports are published by compose/Kubernetes.
 ENV HTTP_HOST=0.0.0.0

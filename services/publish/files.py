@@ -14,7 +14,8 @@ and writes only the rest, and removes parts an earlier attempt planned but this 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,10 +29,10 @@ from services.publish.plan import (
     PartPlan,
     file_sets,
     object_key,
-    overwrite_line,
+    overwrite_block,
     overwrite_overhead,
     plan_parts,
-    sync_line,
+    sync_block,
     sync_overhead,
 )
 from services.publish.settings import DEFAULT_EXPORT_PARTNER, PublishSettings
@@ -136,7 +137,7 @@ class _SetQuery:
     rows: str
     args: tuple[Any, ...]
     overhead: int  # bytes of every line besides the plan's ``variable`` (the id, other audiences' traits)
-    render: Callable[[Record], bytes]
+    render: Callable[[Sequence[Record]], bytes]  # a block of rows -> their lines
 
 
 def _set_query(fs: FileSet, run: ExportRun, trait: int) -> _SetQuery:
@@ -146,7 +147,7 @@ def _set_query(fs: FileSet, run: ExportRun, trait: int) -> _SetQuery:
             rows=_OVERWRITE_ROWS,
             args=(run.run_id, run.data_source_id, run.audience_id, trait, OTHER_TRAIT_FIXED_BYTES),
             overhead=overwrite_overhead(trait),
-            render=lambda r: overwrite_line(r["id"], trait, r["others"]),
+            render=lambda rows: overwrite_block(((r["id"], r["others"]) for r in rows), trait),
         )
     return _SetQuery(
         plan=_SYNC_PLAN[fs.rows],
@@ -154,25 +155,38 @@ def _set_query(fs: FileSet, run: ExportRun, trait: int) -> _SetQuery:
         args=(run.run_id,),
         # A bound: a set holding removes is planned as if every line were one (d_unsid= is the longer).
         overhead=sync_overhead(trait, fs.rows == "adds"),
-        render=lambda r: sync_line(r["id"], trait, r["is_add"]),
+        render=lambda rows: sync_block(((r["is_add"], r["id"]) for r in rows), trait),
     )
 
 
 async def _part_chunks(
-    cursor: Any, part: PartPlan, render: Callable[[Record], bytes], encoder: PartEncoder
+    cursor: Any, part: PartPlan, render: Callable[[Sequence[Record]], bytes], encoder: PartEncoder
 ) -> AsyncIterator[bytes]:
+    """The part's stored bytes. Postgres produces the next block of rows while this one is formatted and
+    compressed (in a worker thread): the part costs about the longer of the two, not their sum."""
     remaining = part.lines
-    while remaining > 0:
-        rows = await cursor.fetch(min(FETCH_ROWS, remaining))
-        if not rows:
-            raise PlanChanged("the run's rows ended before the planned part did", part=part.name.name)
-        remaining -= len(rows)
-        out = encoder.add(render(r) for r in rows)
-        if out:
-            yield out
-    tail = encoder.finish()
-    if tail:
-        yield tail
+    pending = asyncio.ensure_future(cursor.fetch(min(FETCH_ROWS, remaining)))
+    try:
+        while remaining > 0:
+            rows = await pending
+            if not rows:
+                raise PlanChanged("the run's rows ended before the planned part did", part=part.name.name)
+            remaining -= len(rows)
+            if remaining > 0:
+                pending = asyncio.ensure_future(cursor.fetch(min(FETCH_ROWS, remaining)))
+            out = await asyncio.to_thread(encoder.add, render(rows))
+            if out:
+                yield out
+        tail = encoder.finish()
+        if tail:
+            yield tail
+    finally:
+        # Abandoned half-way (the zone failed): the connection must be idle again before its transaction
+        # ends, so the fetch in flight is awaited (or cancelled) here.
+        if not pending.done():
+            pending.cancel()
+        with contextlib.suppress(BaseException):
+            await pending
 
 
 async def write_run_files(
@@ -242,7 +256,8 @@ async def _write_once(
                     result.kept.append(key)
                     continue
                 encoder = PartEncoder(gzip=options.gzip)
-                await zone.write(key, _part_chunks(cursor, part, q.render, encoder))
+                async with contextlib.aclosing(_part_chunks(cursor, part, q.render, encoder)) as chunks:
+                    await zone.write(key, chunks)
                 await pool.execute(
                     """INSERT INTO published_file (run_id, name, lines, bytes, md5) VALUES ($1, $2, $3, $4, $5)
                        ON CONFLICT (run_id, name) DO UPDATE
