@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from services.cli.demo import Demo, render
 from services.cli.loads import LoadResult, load_recipients, load_visitor_links
 from services.cli.settings import CliSettings
 from services.reconcile.catalog import (
@@ -333,6 +334,38 @@ async def _wait_for_export(request_id: uuid.UUID, timeout: float) -> str:
             await asyncio.sleep(0.25)
 
     return await _with_db(poll)
+
+
+@app.command("demo")
+def demo_cmd(
+    recipients: Annotated[int, typer.Option(help="Campaign recipients to load.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic population.")] = 42,
+    ecsim_url: Annotated[str, typer.Option(envvar="ECSIM_URL", help="The local platform (ecsim).")] = (
+        "http://127.0.0.1:8090"
+    ),
+    timeout: Annotated[float, typer.Option(help="Seconds each step may take.")] = 600.0,
+) -> None:
+    """Run the demo on the running local stack (`make up`): two imports, one export, all verified."""
+    settings = _settings()
+    demo = Demo(
+        database_url=settings.database_url.get_secret_value(),
+        kafka=settings,
+        ecsim_url=ecsim_url,
+        console=console,
+        timeout_s=timeout,
+    )
+    result = _run(demo.run(recipients, seed))
+    render(
+        result,
+        console,
+        urls={
+            "status page": "http://127.0.0.1:8082/",
+            "metrics": "http://127.0.0.1:8081/metrics, :8082/metrics, :8083/metrics",
+            "platform (ecsim)": ecsim_url + "/sim/state",
+        },
+    )
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

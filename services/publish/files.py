@@ -1,21 +1,23 @@
 """A complete run's inbound data files, streamed from Postgres into the export drop zone.
 
 Memory stays flat in the size of the run: for each file set the plan needs one aggregate (row count and
-longest line), then a server-side cursor feeds the parts a few thousand rows at a time, each part being
+longest line), then a server-side cursor feeds the parts in blocks of ``FETCH_ROWS`` rows, each part being
 encoded (gzip) on the fly and uploaded atomically under its final name. The pre-count and the cursor run
 in one REPEATABLE READ transaction, so they see the same rows.
 
 Names are fixed per run (DPID, the run's file timestamp, mode, part), so writing again replaces the same
 objects. Each uploaded part is recorded in ``published_file``; a later attempt (a redelivered last batch
 after a crash, a retry after the zone was down) skips the parts already recorded with the same line count
-and writes only the rest, and removes parts an earlier attempt planned but this one does not.
+and writes only the rest, and removes parts an earlier attempt planned but this one does not. A crash
+between an upload and its record makes the next attempt upload that one part again, under the same name
+and with the same lines: it replaces the object, or is a repeat the platform applies to the same effect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -57,6 +59,7 @@ class FileOptions:
     partner: str = DEFAULT_EXPORT_PARTNER
     max_part_bytes: int = DEFAULT_MAX_PART_BYTES
     gzip: bool = True
+    gzip_level: int = 1
     write_attempts: int = 3
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
@@ -67,6 +70,7 @@ class FileOptions:
             partner=settings.export_partner_folder,
             max_part_bytes=settings.export_max_part_bytes,
             gzip=settings.export_gzip,
+            gzip_level=settings.export_gzip_level,
             write_attempts=settings.export_write_attempts,
             backoff_initial_s=settings.retry_backoff_initial_s,
             backoff_max_s=settings.retry_backoff_max_s,
@@ -161,7 +165,7 @@ def _set_query(fs: FileSet, run: ExportRun, trait: int) -> _SetQuery:
 
 async def _part_chunks(
     cursor: Any, part: PartPlan, render: Callable[[Sequence[Record]], bytes], encoder: PartEncoder
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The part's stored bytes. Postgres produces the next block of rows while this one is formatted and
     compressed (in a worker thread): the part costs about the longer of the two, not their sum."""
     remaining = part.lines
@@ -185,8 +189,9 @@ async def _part_chunks(
         # ends, so the fetch in flight is awaited (or cancelled) here.
         if not pending.done():
             pending.cancel()
-        with contextlib.suppress(BaseException):
-            await pending
+        await asyncio.wait([pending])  # never raises the fetch's error; our own cancellation still does
+        if not pending.cancelled():
+            pending.exception()  # retrieved: a failed prefetch is moot once the part is abandoned
 
 
 async def write_run_files(
@@ -255,7 +260,7 @@ async def _write_once(
                     await cursor.forward(part.lines)
                     result.kept.append(key)
                     continue
-                encoder = PartEncoder(gzip=options.gzip)
+                encoder = PartEncoder(gzip=options.gzip, level=options.gzip_level)
                 async with contextlib.aclosing(_part_chunks(cursor, part, q.render, encoder)) as chunks:
                     await zone.write(key, chunks)
                 await pool.execute(

@@ -220,6 +220,17 @@ async def test_declared_and_visitor_id_audiences_with_redelivery_and_platform_fa
     assert {(r.format_errors, r.success) for r in receipts.values()} == {(0, True)}
     assert sum(r.records_received or 0 for r in receipts.values()) == len(emails)
 
+    # The next mirror run: 10 visitors left the list, 5 joined. The platform drops exactly those 10.
+    mirror = await add_export_run(pool, audience_id="ab-visitors", data_source="visitors", mode="mirror")
+    joined = [ecid_of(i) for i in range(91, 96)]
+    await stack.produce(export_batches(mirror, "ab-visitors", adds=joined, removes=visitors[:10], mode="mirror"))
+    await stack.wait_state(mirror, "succeeded")
+    visitors = [*visitors[10:], *joined]
+    assert await stack.members("ab-visitors") == set(visitors)
+    await stack.platform_processes()
+    assert await stack.trait_members(visitor_trait) == set(visitors)
+    files = stack.files()
+
     # A full export of a new audience of the visitors while ecsim fails a share of calls and every token
     # expires: it still completes, once. Its overwrite lines also carry the other audience's trait for the
     # users that one holds, since an overwrite replaces all of a user's traits in the data source.
@@ -247,7 +258,7 @@ async def test_declared_and_visitor_id_audiences_with_redelivery_and_platform_fa
     assert await stack.trait_members(full_trait) == set(current)
     assert await stack.trait_members(visitor_trait) == set(visitors)  # the overwrite kept the other trait
 
-    events = await stack.statuses(8)
+    events = await stack.statuses(10)
     by_run: dict[uuid.UUID, list[str]] = {}
     for e in events:
         by_run.setdefault(e.run_id, []).append(e.state)
@@ -255,10 +266,20 @@ async def test_declared_and_visitor_id_audiences_with_redelivery_and_platform_fa
     assert by_run == {
         by_email: ["started", "succeeded", "succeeded"],
         by_ecid: ["started", "succeeded", "succeeded"],
+        mirror: ["started", "succeeded"],
         full: ["started", "succeeded"],
     }
     final = next(e for e in events if e.run_id == by_email and e.state == "succeeded")
     assert (final.counts.received, final.counts.added, final.counts.excluded) == (155, 150, 5)
+    final = next(e for e in events if e.run_id == mirror and e.state == "succeeded")
+    assert (final.counts.added, final.counts.removed) == (5, 10)
+
+    status, metrics = await stack.publish.get("/metrics")
+    assert status == 200
+    assert 'ab_export_ids_sent_total{op="remove"} 10.0' in metrics
+    assert 'ab_export_runs_total{state="succeeded"}' in metrics
+    assert "ab_export_files_written_total" in metrics
+    assert "ab_platform_calls_total" in metrics
 
 
 async def test_publish_killed_mid_run_and_restarted_publishes_exactly_once(stack: PublishStack) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ import pytest_asyncio
 from services.ecsim.zones import FaultyDropZone, ZoneFault
 from services.publish.files import FileOptions
 from services.publish.runs import Publisher, RunNotRetryable, retry_run
-from shared.dropzone import FileDropZone
+from shared.dropzone import DropZoneUnavailable, FileDropZone, ObjectInfo
 from shared.formats.inbound import InboundParser, InboundRecord
 from shared.kafka import Delivery, Producer, ensure_topics
 from shared.messages import AudienceExportBatch, AudienceSyncStatus
@@ -421,3 +421,40 @@ async def test_retry_run_refuses_unknown_incomplete_and_superseded_runs(rig: Rig
     assert await pool.fetchval("SELECT count(*) FROM publish_stage WHERE run_id = $1", old) == 0
     with pytest.raises(RunNotRetryable, match="newer run"):
         await retry_run(pool, rig.zone, rig.platform, rig.status, old)
+
+
+class _FailingMidWrite(FileDropZone):
+    """A real file zone whose first upload breaks after its first chunk, like a connection lost mid-PUT."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.broken = 0
+
+    async def write(self, name: str, data: bytes | AsyncIterable[bytes]) -> ObjectInfo:
+        if self.broken == 0 and not isinstance(data, bytes):
+            self.broken += 1
+            async for _chunk in data:
+                raise DropZoneUnavailable("connection lost mid-upload (test)", name=name)
+        return await super().write(name, data)
+
+
+async def test_an_upload_broken_mid_part_is_written_again_whole(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small fetches so a part is many chunks and the failure lands with the next rows in flight.
+    monkeypatch.setattr("services.publish.files.FETCH_ROWS", 25)
+    zone = _FailingMidWrite(rig.root)
+    adds = [ecid_of(i) for i in range(1, 201)]
+    run_id = await add_export_run(rig.campaign.pool, audience_id="ab-mid", data_source="visitors")
+    publisher = Publisher(
+        rig.campaign.pool,
+        zone,
+        rig.platform,
+        rig.status,
+        options=FileOptions(partner=PARTNER, gzip=False, max_part_bytes=4096, backoff_initial_s=0.01),
+    )
+    await rig.publish(export_batches(run_id, "ab-mid", adds=adds, size=100), publisher)
+    assert zone.broken == 1
+    assert (await rig.run(run_id))["state"] == "succeeded"
+    files = read_files(rig.root)
+    assert len(files) == 3
+    assert sorted(r.user_id for records in files.values() for r in records) == sorted(adds)
+    assert not [p for p in rig.root.rglob("*") if p.is_file() and not p.name.startswith("ftp_dpm_")]

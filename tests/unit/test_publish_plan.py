@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.ecsim.settings import DEFAULT_EXPORT_DROPZONE, EcsimSettings
+from services.publish.files import FileOptions
 from services.publish.plan import (
     FileSet,
     PartEncoder,
@@ -19,11 +20,13 @@ from services.publish.plan import (
     file_timestamp,
     object_key,
     other_trait_bytes,
+    overwrite_block,
     overwrite_line,
     overwrite_overhead,
     overwrite_traits,
     plan_parts,
     run_counts,
+    sync_block,
     sync_line,
     sync_overhead,
 )
@@ -100,6 +103,21 @@ def test_sync_lines_and_their_planned_size() -> None:
     assert len(remove) == len(user) + sync_overhead(4242, False)
 
 
+def test_sync_blocks_are_the_lines_sync_line_writes() -> None:
+    rows = [(i % 4 != 0, f"{i:038d}") for i in range(1, 101)] + [(True, "a" * 64), (False, "CRM000042")]
+    assert sync_block(rows, 123456) == b"".join(sync_line(user, 123456, add) for add, user in rows)
+    assert sync_block([], 1) == b""
+    with pytest.raises(InvalidRecord):
+        sync_block([(True, "bad\tid")], 1)
+    with pytest.raises(InvalidRecord):
+        sync_block([(True, "bad\nid")], 1)
+
+
+def test_overwrite_blocks_are_the_lines_overwrite_line_writes() -> None:
+    rows: list[tuple[str, list[int] | None]] = [("1" * 38, None), ("2" * 38, [7, 3])]
+    assert overwrite_block(rows, 5) == overwrite_line("1" * 38, 5, None) + overwrite_line("2" * 38, 5, [7, 3])
+
+
 def test_overwrite_lines_carry_every_trait_the_bridge_exported_in_the_data_source() -> None:
     assert overwrite_traits(30, None) == (30,)
     assert overwrite_traits(30, [12, 45, 12, 30]) == (12, 30, 45)
@@ -117,7 +135,8 @@ def test_overwrite_lines_carry_every_trait_the_bridge_exported_in_the_data_sourc
 def test_part_encoder_streams_a_valid_part(use_gzip: bool) -> None:
     encoder = PartEncoder(gzip=use_gzip)
     lines = [sync_line(f"{i:038d}", 77, i % 3 != 0) for i in range(1, 3001)]
-    stored = b"".join(encoder.add(lines[i : i + 500]) for i in range(0, len(lines), 500)) + encoder.finish()
+    blocks = [b"".join(lines[i : i + 500]) for i in range(0, len(lines), 500)]
+    stored = b"".join(encoder.add(block) for block in blocks) + encoder.finish()
     content = gzip.decompress(stored) if use_gzip else stored
     assert content == b"".join(lines)
     assert encoder.lines == 3000
@@ -150,3 +169,4 @@ def test_the_defaults_match_the_local_ecsim() -> None:
     assert publish["export_dropzone_url"].default == DEFAULT_EXPORT_DROPZONE.as_uri()
     assert publish["export_partner_folder"].default == str(ecsim["ecsim_partner_id"].default)
     assert publish["export_gzip"].default is True
+    assert FileOptions() == FileOptions.from_settings(PublishSettings.model_construct())
