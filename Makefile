@@ -10,7 +10,7 @@ LOCAL := deploy/local
 SERVICES := ecsim ingest reconcile publish
 PYTEST_ARGS ?=
 
-.PHONY: help venv infra up down status run logs test lint unit schemas docs fmt bench clean
+.PHONY: help venv infra up down status run demo logs test lint unit schemas docs fmt bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,9 +39,14 @@ down: ## stop everything `make up` started (and nothing else)
 status: ## what runs, and whether it is ready
 	@-$(LOCAL)/kafka.sh status; $(LOCAL)/postgres.sh status; $(LOCAL)/services.sh status $(SERVICES); true
 
-run: up ## start the stack and follow the logs; Ctrl-C stops everything
-	@echo "Following var/log/*.log — Ctrl-C stops the stack."
-	@trap '$(MAKE) --no-print-directory down' INT TERM EXIT; tail -n 0 -F var/log/ecsim.log var/log/ingest.log var/log/reconcile.log var/log/publish.log
+run: up ## set up, start the stack, run the demo, keep it running until Ctrl-C (which stops everything)
+	@trap '$(MAKE) --no-print-directory down' INT TERM EXIT; \
+	  $(VENV)/bin/audience-bridge demo; \
+	  echo "The stack keeps running (logs: var/log/*.log). Ctrl-C stops everything."; \
+	  tail -n 0 -F var/log/ecsim.log var/log/ingest.log var/log/reconcile.log var/log/publish.log > /dev/null
+
+demo: up ## set up, start the stack, run the demo and exit 0 only if every run succeeded and checked out
+	$(VENV)/bin/audience-bridge demo
 
 logs: ## follow the services' logs
 	tail -F var/log/*.log

@@ -20,7 +20,6 @@ import asyncpg
 import orjson
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from services.reconcile.catalog import CatalogFile, DataSourceSpec, ImportAudienceSpec, apply_catalog, ensure_list
 from shared.errors import BridgeError
@@ -264,6 +263,26 @@ class Demo:
 
     async def _configure(self, conn: Any, population: Population) -> None:
         await apply_catalog(conn, CATALOG)
+        # Both sides start over: ecsim forgets everything, so the bridge must forget what it shared there.
+        async with conn.transaction():
+            await conn.execute(
+                """DELETE FROM exported_member WHERE audience_id IN
+                       (SELECT audience_id FROM shared_audience WHERE direction = 'export' AND name = $1)""",
+                EXPORT_AUDIENCE,
+            )
+            await conn.execute(
+                """UPDATE shared_audience SET platform_trait_id = NULL, platform_segment_id = NULL,
+                          integration_code = NULL WHERE direction = 'export' AND name = $1""",
+                EXPORT_AUDIENCE,
+            )
+            await conn.execute(
+                "DELETE FROM list_member WHERE list_id IN (SELECT list_id FROM list WHERE name = ANY($1::text[]))",
+                [a.list for a in CATALOG.import_audiences] + [TARGETED_LIST],
+            )
+            await conn.execute(
+                "DELETE FROM unmatched_id WHERE audience_id = ANY($1::text[])",
+                [a.audience_id for a in CATALOG.import_audiences],
+            )
         await self._admin("POST", "/sim/reset")
         await self._admin("POST", "/sim/seed", PLATFORM_SEED)
         await self._admin("POST", "/sim/population", population.spec.model_dump(mode="json"))
@@ -409,44 +428,32 @@ class Demo:
 
 
 def render(result: DemoResult, console: Console, *, urls: dict[str, str]) -> None:
-    table = Table(title="Runs", show_lines=False)
-    for column in (
-        "direction",
-        "audience",
-        "state",
-        "received",
-        "matched",
-        "unmatched (by reason)",
-        "invalid",
-        "added",
-        "removed",
-        "excluded",
-        "match rate",
-        "time",
-    ):
-        table.add_column(column)
+    """One block per run: readable in any terminal width."""
+    console.print()
     for run in result.runs:
         c = run.counts
-        reasons = ", ".join(f"{k}: {v:,}" for k, v in sorted(run.unmatched_by_reason.items())) or "-"
-        rate = ", ".join(f"{k} {v:.1%}" for k, v in (run.match_rate or {}).items()) or "-"
-        table.add_row(
-            run.direction,
-            run.audience,
-            run.state,
-            f"{c.get('received', 0):,}",
-            f"{c.get('matched', 0):,}" if run.direction == "import" else "-",
-            f"{c.get('unmatched', 0):,} ({reasons})" if run.direction == "import" else "-",
-            f"{c.get('invalid', 0):,}" if run.direction == "import" else "-",
-            f"{c.get('added', 0):,}",
-            f"{c.get('removed', 0):,}",
-            f"{c.get('excluded', 0):,}" if run.direction == "export" else "-",
-            rate,
-            f"{run.seconds:.1f}s" if run.seconds is not None else "-",
-        )
-    console.print(table)
+        took = f" in {run.seconds:.1f}s" if run.seconds is not None else ""
+        colour = "green" if run.state == "succeeded" else "red"
+        console.print(f"[bold]{run.direction}[/bold] {run.audience}: [{colour}]{run.state}[/{colour}]{took}")
+        if run.direction == "import":
+            rate = ", ".join(f"{v:.1%} by {k}" for k, v in (run.match_rate or {}).items()) or "n/a"
+            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(run.unmatched_by_reason.items())) or "none"
+            console.print(
+                f"    received {c.get('received', 0):,} · matched {c.get('matched', 0):,} ({rate}) · "
+                f"kept unmatched: {reasons} · added {c.get('added', 0):,} · removed {c.get('removed', 0):,}"
+            )
+        else:
+            console.print(
+                f"    list members {c.get('received', 0):,} · could not be mapped {c.get('excluded', 0):,} · "
+                f"added {c.get('added', 0):,} · removed {c.get('removed', 0):,}"
+            )
+        if run.reason:
+            console.print(f"    reason: {run.reason}")
+    console.print()
     for title, ok, detail in result.checks:
         mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
         console.print(f"{mark} {title}: {detail}")
+    console.print()
     for what, url in urls.items():
         console.print(f"{what}: {url}")
     console.print("[green]demo succeeded[/green]" if result.ok else "[red]demo failed[/red]")
