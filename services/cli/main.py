@@ -20,6 +20,9 @@ from rich.table import Table
 from services.cli.demo import Demo, render
 from services.cli.loads import LoadResult, load_recipients, load_visitor_links
 from services.cli.settings import CliSettings
+from services.publish.files import FileOptions
+from services.publish.runs import RunOutcome, retry_run
+from services.publish.settings import PublishSettings
 from services.reconcile.catalog import (
     DataSourceSpec,
     ImportAudienceSpec,
@@ -30,11 +33,14 @@ from services.reconcile.catalog import (
 )
 from services.reconcile.importing import release_run
 from services.reconcile.rematch import rematch as rematch_ids
+from shared.dropzone import open_dropzone
 from shared.errors import BridgeError
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceExportRequest
 from shared.migrations import migrate
+from shared.platform import PlatformClient
 from shared.settings import load_settings
+from shared.status import StatusReporter
 from shared.topics import AUDIENCE_EXPORT_REQUESTS, topic_name
 
 app = typer.Typer(
@@ -334,6 +340,33 @@ async def _wait_for_export(request_id: uuid.UUID, timeout: float) -> str:
             await asyncio.sleep(0.25)
 
     return await _with_db(poll)
+
+
+@app.command("retry")
+def retry_cmd(run_id: uuid.UUID) -> None:
+    """Finish a failed export run from its staged batches (platform calls and file writing again)."""
+    settings = load_settings(PublishSettings)
+
+    async def retry() -> RunOutcome:
+        pool = await asyncpg.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
+        assert pool is not None
+        zone = open_dropzone(settings.export_dropzone_url, s3=settings.s3_options())
+        producer = Producer(settings, "cli")
+        try:
+            async with PlatformClient(settings) as platform:
+                status = StatusReporter(producer, service="cli", topic_prefix=settings.topic_prefix)
+                return await retry_run(
+                    pool, zone, platform, status, run_id, options=FileOptions.from_settings(settings)
+                )
+        finally:
+            await producer.stop()
+            await zone.close()
+            await pool.close()
+
+    outcome = _run(retry())
+    console.print(f"run {run_id}: {outcome.state}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    if outcome.state != "succeeded":
+        raise typer.Exit(1)
 
 
 @app.command("demo")

@@ -158,3 +158,9 @@ async def test_export_puts_a_request_on_the_topic(database_url: str, kafka_boots
     code, out = await _cli(env, "export", "--list", "VIP", "--audience", "x", "--data-source", "d", "--mode", "bogus")
     assert code == 2
     assert out.startswith("error: mode: Input should be 'append', 'mirror' or 'full'")
+
+
+async def test_retry_of_an_unknown_run_is_a_clear_error(campaign: Campaign, database_url: str) -> None:
+    code, out = await _cli({"DATABASE_URL": database_url}, "retry", str(uuid.uuid4()))
+    assert code == 2
+    assert out.startswith("error:")
