@@ -11,6 +11,7 @@ from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.events import SegmentEventHandler
 from services.ingest.files import FileImporter
 from services.ingest.governance import Governance
+from services.ingest.metrics import CountingStatusReporter
 from services.ingest.settings import IngestSettings
 from shared.dropzone import DropZone, open_dropzone
 from shared.kafka.consumer import Handler
@@ -31,7 +32,9 @@ class IngestApp(KafkaPostgresApp):
 
     def __init__(self, settings: IngestSettings) -> None:
         super().__init__(settings)
-        self.status = StatusReporter(self.producer, service=self.name, topic_prefix=settings.topic_prefix)
+        self.status: StatusReporter = CountingStatusReporter(
+            self.producer, service=self.name, topic_prefix=settings.topic_prefix, registry=self.metrics.registry
+        )
         # Parsed here so a malformed URL stops the service at start (no I/O happens).
         open_dropzone(settings.import_dropzone_url, s3=settings.s3_options())
         self.platform_metrics = PrometheusPlatformMetrics(self.metrics.registry)

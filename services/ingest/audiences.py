@@ -30,7 +30,7 @@ class AudienceDirectory:
         self._pool = pool
         self._refresh_s = refresh_s
         self._min_refresh_s = min_refresh_s
-        self._by_key: dict[str, ImportAudience] = {}
+        self._by_key: dict[str, list[ImportAudience]] = {}
         self._loaded_at = float("-inf")
 
     async def refresh(self) -> None:
@@ -40,7 +40,7 @@ class AudienceDirectory:
                  FROM shared_audience sa JOIN data_source ds USING (data_source_id)
                 WHERE sa.direction = 'import'"""
         )
-        by_key: dict[str, ImportAudience] = {}
+        by_key: dict[str, list[ImportAudience]] = {}
         for row in rows:
             audience = ImportAudience(
                 audience_id=row["audience_id"],
@@ -50,14 +50,15 @@ class AudienceDirectory:
                 dpid=row["dpid"],
                 export_controls=tuple(row["export_controls"]),
             )
-            by_key[audience.audience_id] = audience
+            by_key.setdefault(audience.audience_id, []).append(audience)
+            # One platform segment may feed several lists (e.g. one per data source or per team).
             if audience.platform_segment_id is not None:
-                by_key[str(audience.platform_segment_id)] = audience
+                by_key.setdefault(str(audience.platform_segment_id), []).append(audience)
         self._by_key = by_key
         self._loaded_at = time.monotonic()
 
-    async def lookup(self, segment_or_audience_id: str) -> ImportAudience | None:
-        """The audience fed by this platform segment id (or named by this audience id)."""
+    async def lookup(self, segment_or_audience_id: str) -> list[ImportAudience]:
+        """The audiences fed by this platform segment id (or the one named by this audience id)."""
         age = time.monotonic() - self._loaded_at
         if age > self._refresh_s:
             await self.refresh()
@@ -65,12 +66,4 @@ class AudienceDirectory:
         if found is None and age > self._min_refresh_s:
             await self.refresh()
             found = self._by_key.get(segment_or_audience_id)
-        return found
-
-    async def for_segments(self, segment_ids: list[int]) -> dict[int, ImportAudience]:
-        found: dict[int, ImportAudience] = {}
-        for sid in segment_ids:
-            audience = await self.lookup(str(sid))
-            if audience is not None:
-                found[sid] = audience
-        return found
+        return list(found or ())

@@ -59,6 +59,7 @@ class SegmentEventHandler:
     async def __call__(self, deliveries: Sequence[Delivery[SegmentEvent]]) -> list[Rejected]:
         rejected: list[Rejected] = []
         pending: dict[str, _Pending] = {}
+        fed: dict[int, list[str]] = {}  # offset -> the audiences an event feeds
         seen_events: set[str] = set()
         for delivery in deliveries:
             event = delivery.message
@@ -66,59 +67,61 @@ class SegmentEventHandler:
                 continue  # a producer retry inside one poll
             seen_events.add(event.event_id)
             try:
-                audience = await self._audience_for(event)
+                audiences = await self._audiences_for(event)
             except InvalidEvent as exc:
                 rejected.append(Rejected(delivery, exc))
                 continue
-            slot = pending.get(audience.audience_id)
-            if slot is None:
-                slot = pending[audience.audience_id] = _Pending(audience=audience, first=delivery)
-            slot.ops[event.id] = event.op == "add"
-            slot.received += 1
+            fed[delivery.offset] = [a.audience_id for a in audiences]
+            for audience in audiences:
+                slot = pending.get(audience.audience_id)
+                if slot is None:
+                    slot = pending[audience.audience_id] = _Pending(audience=audience, first=delivery)
+                slot.ops[event.id] = event.op == "add"
+                slot.received += 1
 
         out: list[OutgoingMessage] = []
-        blocked: list[tuple[_Pending, str]] = []
+        blocked: dict[str, str] = {}
         for slot in pending.values():
             reason = await self._governance(slot.audience)
             if reason is not None:
-                blocked.append((slot, reason))
+                blocked[slot.audience.audience_id] = reason
+                await self._status.report(
+                    self._run_id(slot),
+                    direction="import",
+                    state="blocked",
+                    audience_id=slot.audience.audience_id,
+                    counts={"received": slot.received},
+                    reason=reason,
+                )
                 continue
             out.extend(self._batches(slot))
         await self._producer.send(out)
-        for slot, reason in blocked:
-            run_id = self._run_id(slot)
-            await self._status.report(
-                run_id,
-                direction="import",
-                state="blocked",
-                audience_id=slot.audience.audience_id,
-                counts={"received": slot.received},
-                reason=reason,
-            )
-            # Nothing is written for a blocked audience; its events are kept in the DLQ with the reason.
-            rejected.extend(
-                Rejected(d, InvalidEvent("import blocked by governance", reason=reason))
-                for d in deliveries
-                if d.message.segment_id in (slot.audience.audience_id, str(slot.audience.platform_segment_id))
-            )
+        # Nothing is written for a blocked audience; an event that fed only blocked audiences is kept in the
+        # DLQ with the reason.
+        for delivery in deliveries:
+            fed_ids = fed.get(delivery.offset)
+            if fed_ids and all(a in blocked for a in fed_ids):
+                reason = blocked[fed_ids[0]]
+                rejected.append(Rejected(delivery, InvalidEvent("import blocked by governance", reason=reason)))
         return rejected
 
-    async def _audience_for(self, event: SegmentEvent) -> ImportAudience:
-        audience = await self._directory.lookup(event.segment_id)
-        if audience is None:
+    async def _audiences_for(self, event: SegmentEvent) -> list[ImportAudience]:
+        candidates = await self._directory.lookup(event.segment_id)
+        if not candidates:
             raise InvalidEvent("no import audience for this segment", segment_id=event.segment_id)
-        if audience.data_source != event.data_source:
+        audiences = [a for a in candidates if a.data_source == event.data_source]
+        if not audiences:
             raise InvalidEvent(
-                "event's data source differs from the audience's",
+                "no import audience of this segment uses the event's data source",
                 event_data_source=event.data_source,
-                audience_data_source=audience.data_source,
+                audience_data_sources=sorted({a.data_source for a in candidates}),
             )
-        if audience.id_type != event.id_type:
+        if any(a.id_type != event.id_type for a in audiences):
             raise InvalidEvent("event's id type differs from the data source's", id_type=event.id_type)
         problem = id_problem(event.id_type, event.id)
         if problem is not None:
             raise InvalidEvent("malformed id", id_type=event.id_type, problem=problem)
-        return audience
+        return audiences
 
     def _run_id(self, slot: _Pending) -> uuid.UUID:
         first = slot.first

@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 
 from services.ingest.audiences import AudienceDirectory, ImportAudience
-from shared.dropzone import DropZone, ObjectInfo
+from shared.dropzone import DropZone, ObjectInfo, UnsafeName, safe_name
 from shared.errors import PermanentError
 from shared.formats import BadFileName, FormatError
 from shared.formats.lines import GzipDecoder
@@ -210,14 +210,22 @@ class FileImporter:
         parts: list[tuple[ObjectInfo, OutboundFileName]] = []
         missing = []
         for entry in sorted(info.files, key=lambda e: e.sequence_number):
+            # Checked before looking for the part: a name that cannot be one of this batch's parts (a path
+            # out of the zone, another batch's part, no part name at all) will never arrive.
+            try:
+                safe_name(entry.file_name)
+            except UnsafeName:
+                raise BatchRejected(
+                    "the .info names a file outside the drop zone", file_name=entry.file_name[:200]
+                ) from None
             name = entry.file_name.rsplit("/", 1)[-1]
+            parsed = parse_outbound_name(name)
+            if batch_root_of(name) != batch.root.rsplit("/", 1)[-1]:
+                raise BatchRejected("the .info lists a part of another batch", part=name)
             obj = batch.parts.get(name)
             if obj is None:
                 missing.append(name)
                 continue
-            parsed = parse_outbound_name(name)
-            if batch_root_of(name) != batch.root.rsplit("/", 1)[-1]:
-                raise BatchRejected("the .info lists a part of another batch", part=name)
             parts.append((obj, parsed))
         if missing:
             if overdue:
@@ -255,21 +263,22 @@ class FileImporter:
     async def _emit(self, batch: _Batch, parts: list[tuple[ObjectInfo, OutboundFileName]]) -> list[uuid.UUID]:
         mode = "full" if parts and parts[0][1].mode == "full" else "delta"
         runs: dict[str, _AudienceRun] = {}
-        segment_audience: dict[int, ImportAudience | None] = {}
+        segment_audiences: dict[int, list[ImportAudience]] = {}
         blocked: dict[str, str] = {}
         pending: list[OutgoingMessage] = []
         invalid_lines = 0
         unmapped_segments: set[int] = set()
 
-        async def audience_for(segment: int) -> ImportAudience | None:
-            if segment not in segment_audience:
-                audience = await self._directory.lookup(str(segment))
-                if audience is not None and audience.audience_id not in blocked:
-                    reason = await self._governance(audience)
-                    if reason is not None:
-                        blocked[audience.audience_id] = reason
-                segment_audience[segment] = audience
-            return segment_audience[segment]
+        async def audiences_for(segment: int) -> list[ImportAudience]:
+            if segment not in segment_audiences:
+                audiences = await self._directory.lookup(str(segment))
+                for audience in audiences:
+                    if audience.audience_id not in blocked:
+                        reason = await self._governance(audience)
+                        if reason is not None:
+                            blocked[audience.audience_id] = reason
+                segment_audiences[segment] = audiences
+            return segment_audiences[segment]
 
         async def flush(run: _AudienceRun, *, last: bool) -> None:
             totals = None
@@ -298,28 +307,35 @@ class FileImporter:
             for segments, is_add in ((record.segments, True), (record.removed, False)):
                 for segment in segments:
                     # The cache answers all but the first line of each segment without a round trip.
-                    audience = segment_audience[segment] if segment in segment_audience else await audience_for(segment)
-                    if audience is None:
+                    audiences = segment_audiences.get(segment)
+                    if audiences is None:
+                        audiences = await audiences_for(segment)
+                    if not audiences:
                         unmapped_segments.add(segment)
-                        continue
-                    if audience.audience_id in blocked:
                         continue
                     if mode == "full" and not is_add:
                         continue  # in a full snapshot, absence is what removes
-                    run = runs.get(audience.audience_id)
-                    if run is None:
-                        run = runs[audience.audience_id] = _AudienceRun(
-                            audience=audience, run_id=run_id_for(batch.root, audience.audience_id), mode=mode
-                        )
-                        await self._status.report(
-                            run.run_id, direction="import", state="started", audience_id=audience.audience_id
-                        )
-                    # Flushing before adding (not after) keeps the run's last batch non-empty.
-                    if len(run.adds) + len(run.removes) >= self._batch_size:
-                        await flush(run, last=False)
-                    (run.adds if is_add else run.removes).append(record.user_id)
-                    run.received += 1
+                    for audience in audiences:
+                        if audience.audience_id not in blocked:
+                            await add_to_run(audience, record.user_id, is_add=is_add)
 
+        async def add_to_run(audience: ImportAudience, user_id: str, *, is_add: bool) -> None:
+            run = runs.get(audience.audience_id)
+            if run is None:
+                run = runs[audience.audience_id] = _AudienceRun(
+                    audience=audience, run_id=run_id_for(batch.root, audience.audience_id), mode=mode
+                )
+                await self._status.report(
+                    run.run_id, direction="import", state="started", audience_id=audience.audience_id
+                )
+            # Flushing before adding (not after) keeps the run's last batch non-empty.
+            if len(run.adds) + len(run.removes) >= self._batch_size:
+                await flush(run, last=False)
+            (run.adds if is_add else run.removes).append(user_id)
+            run.received += 1
+
+        valid_lines = 0
+        line_errors: dict[str, int] = {}
         for obj, parsed in parts:
             parser = OutboundParser(parsed)
             async for chunk in self._zone.read(obj.name):
@@ -333,6 +349,16 @@ class FileImporter:
                     await take(item)
                 else:
                     invalid_lines += 1
+            valid_lines += parser.counters.records
+            for reason, n in parser.counters.errors_by_reason.items():
+                line_errors[reason] = line_errors.get(reason, 0) + n
+        if invalid_lines:
+            log.warning("batch_line_errors", batch=batch.root, invalid_lines=invalid_lines, reasons=line_errors)
+            if not valid_lines:
+                # Not one readable line (e.g. TAB-separated): no run would carry the count, so the batch
+                # would vanish as "processed" with nothing said. Nothing was emitted yet.
+                summary = ", ".join(f"{reason}: {n}" for reason, n in sorted(line_errors.items()))
+                raise BatchRejected(f"no valid line in the batch: {invalid_lines} lines rejected ({summary})")
         for run in runs.values():
             await flush(run, last=True)
             await self._status.report(

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 
 from shared.migrations import migrate
 from tests.fixtures.stack import ServiceProcess, spawn_service
@@ -50,7 +51,8 @@ class BenchStack:
             session.request(method, self.services["ecsim"].url + path, json=json) as resp,
         ):
             resp.raise_for_status()
-            return await resp.json()
+            text = await resp.text()
+            return orjson.loads(text) if text else None
 
     def rss(self) -> dict[str, float]:
         return {

@@ -120,6 +120,8 @@ async def stack(
     await add_import_audience(campaign.pool, "visitors-5001", "visitors", SEG_VISITORS)
     await add_import_audience(campaign.pool, "emails-5002", "hashed-emails", SEG_EMAILS)
     await add_import_audience(campaign.pool, "mixed-5003", "visitors", SEG_PII)
+    # A second list fed by the same platform segment.
+    await add_import_audience(campaign.pool, "visitors-5001-copy", "visitors", SEG_VISITORS)
     root = tmp_path / "import"
     env = {
         "TOPIC_PREFIX": topic_prefix,
@@ -160,6 +162,7 @@ async def test_full_by_visitor_id_and_iter_by_declared_id(stack: ImportStack) ->
     await stack.deliver("iter", iter_rows, gzip=True)
 
     await _wait_members(stack, "visitors-5001", set(range(1, 51)))
+    await _wait_members(stack, "visitors-5001-copy", set(range(1, 51)))
     await _wait_members(stack, "emails-5002", set(range(100, 131)))
     unmatched = {
         r["id"]: r["reason"]
@@ -231,7 +234,9 @@ async def test_ingest_killed_mid_run_neither_loses_nor_duplicates(stack: ImportS
     await stack.deliver("full", rows)
 
     async def applied() -> int:
-        value = await stack.campaign.pool.fetchval("SELECT count(*) FROM applied_batch")
+        value = await stack.campaign.pool.fetchval(
+            "SELECT count(*) FROM applied_batch JOIN run USING (run_id) WHERE audience_id = 'visitors-5001'"
+        )
         return int(value)
 
     await eventually(applied, until=lambda n: n >= 2, timeout=60, interval=0.02)
@@ -244,7 +249,10 @@ async def test_ingest_killed_mid_run_neither_loses_nor_duplicates(stack: ImportS
     assert run["batches_applied"] == 40
     assert await applied() == 40  # every batch once: re-emitted batches were recognised, not re-applied
     assert '"received": 20000' in run["counts"]
-    assert await stack.campaign.pool.fetchval("SELECT count(*) FROM unmatched_id") == 19_800
+    assert (
+        await stack.campaign.pool.fetchval("SELECT count(*) FROM unmatched_id WHERE audience_id = 'visitors-5001'")
+        == 19_800
+    )
     assert await stack.campaign.pool.fetchval("SELECT state FROM processed_file") == "processed"
 
 
@@ -260,7 +268,12 @@ async def test_a_processed_batch_is_not_processed_again_after_a_restart(stack: I
     await eventually(lambda: stack.area_names("processed"), until=lambda names: batch.info_name in names)
     await eventually(lambda: _inbox(stack), until=lambda names: names == set())
     assert len(await stack.runs("visitors-5001")) == 1
-    assert await stack.campaign.pool.fetchval("SELECT count(*) FROM applied_batch") == 1
+    assert (
+        await stack.campaign.pool.fetchval(
+            "SELECT count(*) FROM applied_batch JOIN run USING (run_id) WHERE audience_id = 'visitors-5001'"
+        )
+        == 1
+    )
 
 
 async def _inbox(stack: ImportStack) -> set[str]:
@@ -323,7 +336,11 @@ async def test_reconcile_killed_mid_full_run_applies_everything_exactly_once(sta
     await stack.deliver("full", rows)
 
     async def applied() -> int:
-        return int(await stack.campaign.pool.fetchval("SELECT count(*) FROM applied_batch"))
+        return int(
+            await stack.campaign.pool.fetchval(
+                "SELECT count(*) FROM applied_batch JOIN run USING (run_id) WHERE audience_id = 'visitors-5001'"
+            )
+        )
 
     await eventually(applied, until=lambda n: n >= 3, timeout=60, interval=0.01)
     await stack.reconcile.kill()
@@ -335,4 +352,7 @@ async def test_reconcile_killed_mid_full_run_applies_everything_exactly_once(sta
     run = await _succeeded_run(stack, "visitors-5001")
     assert run["batches_applied"] == 80
     assert await applied() == 80
-    assert await stack.campaign.pool.fetchval("SELECT count(*) FROM unmatched_id") == 15_800
+    assert (
+        await stack.campaign.pool.fetchval("SELECT count(*) FROM unmatched_id WHERE audience_id = 'visitors-5001'")
+        == 15_800
+    )

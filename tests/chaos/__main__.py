@@ -1,0 +1,30 @@
+"""``make chaos``: the full fault scenario on the local stack; exit 0 only when every check holds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+
+from shared.settings import DEFAULT_VAR_DIR
+from tests.chaos.scenario import ChaosConfig, dumps, run_chaos
+
+
+async def main() -> int:
+    config = ChaosConfig(
+        recipients=int(os.environ.get("CHAOS_RECIPIENTS", 300_000)),
+        ids_per_import=int(os.environ.get("CHAOS_IDS_PER_IMPORT", 200_000)),
+        kills_per_service=int(os.environ.get("CHAOS_KILLS", 3)),
+        batch_size=int(os.environ.get("CHAOS_BATCH_SIZE", 2000)),
+    )
+    work = DEFAULT_VAR_DIR / "chaos"
+    shutil.rmtree(work, ignore_errors=True)
+    report = await run_chaos(work, config)
+    report.print()
+    (DEFAULT_VAR_DIR / "chaos-report.json").write_bytes(dumps(report))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
