@@ -10,7 +10,7 @@ LOCAL := deploy/local
 SERVICES := ecsim ingest reconcile publish
 PYTEST_ARGS ?=
 
-.PHONY: help venv infra up down status run demo logs test lint unit schemas docs fmt bench clean
+.PHONY: help venv infra up down status run demo logs test lint unit schemas docs fmt bench chaos chaos-short browser tools clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,8 +60,9 @@ fmt: venv ## format the code
 	$(VENV)/bin/ruff format shared services tests
 	$(VENV)/bin/ruff check --fix shared services tests
 
-schemas: venv ## regenerate schemas/topics/*.json from the message models
+schemas: venv ## regenerate schemas/topics/*.json and schemas/asyncapi.yaml from the message models
 	$(PY) -m shared.schema_export
+	$(PY) -m shared.asyncapi_export
 
 docs: venv ## regenerate the README's settings table from the settings models
 	$(PY) -m services.settings_doc
@@ -69,11 +70,23 @@ docs: venv ## regenerate the README's settings table from the settings models
 unit: venv ## the unit tests only (no Kafka or Postgres needed)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-test: venv infra lint ## set up everything, lint, and run the whole suite against real Kafka and Postgres
+test: venv infra browser tools lint ## set up everything, lint, and run the whole suite against real Kafka and Postgres
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: venv infra ## benchmarks on the local stack -> var/bench/results.json (BENCH_SCENARIOS=import_1m,...)
 	$(PY) -m tests.bench
+
+chaos: venv infra ## the fault scenario: SIGKILLs, broker and Postgres restarts, platform faults; exact checks
+	$(PY) -m tests.chaos
+
+chaos-short: venv infra ## the same scenario, shortened (what CI runs)
+	CHAOS_RECIPIENTS=20000 CHAOS_IDS_PER_IMPORT=10000 CHAOS_KILLS=2 CHAOS_BATCH_SIZE=300 $(PY) -m tests.chaos
+
+browser: ## install Debian's chromium for the status page's browser test (when missing)
+	deploy/local/browser.sh install
+
+tools: ## build kustomize (for the k8s manifest tests) into the cache, once
+	deploy/local/kustomize.sh install >/dev/null
 
 clean: down ## stop everything and remove local state (var/) and the venv
 	rm -rf var $(VENV)

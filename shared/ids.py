@@ -37,6 +37,7 @@ REASON_WHITESPACE: Final = "contains whitespace"
 REASON_COMMA: Final = "contains a comma"
 REASON_EQUALS: Final = "contains '='"
 REASON_COLON: Final = "contains ':' or '%3A'"
+REASON_NOT_UTF8: Final = "not encodable as UTF-8"
 
 _PRINTABLE_MIN: Final = 0x21  # '!': space (0x20) is whitespace and reported as such
 _PRINTABLE_MAX: Final = 0x7E  # '~'
@@ -136,5 +137,9 @@ def declared_key(value: str, transform: KeyTransform) -> str:
     if transform == "sha256":
         if not trimmed:
             raise InvalidId("declared", REASON_EMPTY, length=0)
-        return hashlib.sha256(trimmed.lower().encode("utf-8")).hexdigest()
+        try:
+            encoded = trimmed.lower().encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, e.g. from a surrogateescape'd byte
+            raise InvalidId("declared", REASON_NOT_UTF8, length=len(trimmed)) from None
+        return hashlib.sha256(encoded).hexdigest()
     raise UnknownKeyTransform("unknown key transform", transform=transform)

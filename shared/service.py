@@ -220,5 +220,10 @@ def main(name: str, settings_cls: type[S], build: Callable[[S], ServiceApp]) -> 
         )
         sys.exit(2)
     configure_logging(name, settings.log_level)
-    app = build(settings)
+    try:
+        app = build(settings)
+    except ConfigError as exc:
+        # e.g. an invalid CATALOG_FILE: a setting's content is as much a setting as its value.
+        log.error("invalid_settings", error=str(exc))
+        sys.exit(2)
     sys.exit(asyncio.run(_serve(app)))

@@ -32,8 +32,11 @@ async def _chunks(path: Path, progress: Callable[[int], None]) -> AsyncIterator[
 
 
 def _header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return next(csv.reader(handle), [])
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return next(csv.reader(handle), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise PermanentError("CSV header is unreadable", path=str(path), error=str(exc)[:200]) from None
 
 
 RECIPIENT_COLUMNS = ("recipient_id", "email", "crm_id", "first_name", "last_name")

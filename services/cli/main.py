@@ -161,12 +161,15 @@ def audience_add_import(
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
 ) -> None:
     """Import a platform segment into a campaign list."""
-    spec = ImportAudienceSpec(
-        audience_id=audience_id,
-        name=name or audience_id,
-        platform_segment_id=segment,
-        data_source=data_source,
-        list=list_name,
+    spec = _validated(
+        ImportAudienceSpec,
+        {
+            "audience_id": audience_id,
+            "name": name or audience_id,
+            "platform_segment_id": segment,
+            "data_source": data_source,
+            "list": list_name,
+        },
     )
     _run(_with_db(lambda conn: upsert_import_audience(conn, spec)))
     console.print(f"import audience {audience_id!r} saved")

@@ -52,6 +52,7 @@ log = get_logger(__name__)
 
 RUN_NAMESPACE = uuid.UUID("0b6f3f2e-52a8-4f0e-8d0c-6a1f4b2d9e71")
 SEND_WINDOW = 8  # membership messages in flight per send: pipelining without unbounded memory
+SCAN_LOCK_KEY = 0x41_42_53_43_4E  # "ABSCN": one scanner of the import zone at a time
 
 GovernanceCheck = Callable[[ImportAudience], Awaitable[str | None]]
 
@@ -142,7 +143,20 @@ class FileImporter:
         self._on_file = on_file or (lambda _name, _outcome: None)
 
     async def scan(self) -> int:
-        """Handle every ready batch once; returns how many batches were processed or rejected."""
+        """Handle every ready batch once; returns how many batches were processed or rejected.
+
+        Several ingest replicas may watch the same zone: a Postgres advisory lock lets one of them scan at a
+        time (it is released with the session, so a crashed scanner never blocks the others).
+        """
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCAN_LOCK_KEY):
+                return 0
+            try:
+                return await self._scan()
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", SCAN_LOCK_KEY)
+
+    async def _scan(self) -> int:
         listing = await self._zone.list()
         batches, bad = group_names(listing)
         for obj, reason in bad:

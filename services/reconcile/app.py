@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+from aiohttp import web
+
 from services.reconcile.catalog import apply_catalog, load_catalog_file
 from services.reconcile.exporting import Exporter
 from services.reconcile.importing import Importer, ImportGuards
+from services.reconcile.metrics import PrometheusReconcileMetrics
 from services.reconcile.rematch import rematch
 from services.reconcile.settings import ReconcileSettings
+from services.reconcile.status_page import StatusPage
 from shared.kafka.consumer import Handler
 from shared.logging import get_logger
 from shared.messages import AudienceExportRequest, AudienceMembership, Message
@@ -30,8 +34,13 @@ class ReconcileApp(KafkaPostgresApp):
         # Read at construction so a bad catalog stops the service at start, not after connecting.
         self._catalog = load_catalog_file(settings.catalog_file) if settings.catalog_file else None
         self.status = StatusReporter(self.producer, service=self.name, topic_prefix=settings.topic_prefix)
+        self.reconcile_metrics = PrometheusReconcileMetrics(self.metrics.registry)
         self._importer: Importer | None = None
         self._exporter: Exporter | None = None
+
+    def routes(self, app: web.Application) -> None:
+        # The status page reads the pool per request: it exists only once start() connected.
+        StatusPage(lambda: self.pool).add_routes(app)
 
     async def on_started(self) -> None:
         assert self.pool is not None
@@ -45,6 +54,7 @@ class ReconcileApp(KafkaPostgresApp):
                 max_removal_share=self.settings.full_import_max_removal_share,
                 min_list_size=self.settings.full_import_guard_min_list_size,
             ),
+            metrics=self.reconcile_metrics,
         )
         self._exporter = Exporter(
             self.pool,
@@ -52,6 +62,7 @@ class ReconcileApp(KafkaPostgresApp):
             batches_topic=self.topic(AUDIENCE_EXPORT_BATCHES),
             status=self.status,
             batch_size=self.settings.export_batch_size,
+            metrics=self.reconcile_metrics,
         )
         self.spawn(self._rematch_periodically(), "rematch")
 

@@ -64,7 +64,10 @@ def load_catalog_file(path: Path) -> CatalogFile:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError("catalog file cannot be read", path=str(path), error=exc.strerror) from None
-    except yaml.YAMLError as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError("catalog file is not UTF-8", path=str(path), offset=exc.start) from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # PyYAML raises ValueError for an impossible date (2024-13-01) and recurses once per nesting level.
         raise ConfigError("catalog file is not valid YAML", path=str(path), error=str(exc)[:300]) from None
     try:
         return CatalogFile.model_validate(raw)

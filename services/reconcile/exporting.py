@@ -22,7 +22,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from shared.errors import PermanentError
+from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
+from shared.errors import PermanentError, TransientError
 from shared.kafka import Delivery, OutgoingMessage, Producer, Rejected
 from shared.logging import get_logger
 from shared.messages import MAX_IDS_PER_BATCH, AudienceExportBatch, AudienceExportRequest
@@ -131,27 +132,40 @@ class _Source:
 
 class Exporter:
     def __init__(
-        self, pool: asyncpg.Pool, producer: Producer, *, batches_topic: str, status: StatusReporter, batch_size: int
+        self,
+        pool: asyncpg.Pool,
+        producer: Producer,
+        *,
+        batches_topic: str,
+        status: StatusReporter,
+        batch_size: int,
+        metrics: ReconcileMetrics | None = None,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self._topic = batches_topic
         self._status = status
         self._batch_size = min(batch_size, MAX_IDS_PER_BATCH)
+        self._metrics: ReconcileMetrics = metrics or NoReconcileMetrics()
 
     async def handle(self, deliveries: Sequence[Delivery[AudienceExportRequest]]) -> list[Rejected]:
         rejected: list[Rejected] = []
         for delivery in deliveries:
             request = delivery.message
             try:
-                await self.export(request)
+                run_id = await self.export(request)
+                if run_id is not None:
+                    # Reconcile's part is done: publish reports how the run ends (ab_export_runs_total).
+                    self._metrics.run_finished("export", "progress", run_id)
             except ExportBlocked as exc:
                 # Refused by governance: reported, not dead-lettered (the request was valid).
+                self._metrics.run_finished("export", "blocked", request.request_id)
                 await self._status.report(
                     run_id_for(request.request_id, 0), direction="export", state="blocked", reason=exc.message
                 )
             except PermanentError as exc:
                 rejected.append(Rejected(delivery, exc))
+                self._metrics.run_finished("export", "failed", request.request_id)
                 await self._status.report(
                     run_id_for(request.request_id, 0), direction="export", state="failed", reason=str(exc)
                 )
@@ -171,11 +185,27 @@ class Exporter:
             if source.kind not in _CURRENT_IDS:
                 raise PermanentError("data source has an unsupported reconciliation key", data_source=source.name)
             audience_id = export_audience_id(source.name, request.audience_name)
+            # Runs of one audience are diffed one after the other: a diff against what publish has not yet
+            # confirmed could miss a removal (an ID added by the pending run and gone from the list since).
+            pending = await conn.fetchval(
+                """SELECT run_id FROM run WHERE direction = 'export' AND audience_id = $1
+                      AND state IN ('started', 'progress') AND request_id IS DISTINCT FROM $2 LIMIT 1""",
+                audience_id,
+                request.request_id,
+            )
+            if pending is not None:
+                raise TransientError(
+                    "an earlier export of this audience is not confirmed yet",
+                    audience_id=audience_id,
+                    pending_run=str(pending),
+                )
             run = await self._open_run(conn, request, list_id, source, audience_id)
             if run is None:
                 log.info("export_request_already_emitted", request_id=str(request.request_id))
                 return None
             run_id, received, excluded = run
+            # Committed with the run's export_excluded rows (a retried attempt is a new run, counted anew).
+            self._metrics.export_excluded(excluded)
             await self._status.report(
                 run_id,
                 direction="export",
@@ -237,6 +267,13 @@ class Exporter:
             if row["emitted_run"] is not None:
                 return None
             run_id = run_id_for(request.request_id, row["attempts"])
+            # An earlier attempt that never finished emitting will never be published: close it.
+            await conn.execute(
+                """UPDATE run SET state = 'failed', reason = 'superseded by a new attempt of its request',
+                          finished_at = now(), updated_at = now()
+                    WHERE request_id = $1 AND state IN ('started', 'progress')""",
+                request.request_id,
+            )
             await conn.execute(
                 """INSERT INTO shared_audience (audience_id, name, direction, data_source_id, list_id, export_mode)
                    VALUES ($1, $2, 'export', $3, $4, $5)

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
 from shared.errors import PermanentError
 from shared.ids import id_problem
 from shared.kafka import Delivery, Rejected
@@ -62,6 +63,12 @@ class RunOutcome:
     counts: dict[str, int]
     match_rate: dict[str, float] | None
     reason: str | None
+
+
+def _storable(invalid_id: str) -> str:
+    """An ID as Postgres text can hold it: NUL cannot be stored (a NUL byte in a platform file's user id
+    would otherwise fail the whole batch). Only invalid IDs can hold one; they are kept with U+FFFD instead."""
+    return invalid_id.replace("\x00", "\ufffd")
 
 
 def _affected(status: str) -> int:
@@ -117,10 +124,17 @@ async def _ensure_temp_tables(conn: Connection) -> None:
 
 
 class Importer:
-    def __init__(self, pool: asyncpg.Pool, status: StatusReporter, guards: ImportGuards) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        status: StatusReporter,
+        guards: ImportGuards,
+        metrics: ReconcileMetrics | None = None,
+    ) -> None:
         self._pool = pool
         self._status = status
         self._guards = guards
+        self._metrics: ReconcileMetrics = metrics or NoReconcileMetrics()
 
     async def handle(self, deliveries: Sequence[Delivery[AudienceMembership]]) -> list[Rejected]:
         rejected: list[Rejected] = []
@@ -130,6 +144,7 @@ class Importer:
                 outcome = await self.apply(batch)
             except PermanentError as exc:
                 rejected.append(Rejected(delivery, exc))
+                self._metrics.run_finished("import", "failed", batch.run_id)
                 await self._status.report(
                     batch.run_id,
                     direction="import",
@@ -152,6 +167,25 @@ class Importer:
 
     async def apply(self, batch: AudienceMembership) -> RunOutcome | None:
         """Apply one batch; returns the run's state to report (None: nothing new to say)."""
+        applied = await self._apply_in_transaction(batch)
+        if applied is None:
+            return None
+        counts, outcome, finished = applied
+        # Measured only now that the transaction committed: a retried batch is not counted twice.
+        if counts is not None:
+            self._metrics.import_batch(batch.id_type, counts)
+        if finished and outcome is not None:
+            if batch.mode == "full" and outcome.state == "succeeded":
+                # A full run's batches change nothing; its snapshot changes the list when the run ends.
+                self._metrics.members_changed(outcome.counts.get("added", 0), outcome.counts.get("removed", 0))
+            self._metrics.run_finished("import", outcome.state, outcome.run_id)
+        return outcome
+
+    async def _apply_in_transaction(
+        self, batch: AudienceMembership
+    ) -> tuple[dict[str, int] | None, RunOutcome | None, bool] | None:
+        """(the batch's counts or None when it was applied before, the outcome to report, whether the run
+        ended with this batch), or None when there is nothing to measure or report."""
         async with self._pool.acquire() as conn, conn.transaction():
             target = await load_target(conn, batch.audience_id)
             if target.id_type != batch.id_type:
@@ -169,7 +203,9 @@ class Importer:
             )
             if fresh is None:
                 log.info("batch_already_applied", run_id=str(batch.run_id), seq=batch.seq)
-                return await self._current_outcome(conn, batch.run_id) if batch.last else None
+                if not batch.last:
+                    return None
+                return None, await self._current_outcome(conn, batch.run_id), False
             counts = await self._apply_ids(conn, batch, target)
             row = await conn.fetchrow(
                 """UPDATE run SET counts = (SELECT jsonb_object_agg(k, coalesce((counts->>k)::bigint, 0)
@@ -188,10 +224,10 @@ class Importer:
             )
             assert row is not None
             if row["state"] in ("succeeded", "failed", "blocked"):
-                return None
+                return counts, None, False
             if row["last_seq"] is not None and row["batches_applied"] == row["last_seq"] + 1:
-                return await self._finish(conn, batch, target)
-            return None
+                return counts, await self._finish(conn, batch, target), True
+            return counts, None, False
 
     async def _ensure_run(self, conn: Connection, batch: AudienceMembership, target: ImportTarget) -> None:
         await conn.execute(
@@ -222,14 +258,16 @@ class Importer:
         await conn.execute("SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on")
         counts = {"received": len(batch.adds) + len(batch.removes), "invalid": len(invalid)}
         counts["matched"] = await conn.fetchval("SELECT count(DISTINCT id) FROM batch_matches")
-        counts["unmatched"] = len(records) - counts["matched"]
+        # Distinct IDs: a user listed twice (a duplicate line in a platform file) is one ID, matched or not.
+        counts["unmatched"] = len({i for i, _ in records}) - counts["matched"]
         reason = "unknown_ecid" if id_type == "ecid" else "unknown_declared_id"
-        # Unmatched adds are kept (re-matched later); IDs that left the segment are no longer wanted.
+        # Unmatched adds are kept (re-matched later); IDs that left the segment are no longer wanted. UNION, not
+        # UNION ALL: an ID twice in one batch would make the upsert touch a row twice, which Postgres refuses.
         await conn.execute(
             """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
                 SELECT $1::text, $2::text, b.id, $3::text, $4::uuid FROM batch_ids b
                  WHERE b.is_add AND NOT EXISTS (SELECT 1 FROM batch_matches m WHERE m.id = b.id)
-                UNION ALL
+                UNION
                 SELECT $1::text, $2::text, i, 'invalid_format', $4::uuid FROM unnest($5::text[]) AS i
                 ON CONFLICT (audience_id, id_type, id)
                 DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, last_seen = now()""",
@@ -237,14 +275,14 @@ class Importer:
             id_type,
             reason,
             batch.run_id,
-            [i for i in batch.adds if i in invalid_set],
+            [_storable(i) for i in batch.adds if i in invalid_set],
         )
         if batch.removes:
             await conn.execute(
                 "DELETE FROM unmatched_id WHERE audience_id = $1 AND id_type = $2 AND id = ANY($3::text[])",
                 batch.audience_id,
                 id_type,
-                list(batch.removes),
+                [_storable(i) for i in batch.removes],
             )
         if batch.mode == "full":
             await conn.execute(

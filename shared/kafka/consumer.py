@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from shared.errors import PoisonMessage, TransientError
+from shared.errors import PermanentError, PoisonMessage, TransientError
 from shared.kafka.connection import connection_kwargs
 from shared.kafka.producer import OutgoingMessage, Producer
 from shared.logging import get_logger
@@ -87,6 +87,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _fmt(tps: set[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}:{tp.partition}" for tp in tps)
+
+
+def _without_payload(message: OutgoingMessage) -> OutgoingMessage:
+    """A dead letter too large for Kafka without its value (and a key over 1 KiB): ``dlq.value_omitted`` gives
+    the original's sizes."""
+    key = message.key if message.key is not None and len(message.key) <= 1024 else None
+    sizes = f"value={len(message.value)} key={len(message.key or b'')} bytes"
+    return OutgoingMessage(
+        topic=message.topic, value=b"", key=key, headers=[*message.headers, ("dlq.value_omitted", sizes.encode())]
+    )
 
 
 class ConsumerLoop:
@@ -340,7 +350,14 @@ class ConsumerLoop:
                 error=type(exc).__name__,
                 reason=str(exc)[:500],
             )
-        await self._producer.send(out)
+        try:
+            await self._producer.send(out)
+        except PermanentError:
+            # The original plus the dlq.* headers is more than Kafka takes (a value just under the topic's
+            # limit). Raising here would end the loop, and the uncommitted record would crash every restart:
+            # dead-letter it without key and value instead; the headers say where the original still is.
+            log.warning("dead_letter_too_large_value_omitted", count=len(out), sizes=[len(m.value) for m in out])
+            await self._producer.send([_without_payload(m) for m in out])
 
     async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
         try:

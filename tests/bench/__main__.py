@@ -20,7 +20,9 @@ from typing import Any
 import orjson
 
 from shared.settings import DEFAULT_VAR_DIR, REPO_ROOT
+from tests.bench.export_bench import run_export
 from tests.bench.import_bench import run_import
+from tests.bench.streaming_bench import run_streaming
 
 OUT = DEFAULT_VAR_DIR / "bench"
 
@@ -52,9 +54,20 @@ def _commit() -> str:
         return "unknown"
 
 
+# BENCH_SCALE shrinks every scenario (e.g. 0.01 for a quick check of the harness); figures are only
+# comparable at 1.
+SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+
+
+def _n(count: int) -> int:
+    return max(1000, int(count * SCALE))
+
+
 SCENARIOS: dict[str, Callable[[Path], Awaitable[dict[str, Any]]]] = {
-    "import_1m": lambda work: run_import(work, 1_000_000),
-    "import_10m": lambda work: run_import(work, 10_000_000),
+    "import_1m": lambda work: run_import(work, _n(1_000_000)),
+    "import_10m": lambda work: run_import(work, _n(10_000_000)),
+    "export_1m": lambda work: run_export(work, _n(1_000_000)),
+    "streaming": lambda work: run_streaming(work, rate=5000, seconds=max(2, int(60 * SCALE))),
 }
 
 

@@ -356,3 +356,19 @@ async def test_reconcile_killed_mid_full_run_applies_everything_exactly_once(sta
         await stack.campaign.pool.fetchval("SELECT count(*) FROM unmatched_id WHERE audience_id = 'visitors-5001'")
         == 15_800
     )
+
+
+async def test_two_ingest_replicas_process_each_batch_once(stack: ImportStack) -> None:
+    second = await stack.start_service("ingest", env=stack.env)
+    roots = []
+    for k in range(3):
+        batch = await stack.deliver("iter", [(ecid_of(i), [SEG_VISITORS], []) for i in range(10 * k + 1, 10 * k + 11)])
+        roots.append(batch.batch_root)
+    await _wait_members(stack, "visitors-5001", set(range(1, 31)))
+    await eventually(lambda: _inbox(stack), until=lambda names: names == set())
+    assert len(await stack.runs("visitors-5001")) == 3
+    assert stack.area("rejected") == set()
+    for process in (stack.ingest, second):
+        events = [line["event"] for line in process.log_lines()]
+        assert "batch_rejected" not in events
+        assert "import_scan_failed" not in events

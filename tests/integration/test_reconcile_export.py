@@ -11,6 +11,7 @@ import pytest_asyncio
 
 from services.reconcile.catalog import DataSourceSpec, ensure_list, upsert_data_source
 from services.reconcile.exporting import Exporter, export_audience_id
+from shared.errors import TransientError
 from shared.kafka import Delivery, Producer, ensure_topics
 from shared.messages import AudienceExportBatch, AudienceExportRequest
 from shared.metrics import RuntimeMetrics
@@ -57,6 +58,7 @@ class ExportRig:
                     b.audience_id,
                     b.removes,
                 )
+                await conn.execute("UPDATE run SET state = 'succeeded' WHERE run_id = $1", b.run_id)
 
 
 @pytest_asyncio.fixture
@@ -125,15 +127,17 @@ async def test_append_mirror_and_full_diffs(rig: ExportRig) -> None:
     [append] = await rig.batches(expect=1)
     assert sorted(append.adds) == ["CRM000011", "CRM000012"]
     assert append.removes == []  # append never removes
+    await rig.confirm([append])
 
     await rig.exporter.export(_request("l", "crm-ids", "mirror"))
     [mirror] = await rig.batches(expect=1)
-    assert sorted(mirror.adds) == ["CRM000011", "CRM000012"]
+    assert mirror.adds == []  # 11 and 12 went out with the confirmed append run
     assert sorted(mirror.removes) == [f"CRM{i:06d}" for i in range(6, 11)]  # only what the bridge sent
     await rig.confirm([mirror])
 
     await rig.exporter.export(_request("l", "crm-ids", "full"))
     [full] = await rig.batches(expect=1)
+    await rig.confirm([full])
     assert full.mode == "full"
     assert sorted(full.adds) == sorted(f"CRM{i:06d}" for i in (1, 2, 3, 4, 5, 11, 12))
     assert full.removes == []
@@ -173,3 +177,17 @@ async def test_a_pii_restricted_data_source_is_blocked(rig: ExportRig) -> None:
     )
     assert await rig.exporter.handle([delivery]) == []  # refused by governance, not a bad message
     assert await rig.campaign.pool.fetchval("SELECT count(*) FROM run") == 0
+
+
+async def test_an_audience_waits_for_its_previous_run_to_be_confirmed(rig: ExportRig) -> None:
+    await rig.make_list("serial", range(1, 5))
+    await rig.exporter.export(_request("serial", "crm-ids", "mirror"))
+    [first] = await rig.batches(expect=1)
+    # The list changes before publish confirmed the first run: diffing now could miss a removal.
+    await rig.make_list("serial", range(2, 5))
+    with pytest.raises(TransientError, match="not confirmed yet"):
+        await rig.exporter.export(_request("serial", "crm-ids", "mirror"))
+    await rig.confirm([first])
+    await rig.exporter.export(_request("serial", "crm-ids", "mirror"))
+    [second] = await rig.batches(expect=1)
+    assert second.removes == ["CRM000001"]

@@ -1,0 +1,64 @@
+"""Export benchmark: a list of N recipients shared by declared ID (hashed e-mails), from the request to the
+uploaded inbound files (the run confirmed by publish)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from services.reconcile.catalog import ensure_list
+from shared.kafka import Producer, ensure_topics
+from shared.messages import AudienceExportRequest
+from shared.settings import KafkaSettings
+from tests.bench.campaign import PLATFORM_SEED, load_recipients
+from tests.bench.stack import BenchStack, bench_stack
+
+
+async def _wait_export(stack: BenchStack, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = await stack.pool.fetchrow("SELECT state, reason, counts FROM run WHERE direction = 'export'")
+        if row is not None and row["state"] in ("succeeded", "failed", "blocked"):
+            if row["state"] != "succeeded":
+                raise RuntimeError(f"export run ended {row['state']}: {row['reason']}")
+            return dict(row)
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"export run not finished after {timeout}s")
+
+
+async def run_export(workdir: Path, n: int) -> dict[str, Any]:
+    async with bench_stack(workdir) as stack:
+        print(f"export {n:,}: loading {n:,} recipients into a list ...", flush=True)
+        await load_recipients(stack.pool, n)
+        async with stack.pool.acquire() as conn:
+            list_id = await ensure_list(conn, "bench-export")
+            await conn.execute(
+                "INSERT INTO list_member (list_id, recipient_id) SELECT $1, recipient_id FROM recipient", list_id
+            )
+            await conn.execute("ANALYZE list_member")
+        await stack.ecsim_admin("POST", "/sim/seed", PLATFORM_SEED)
+        await stack.start("reconcile", EXPORT_BATCH_SIZE="10000")
+        await stack.start("publish", ECSIM_INBOUND_POLL_INTERVAL_S="0")
+        settings = KafkaSettings(topic_prefix=stack.topic_prefix)
+        topic = f"{stack.topic_prefix}audience-export-requests"
+        await ensure_topics(settings, [topic])
+        producer = Producer(settings, "bench")
+        await producer.start()
+        request = AudienceExportRequest(
+            list_id="bench-export",
+            audience_name="Bench",
+            data_source="hashed-emails",
+            mode="append",
+            requested_by="bench",
+        )
+        print(f"export {n:,}: requesting ...", flush=True)
+        started = time.perf_counter()
+        await producer.send_model(topic, request)
+        await producer.stop()
+        await _wait_export(stack, timeout=max(600, n / 2000))
+        elapsed = time.perf_counter() - started
+        files = await stack.pool.fetchval("SELECT count(*) FROM published_file")
+        rss = stack.rss()
+    return {"ids": n, "seconds": round(elapsed, 2), "ids_per_s": round(n / elapsed), "files": files, "rss_mb": rss}

@@ -1,0 +1,416 @@
+"""The bad-input corpus through the real import side: ecsim, ingest and reconcile as processes.
+
+Every outbound batch, file name, segment event and membership batch of ``tests/corpus`` is fed at once,
+with good input alongside; each must end as the clear, counted error its manifest entry names (a rejected
+file with its ``.reason.txt``, a ``failed`` status, a dead letter with the reason, counted invalid lines
+or IDs) while the services keep running and the good input reaches its lists. Then no log line or status
+event may hold a secret. One stack serves the whole module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import asyncpg
+import orjson
+import pytest
+import pytest_asyncio
+
+from services.ingest.files import file_run_id, run_id_for
+from services.reconcile.catalog import ImportAudienceSpec, upsert_import_audience
+from shared.dropzone import FileDropZone
+from shared.errors import PermanentError
+from shared.formats.lines import collect_parts
+from shared.formats.outbound import OutboundFileName, OutboundRow, OutboundWriter
+from shared.kafka import OutgoingMessage, Producer
+from shared.messages import AudienceMembership, SegmentEvent
+from shared.metrics import RuntimeMetrics
+from shared.settings import KafkaSettings
+from tests import corpus
+from tests.corpus.harness import (
+    TokenRecorder,
+    TopicTail,
+    bootstrap_servers,
+    ecsim_seed,
+    fresh_database,
+    headers,
+    leaks,
+    secrets_to_hunt,
+    start_services,
+    stop_services,
+)
+from tests.fixtures.bridge_db import HASHED_EMAILS, VISITORS, ecid_of, seed_campaign
+from tests.fixtures.ecsim import EcsimEndpoint, _spawn, _stop
+from tests.fixtures.stack import ServiceProcess
+from tests.helpers import eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+EVENTS_AUDIENCE, EVENTS_SEGMENT = "corpus-events", 6500
+MEMBERSHIP_AUDIENCE, MEMBERSHIP_SEGMENT = "corpus-membership", 6600
+CONTROL_AUDIENCE, CONTROL_SEGMENT = "corpus-control", 6700
+PARTS_TIMEOUT_S = 3
+
+
+@dataclass
+class Stack:
+    pool: asyncpg.Pool
+    root: Path
+    zone: FileDropZone
+    prefix: str
+    env: dict[str, str]
+    services: dict[str, ServiceProcess]
+    tail: TopicTail
+    producer: Producer
+    ims: TokenRecorder
+    client_secret: str
+    ecsim: EcsimEndpoint
+
+    def topic(self, base: str) -> str:
+        return self.prefix + base
+
+    async def members(self, audience: str) -> set[int]:
+        rows = await self.pool.fetch(
+            "SELECT recipient_id FROM list_member JOIN shared_audience USING (list_id) WHERE audience_id = $1",
+            audience,
+        )
+        return {r["recipient_id"] for r in rows}
+
+    def area(self, name: str) -> set[str]:
+        folder = self.root / name
+        return {p.name for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+    async def alive(self) -> None:
+        for service in self.services.values():
+            assert service.process.returncode is None, f"{service.name} exited: {service.log_path.read_text()[-2000:]}"
+            assert (await service.get("/readyz"))[0] == 200, f"{service.name} is not ready"
+
+
+def _segments() -> dict[int, int]:
+    """Every segment the module uses -> the platform data source it is built on."""
+    segments = {EVENTS_SEGMENT: 1001, MEMBERSHIP_SEGMENT: 1001, CONTROL_SEGMENT: 1001}
+    for case in corpus.of_kind("outbound-batch"):
+        segments[case["segment"]] = 1002 if case["data_source"] == HASHED_EMAILS.name else 1001
+    return segments
+
+
+async def _audiences(pool: asyncpg.Pool) -> None:
+    specs = [
+        (EVENTS_AUDIENCE, EVENTS_SEGMENT, VISITORS.name),
+        (MEMBERSHIP_AUDIENCE, MEMBERSHIP_SEGMENT, VISITORS.name),
+        (CONTROL_AUDIENCE, CONTROL_SEGMENT, VISITORS.name),
+    ]
+    specs += [(c["audience"], c["segment"], c["data_source"]) for c in corpus.of_kind("outbound-batch")]
+    async with pool.acquire() as conn:
+        for audience, segment, data_source in specs:
+            spec = ImportAudienceSpec(
+                audience_id=audience,
+                name=audience,
+                platform_segment_id=segment,
+                data_source=data_source,
+                list=f"List {audience}",
+            )
+            await upsert_import_audience(conn, spec)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    tmp = tmp_path_factory.mktemp("bad-input-import")
+    secret = f"corpus-client-secret-{uuid.uuid4().hex}"
+    process, ecsim = await asyncio.to_thread(_spawn, tmp / "ecsim.log", {"ECSIM_CLIENT_SECRET": secret})
+    ims = TokenRecorder(ecsim.ims_url)
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    try:
+        await ecsim.seed(ecsim_seed(_segments()))
+        ims_url = await ims.start()
+        async with fresh_database() as dsn:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+            assert pool is not None
+            await seed_campaign(pool, 200)
+            await _audiences(pool)
+            root = tmp / "import"
+            env = {
+                "TOPIC_PREFIX": prefix,
+                "DATABASE_URL": dsn,
+                "IMPORT_DROPZONE_URL": root.as_uri(),
+                "IMPORT_POLL_INTERVAL_S": "0.2",
+                "IMPORT_PARTS_TIMEOUT_S": str(PARTS_TIMEOUT_S),
+                "PLATFORM_IMS_URL": ims_url,
+                "PLATFORM_API_URL": ecsim.api_url,
+                "PLATFORM_CLIENT_SECRET": secret,
+                "FULL_IMPORT_GUARD_MIN_LIST_SIZE": "1000",
+                "RETRY_BACKOFF_INITIAL_S": "0.05",
+                "RETRY_BACKOFF_MAX_S": "0.5",
+                "LOG_LEVEL": "DEBUG",  # the most a service ever writes: the most room for a leak
+            }
+            services = await start_services(["reconcile", "ingest"], env, tmp)
+            tail = TopicTail(
+                [
+                    prefix + "audience-sync-status",
+                    prefix + "segment-events.dlq",
+                    prefix + "audience-membership.dlq",
+                ]
+            )
+            await tail.start()
+            producer = Producer(
+                KafkaSettings(kafka_bootstrap_servers=bootstrap_servers()), "corpus", RuntimeMetrics("c")
+            )
+            await producer.start()
+            zone = FileDropZone(root)
+            try:
+                yield Stack(
+                    pool=pool,
+                    root=root,
+                    zone=zone,
+                    prefix=prefix,
+                    env=env,
+                    services={s.name: s for s in services},
+                    tail=tail,
+                    producer=producer,
+                    ims=ims,
+                    client_secret=secret,
+                    ecsim=ecsim,
+                )
+            finally:
+                await producer.stop()
+                await tail.stop()
+                await stop_services(services)
+                await zone.close()
+                await pool.close()
+    finally:
+        await ims.stop()
+        await asyncio.to_thread(_stop, process)
+
+
+# ------------------------------------------------------------------------------------ outbound files
+
+
+async def _deliver_control(stack: Stack) -> OutboundFileName:
+    """A good batch, written as the platform writes them, alongside the bad ones."""
+    batch = OutboundFileName("s3", 7001, 1001, "full", int(time.time() * 1000))
+    writer = OutboundWriter(batch)
+    rows: list[OutboundRow] = [(ecid_of(r), [CONTROL_SEGMENT], []) for r in range(101, 131)]
+    for part in collect_parts(writer.write(rows)):
+        await stack.zone.write(part.summary.name, part.data)
+    await stack.zone.write(batch.info_name, writer.info().to_json())
+    return batch
+
+
+def _reason_file(stack: Stack, name: str) -> str:
+    path = stack.root / "rejected" / (name + ".reason.txt")
+    return path.read_text() if path.exists() else ""
+
+
+async def _batch_problems(stack: Stack, case: corpus.CorpusCase) -> list[str]:
+    names = list(case.file_bytes())
+    rejected, processed = stack.area("rejected"), stack.area("processed")
+    root = case["batch_root"]
+    members = await stack.members(case["audience"])
+    ledger = await stack.pool.fetchrow("SELECT state, reason FROM processed_file WHERE batch_root = $1", root)
+    problems = []
+    if case.expect == "rejected":
+        for name in names:
+            if name not in rejected:
+                problems.append(f"{name} not in rejected/")
+            elif case.reason not in _reason_file(stack, name):
+                problems.append(f"{name}.reason.txt lacks {case.reason!r}: {_reason_file(stack, name)!r}")
+        if ledger is None or ledger["state"] != "rejected" or case.reason not in (ledger["reason"] or ""):
+            problems.append(f"ledger: {dict(ledger) if ledger else None}")
+        failed = [
+            s
+            for s in stack.tail.statuses(stack.topic("audience-sync-status"))
+            if s.run_id == file_run_id(root) and s.state == "failed" and case.reason in (s.reason or "")
+        ]
+        if not failed:
+            problems.append("no failed status event with the reason")
+        if members:
+            problems.append(f"a rejected batch changed the list: {sorted(members)}")
+        return problems
+    # counted: processed, the good lines imported, the bad ones counted
+    problems += [f"{name} not in processed/" for name in names if name not in processed]
+    if ledger is None or ledger["state"] != "processed":
+        problems.append(f"ledger: {dict(ledger) if ledger else None}")
+    if members != set(case["members"]):
+        problems.append(f"members {sorted(members)} != {case['members']}")
+    run_id = run_id_for(root, case["audience"])
+    progress = [
+        s
+        for s in stack.tail.statuses(stack.topic("audience-sync-status"))
+        if s.run_id == run_id and s.service == "ingest" and s.state == "progress"
+    ]
+    if case.get("invalid_lines") is not None and [s.counts.invalid for s in progress] != [case["invalid_lines"]]:
+        problems.append(f"invalid lines on ingest's status: {[s.counts for s in progress]}")
+    run = await stack.pool.fetchrow("SELECT state, counts FROM run WHERE run_id = $1", run_id)
+    if run is None or run["state"] != "succeeded":
+        problems.append(f"run: {dict(run) if run else None}")
+    elif case.get("invalid_ids") is not None:
+        invalid = orjson.loads(run["counts"]).get("invalid")
+        if invalid != case["invalid_ids"]:
+            problems.append(f"invalid ids in the run's counts: {invalid} != {case['invalid_ids']}")
+    if case.get("unmatched") is not None:
+        rows = await stack.pool.fetch("SELECT id, reason FROM unmatched_id WHERE audience_id = $1", case["audience"])
+        kept = {r["id"]: r["reason"] for r in rows}
+        if kept != case["unmatched"]:
+            problems.append(f"unmatched ids {kept} != {case['unmatched']}")
+    return problems
+
+
+async def test_outbound_files_are_rejected_or_counted_and_good_batches_go_through(stack: Stack) -> None:
+    batches = corpus.of_kind("outbound-batch")
+    names = corpus.of_kind("outbound-name")
+    for case in [*batches, *names]:
+        for name, data in case.file_bytes().items():
+            await stack.zone.write(name, data)
+    control = await _deliver_control(stack)
+
+    async def problems() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for case in batches:
+            found[case.id] = await _batch_problems(stack, case)
+        for case in names:
+            [name] = case.file_bytes()
+            if case.reason not in _reason_file(stack, name):
+                found[case.id] = [f"no rejected/{name}.reason.txt with {case.reason!r}"]
+        if await stack.members(CONTROL_AUDIENCE) != set(range(101, 131)):
+            found["control batch"] = ["the good batch alongside did not reach its list"]
+        return {k: v for k, v in found.items() if v}
+
+    # Two batches wait for the parts timeout before they are rejected; everything else is immediate.
+    await eventually(problems, until=lambda p: not p, timeout=60, interval=0.5)
+    assert {o.name for o in await stack.zone.list()} == set(), "a file was left in the inbox"
+    assert control.info_name in stack.area("processed")
+    await stack.alive()
+    # Counted: every rejected file on the ingest's metric.
+    rejected_files = [n for n in stack.area("rejected") if not n.endswith(".reason.txt")]
+    _, metrics = await stack.services["ingest"].get("/metrics")
+    assert f'ab_dropzone_files_total{{outcome="rejected"}} {float(len(rejected_files))}' in metrics
+    # Nothing was read outside the zone: the ../ and absolute FileNames named no file the bridge opened.
+    assert not (stack.root.parent / "outside").exists()
+
+
+# ------------------------------------------------------------------------------------------- Kafka
+
+
+def _good_events() -> list[SegmentEvent]:
+    return [
+        SegmentEvent.model_validate(
+            {
+                "event_id": f"good-{r}",
+                "segment_id": str(EVENTS_SEGMENT),
+                "id_type": "ecid",
+                "data_source": "visitors",
+                "id": ecid_of(r),
+                "op": "add",
+                "occurred_at": "2024-05-01T12:00:00Z",
+            }
+        )
+        for r in range(101, 121)
+    ]
+
+
+def _dlq_problems(stack: Stack, topic: str, cases: list[corpus.CorpusCase]) -> dict[str, str]:
+    dead = stack.tail.by_key(stack.topic(topic) + ".dlq")
+    problems = {}
+    for case in cases:
+        record = dead.get(case.key)
+        if record is None:
+            problems[case.id] = "not dead-lettered"
+            continue
+        h = headers(record)
+        if case.reason not in h.get("dlq.reason", ""):
+            problems[case.id] = f"dlq.reason {h.get('dlq.reason')!r} lacks {case.reason!r}"
+        elif h.get("dlq.original.topic") != stack.topic(topic):
+            problems[case.id] = f"dlq.original.topic is {h.get('dlq.original.topic')}"
+        elif case.get("value_omitted"):
+            if "dlq.value_omitted" not in h or record.value:
+                problems[case.id] = "an oversized dead letter should come without its value"
+        elif record.value != (case.value() or b""):
+            problems[case.id] = "the dead letter does not carry the original value"
+    return problems
+
+
+async def test_segment_events_are_dead_lettered_with_the_reason_and_good_events_apply(stack: Stack) -> None:
+    topic = stack.topic("segment-events")
+    cases = corpus.of_kind("segment-event")
+    dlq = [c for c in cases if c.expect == "dlq"]
+    good = _good_events()
+    # A tombstone's value is None, which Kafka takes though OutgoingMessage says bytes.
+    bad = [OutgoingMessage(topic=topic, value=cast(bytes, c.value()), key=c.key) for c in dlq]
+    # Good events before, between and after the bad ones.
+    await stack.producer.send([OutgoingMessage.of(topic, e) for e in good[:10]])
+    for message in bad:
+        await stack.producer.send([message])
+    await stack.producer.send([OutgoingMessage.of(topic, e) for e in good[10:]])
+    for case in (c for c in cases if c.expect == "refused"):
+        with pytest.raises(PermanentError, match=case.reason):
+            await stack.producer.send([OutgoingMessage(topic=topic, value=case.value() or b"", key=case.key)])
+
+    async def problems() -> dict[str, str]:
+        return _dlq_problems(stack, "segment-events", dlq)
+
+    await eventually(problems, until=lambda p: not p)
+    await eventually(lambda: stack.members(EVENTS_AUDIENCE), until=lambda m: m == set(range(101, 121)))
+    await stack.alive()
+
+
+def _membership(run_id: uuid.UUID, adds: list[str]) -> AudienceMembership:
+    return AudienceMembership.model_validate(
+        {
+            "run_id": run_id,
+            "seq": 0,
+            "last": True,
+            "audience_id": MEMBERSHIP_AUDIENCE,
+            "data_source": "visitors",
+            "id_type": "ecid",
+            "mode": "delta",
+            "adds": adds,
+            "totals": {"received": len(adds), "batches": 1},
+        }
+    )
+
+
+async def test_membership_batches_are_dead_lettered_with_a_failed_run_and_good_ones_apply(stack: Stack) -> None:
+    topic = stack.topic("audience-membership")
+    cases = corpus.of_kind("membership")
+    good = _membership(uuid.uuid4(), [ecid_of(r) for r in range(160, 171)])
+    await stack.producer.send([OutgoingMessage(topic=topic, value=c.value() or b"", key=c.key) for c in cases])
+    await stack.producer.send([OutgoingMessage.of(topic, good)])
+
+    async def problems() -> dict[str, str]:
+        problems = _dlq_problems(stack, "audience-membership", cases)
+        statuses = stack.tail.statuses(stack.topic("audience-sync-status"))
+        for case in (c for c in cases if c.get("failed_status")):
+            run_id = uuid.UUID(case["run_id"])
+            if not any(
+                s.run_id == run_id and s.state == "failed" and case.reason in (s.reason or "") for s in statuses
+            ):
+                problems.setdefault(case.id, "no failed status event with the reason")
+        return problems
+
+    await eventually(problems, until=lambda p: not p)
+    await eventually(lambda: stack.members(MEMBERSHIP_AUDIENCE), until=lambda m: m == set(range(160, 171)))
+    await stack.alive()
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+
+async def test_no_secret_in_any_log_line_or_status_event(stack: Stack) -> None:
+    """Everything the services wrote during this module, and every status event, free of secrets."""
+    assert stack.ims.tokens, "the bridge never asked for a token: the hunt below would prove nothing"
+    secrets = secrets_to_hunt(stack.client_secret, stack.ims.tokens, stack.env["DATABASE_URL"])
+    sources: dict[str, Any] = {
+        f"{s.name}'s log": s.log_path.read_text(errors="replace") for s in stack.services.values()
+    }
+    statuses = stack.tail.records(stack.topic("audience-sync-status"))
+    assert statuses
+    sources["audience-sync-status"] = "\n".join(r.value.decode("utf-8", "replace") for r in statuses)
+    for topic in ("segment-events.dlq", "audience-membership.dlq"):
+        sources[topic + " headers"] = "\n".join(str(headers(r)) for r in stack.tail.records(stack.topic(topic)))
+    assert leaks(sources, secrets) == []
