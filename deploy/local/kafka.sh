@@ -67,10 +67,14 @@ start() {
   log "starting broker on 127.0.0.1:$KAFKA_PORT (log $LOG)"
   # setsid: the broker outlives the shell that started it and gets no terminal signals (Ctrl-C in `make run`
   # is handled by stopping it explicitly).
-  setsid java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+  # The shell records its own pid, then becomes the JVM (exec): the pid file names the broker even when
+  # setsid has to fork.
+  rm -f "$PIDFILE"
+  PIDFILE="$PIDFILE" setsid sh -c 'echo $$ > "$PIDFILE"; exec "$@"' sh \
+      java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
       -Dlog4j2.configurationFile="$here/kafka/log4j2.yaml" -Dkafka.logs.dir="$VAR_DIR/log" \
       -cp "$LIBS/*" kafka.Kafka "$CONF" >>"$LOG" 2>&1 < /dev/null &
-  echo $! > "$PIDFILE"
+  for _ in $(seq 1 50); do [ -s "$PIDFILE" ] && break; sleep 0.1; done
   wait_ready
 }
 

@@ -35,10 +35,15 @@ start_one() {
   local name="$1" port; port="$(port_of "$name")"
   mkdir -p "$VAR_DIR/run" "$VAR_DIR/log"
   if pid_of "$name" >/dev/null; then echo "$name: already running" >&2; return 0; fi
+  rm -f "$VAR_DIR/run/$name.pid"
   # The local ecsim serves its /sim admin endpoints (the demo drives deliveries through them).
-  (cd "$root" && HTTP_PORT="$port" ECSIM_ADMIN_ENABLED="${ECSIM_ADMIN_ENABLED:-true}" \
-     setsid "$PY" -m "services.$name" >>"$VAR_DIR/log/$name.log" 2>&1 < /dev/null &
-   echo $! > "$VAR_DIR/run/$name.pid")
+  # The shell records its own pid and then becomes the service (exec), so the pid file names the service
+  # itself even when setsid has to fork. Only the log file is inherited: a service holding this script's
+  # stdout open would keep whoever reads it (a pipe, CI) waiting until the service exits.
+  HTTP_PORT="$port" ECSIM_ADMIN_ENABLED="${ECSIM_ADMIN_ENABLED:-true}" PIDFILE="$VAR_DIR/run/$name.pid" \
+    setsid sh -c 'cd "$1" && echo $$ > "$PIDFILE" && exec "$2" -m "services.$3"' sh "$root" "$PY" "$name" \
+    >>"$VAR_DIR/log/$name.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 50); do [ -s "$VAR_DIR/run/$name.pid" ] && break; sleep 0.1; done
 }
 
 wait_ready() {
