@@ -127,7 +127,8 @@ class FileDropZone(DropZone):
                 if not is_listed(name, prefix):
                     continue
                 try:
-                    st = os.stat(here / filename)
+                    # lstat: a symbolic link is not offered, or reading it would read outside the zone.
+                    st = os.lstat(here / filename)
                 except FileNotFoundError:
                     continue  # moved or deleted while we walked: it is simply not there any more
                 if stat.S_ISREG(st.st_mode):

@@ -47,7 +47,7 @@ from tests.corpus.harness import (
 )
 from tests.fixtures.bridge_db import HASHED_EMAILS, VISITORS, ecid_of, seed_campaign
 from tests.fixtures.ecsim import EcsimEndpoint, _spawn, _stop
-from tests.fixtures.stack import ServiceProcess
+from tests.fixtures.stack import ServiceProcess, spawn_service
 from tests.helpers import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -249,10 +249,13 @@ async def _batch_problems(stack: Stack, case: corpus.CorpusCase) -> list[str]:
     run = await stack.pool.fetchrow("SELECT state, counts FROM run WHERE run_id = $1", run_id)
     if run is None or run["state"] != "succeeded":
         problems.append(f"run: {dict(run) if run else None}")
-    elif case.get("invalid_ids") is not None:
-        invalid = orjson.loads(run["counts"]).get("invalid")
-        if invalid != case["invalid_ids"]:
-            problems.append(f"invalid ids in the run's counts: {invalid} != {case['invalid_ids']}")
+    else:
+        counts = orjson.loads(run["counts"])
+        if case.get("invalid_ids") is not None and counts.get("invalid") != case["invalid_ids"]:
+            problems.append(f"invalid ids in the run's counts: {counts} != {case['invalid_ids']}")
+        unknown = [i for i, reason in (case.get("unmatched") or {}).items() if reason != "invalid_format"]
+        if case.get("unmatched") is not None and counts.get("unmatched") != len(unknown):
+            problems.append(f"unmatched ids in the run's counts: {counts} != {len(unknown)}")
     if case.get("unmatched") is not None:
         rows = await stack.pool.fetch("SELECT id, reason FROM unmatched_id WHERE audience_id = $1", case["audience"])
         kept = {r["id"]: r["reason"] for r in rows}
@@ -395,6 +398,22 @@ async def test_membership_batches_are_dead_lettered_with_a_failed_run_and_good_o
 
     await eventually(problems, until=lambda p: not p)
     await eventually(lambda: stack.members(MEMBERSHIP_AUDIENCE), until=lambda m: m == set(range(160, 171)))
+    await stack.alive()
+
+
+async def test_a_hostile_catalog_file_stops_reconcile_with_the_reason(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An operator's broken CATALOG_FILE: reconcile refuses to start (exit 2) and says why, in one log line."""
+    logs = tmp_path_factory.mktemp("bad-catalog")
+    for case in (corpus.by_id("catalog-deep-nesting"), corpus.by_id("catalog-bad-date")):
+        [path] = case.paths()
+        env = {**stack.env, "CATALOG_FILE": str(path)}
+        service = await spawn_service("reconcile", env=env, log_path=logs / f"{case.id}.log", wait=False)
+        assert await asyncio.wait_for(service.process.wait(), 60) == 2
+        [line] = [line for line in service.log_lines() if line.get("event") == "invalid_settings"]
+        assert case.reason in line["error"]
+        assert "Traceback" not in service.log_path.read_text()
     await stack.alive()
 
 
