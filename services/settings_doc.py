@@ -27,7 +27,9 @@ def _default(field: FieldInfo) -> str:
         return "unset"
     if value == "":
         return '`""`'
-    return f"`{value}`"
+    # Defaults under the checkout (the local drop zones) are shown relative to it: the table is the same
+    # wherever the repository lives.
+    return f"`{str(value).replace(str(REPO_ROOT), '<repo>')}`"
 
 
 def _describe(field: FieldInfo) -> str:
