@@ -129,6 +129,7 @@ class ConsumerLoop:
         self.last_progress = time.monotonic()
         self.lag: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
+        self._inflight_since: float | None = None
 
     def touch(self) -> None:
         self.last_progress = time.monotonic()
@@ -138,10 +139,13 @@ class ConsumerLoop:
         return self._task is not None and not self._task.done()
 
     def stuck_for(self) -> float:
-        """Seconds without progress while there is lag (0 when caught up or progressing)."""
-        if not any(lag > 0 for lag in self.lag.values()):
-            return 0.0
-        return time.monotonic() - self.last_progress
+        """Seconds without progress while there is work: a batch in flight, or lag behind the partition's end
+        (0 when caught up or progressing). A hung handler or a consumer that stopped fetching stays alive
+        but must not look healthy."""
+        now = time.monotonic()
+        inflight = now - self._inflight_since if self._inflight_since is not None else 0.0
+        lagging = now - self.last_progress if any(lag > 0 for lag in self.lag.values()) else 0.0
+        return max(inflight, lagging)
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -238,6 +242,19 @@ class ConsumerLoop:
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
     ) -> None:
         started = time.perf_counter()
+        self._inflight_since = time.monotonic()
+        try:
+            await self._process_records(consumer, tp, records, started)
+        finally:
+            self._inflight_since = None
+
+    async def _process_records(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[bytes, bytes]],
+        started: float,
+    ) -> None:
         model = self._models[tp.topic]
         self._metrics.consumed.labels(tp.topic).inc(len(records))
         good: list[Delivery[Any]] = []
