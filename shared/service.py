@@ -107,6 +107,7 @@ class KafkaPostgresApp(ServiceApp):
                 metrics=self.metrics,
                 group_id=f"{self.group_prefix()}.{base}",
                 max_poll_records=self.poll_limit(base),
+                linger_s=self.poll_linger_s(base),
             )
             await loop.start()
             self.consumers.append(loop)
@@ -115,6 +116,10 @@ class KafkaPostgresApp(ServiceApp):
     def group_prefix(self) -> str:
         # The topic prefix is part of the group: deployments sharing a cluster must not share groups.
         return self.settings.kafka_consumer_group or f"{self.settings.topic_prefix}audience-bridge-{self.name}"
+
+    def poll_linger_s(self, base_topic: str) -> float:
+        """How long to wait for more messages after the first of a poll (0: hand over what came)."""
+        return 0.0
 
     def poll_limit(self, base_topic: str) -> int | None:
         """Messages per poll for this subscription (None: KAFKA_MAX_POLL_RECORDS)."""

@@ -89,6 +89,9 @@ class IngestApp(KafkaPostgresApp):
         assert self._events is not None
         return {SEGMENT_EVENTS: (SegmentEvent, self._events)}
 
+    def poll_linger_s(self, base_topic: str) -> float:
+        return self.settings.segment_events_linger_ms / 1000 if base_topic == SEGMENT_EVENTS else 0.0
+
     def poll_limit(self, base_topic: str) -> int | None:
         return self.settings.segment_events_max_poll if base_topic == SEGMENT_EVENTS else None
 

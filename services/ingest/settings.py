@@ -23,6 +23,9 @@ class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settin
     segment_events_max_poll: int = Field(
         5000, ge=1, description="Segment events coalesced per poll into membership batches."
     )
+    segment_events_linger_ms: int = Field(
+        200, ge=0, le=5000, description="How long segment events are coalesced before a membership batch goes out."
+    )
     metadata_refresh_s: float = Field(
         300.0, gt=0, description="How long platform metadata (segments, traits, data sources) is cached."
     )

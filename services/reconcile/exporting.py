@@ -174,6 +174,14 @@ class Exporter:
     async def export(self, request: AudienceExportRequest) -> uuid.UUID | None:
         """Emit the request's run; returns its run id (None when it was emitted before)."""
         async with self._pool.acquire() as conn:
+            # A redelivered request that was emitted already is done, whatever came after it: checking this
+            # first keeps an old request from waiting on a newer run of its audience (which waits behind it).
+            emitted = await conn.fetchval(
+                "SELECT emitted_run FROM export_request WHERE request_id = $1", request.request_id
+            )
+            if emitted is not None:
+                log.info("export_request_already_emitted", request_id=str(request.request_id))
+                return None
             list_id = await self._list_id(conn, request.list_id)
             source = await self._source(conn, request.data_source)
             if PII in source.export_controls:

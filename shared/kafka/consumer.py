@@ -113,9 +113,13 @@ class ConsumerLoop:
         metrics: RuntimeMetrics,
         group_id: str | None = None,
         max_poll_records: int | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         self._settings = settings
         self._max_poll = max_poll_records or settings.kafka_max_poll_records
+        # Small messages (single events) are worth coalescing: wait this long after the first record for
+        # more, so the handler gets one batch per linger period instead of one per trickle.
+        self._linger_s = linger_s
         self._service = service
         self._models = dict(models)
         self._handler = handler
@@ -204,6 +208,8 @@ class ConsumerLoop:
                 await self._sleep(backoff.next_delay())
                 continue
             backoff.reset()
+            if polled and self._linger_s > 0:
+                polled = await self._linger(consumer, polled)
             if not polled:
                 await self._update_lag(consumer)
                 if not any(self.lag.values()):
@@ -217,6 +223,25 @@ class ConsumerLoop:
                 except _Stopping:
                     return
             await self._update_lag(consumer)
+
+    async def _linger(
+        self, consumer: AIOKafkaConsumer, polled: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        deadline = time.monotonic() + self._linger_s
+        count = sum(len(records) for records in polled.values())
+        while count < self._max_poll and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                more = await consumer.getmany(timeout_ms=max(1, int(left * 1000)), max_records=self._max_poll - count)
+            except KafkaError:
+                break  # what we have is handled now; the error shows again at the next poll
+            for tp, records in more.items():
+                # Later polls continue each partition where the previous one stopped: appending keeps order.
+                polled.setdefault(tp, []).extend(records)
+                count += len(records)
+        return polled
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         assignment = consumer.assignment()

@@ -244,3 +244,41 @@ async def test_handler_can_reject_single_messages(settings: KafkaSettings, topic
     dead = await read_topic(settings.kafka_bootstrap_servers, dlq_name(topic), expect=3)
     assert sorted(int(dict(r.headers)["dlq.original.offset"]) for r in dead) == [1, 3, 5]
     assert {dict(r.headers)["dlq.reason"] for r in dead} == {b"unknown segment"}
+
+
+async def test_linger_coalesces_a_trickle_into_one_batch(
+    settings: KafkaSettings, topic: str, producer: Producer
+) -> None:
+    sizes: list[int] = []
+
+    async def handler(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
+        sizes.append(len(deliveries))
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    loop = ConsumerLoop(
+        settings=settings,
+        service="test",
+        models={topic: SegmentEvent},
+        handler=handler,
+        producer=producer,
+        metrics=RuntimeMetrics("test"),
+        group_id=group,
+        max_poll_records=1000,
+        linger_s=3.0,
+    )
+    await loop.start()
+    try:
+        await eventually(lambda: _joined(loop), until=bool)
+        # Three small sends in quick succession, well inside the linger window.
+        for burst in range(3):
+            await producer.send([OutgoingMessage.of(topic, segment_event(burst * 10 + i)) for i in range(10)])
+        await eventually(
+            lambda: committed_offsets(settings.kafka_bootstrap_servers, group), until=lambda o: sum(o.values()) == 30
+        )
+    finally:
+        await loop.stop()
+    assert sizes == [30]
+
+
+async def _joined(loop: ConsumerLoop) -> bool:
+    return loop.joined
