@@ -26,6 +26,7 @@ import orjson
 
 from services.reconcile.catalog import ImportAudienceSpec, ensure_list, upsert_import_audience
 from services.reconcile.exporting import export_audience_id
+from shared.errors import TransientError
 from shared.formats.outbound import OutboundFileName, OutboundRow, OutboundWriter
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceExportRequest
@@ -205,12 +206,20 @@ class Chaos:
     async def _send_request(self, request: AudienceExportRequest) -> None:
         settings = KafkaSettings(topic_prefix=self.stack.topic_prefix)
         topic = f"{self.stack.topic_prefix}audience-export-requests"
-        await ensure_topics(settings, [topic])
-        producer = Producer(settings, "chaos")
-        try:
-            await producer.send_model(topic, request)
-        finally:
-            await producer.stop()
+        # Like a campaign workflow, the driver keeps trying while the broker is being restarted.
+        deadline = time.monotonic() + 300
+        while True:
+            producer = Producer(settings, "chaos")
+            try:
+                await ensure_topics(settings, [topic])
+                await producer.send_model(topic, request)
+                return
+            except TransientError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)
+            finally:
+                await producer.stop()
 
     async def request_exports(self) -> list[AudienceExportRequest]:
         requests = [
