@@ -14,7 +14,8 @@ import asyncpg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.errors import ConfigError, PermanentError
+from services.reconcile.keys import declared_key_sql
+from shared.errors import ConfigError
 from shared.ids import IdType, KeyTransform
 from shared.messages import Name
 
@@ -78,14 +79,8 @@ def load_catalog_file(path: Path) -> CatalogFile:
 
 async def ensure_declared_key_index(conn: asyncpg.Connection[Any] | Any, key: str, transform: str) -> None:
     """An expression index so matching by this key never hashes the recipient table."""
-    if key not in ("recipient_id", "email", "crm_id") or transform not in ("none", "sha256"):
-        raise PermanentError("unsupported reconciliation key", key=key, transform=transform)
-    column = "recipient_id::text" if key == "recipient_id" else key
-    # Identifiers come from the two whitelists above, never from input.
-    await conn.execute(
-        f"CREATE INDEX IF NOT EXISTS recipient_key_{key}_{transform} "
-        f"ON recipient (ab_declared_key({column}, '{transform}'))"
-    )
+    expression = declared_key_sql(key, transform, alias=None)  # raises for anything off the whitelists
+    await conn.execute(f"CREATE INDEX IF NOT EXISTS recipient_key_{key}_{transform} ON recipient ({expression})")
 
 
 async def upsert_data_source(conn: asyncpg.Connection[Any] | Any, spec: DataSourceSpec) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from services.reconcile.keys import KEY_TRANSFORMS, RECONCILIATION_KEYS, declared_key_sql
 from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
 from shared.errors import PermanentError, TransientError
 from shared.kafka import Delivery, OutgoingMessage, Producer, Rejected
@@ -37,13 +38,8 @@ SEND_WINDOW = 8
 PII = "PII"
 
 # The ID expression per data source kind. Built once from fixed whitelists: no input reaches SQL text.
-_KEYS = ("recipient_id", "email", "crm_id")
-_TRANSFORMS = ("none", "sha256")
-
-
-def _declared_expr(key: str, transform: str) -> str:
-    column = "r.recipient_id::text" if key == "recipient_id" else f"r.{key}"
-    return f"ab_declared_key({column}, '{transform}')"
+_KEYS = RECONCILIATION_KEYS
+_TRANSFORMS = KEY_TRANSFORMS
 
 
 # A declared ID must survive the platform's file formats: printable ASCII without separators.
@@ -57,9 +53,9 @@ _CURRENT_IDS: dict[tuple[str, str | None, str], str] = {
     ),
     **{
         ("declared", key, transform): (
-            f"SELECT DISTINCT {_declared_expr(key, transform)} AS id "  # noqa: S608
+            f"SELECT DISTINCT {declared_key_sql(key, transform)} AS id "  # noqa: S608
             "FROM list_member lm JOIN recipient r USING (recipient_id) "
-            f"WHERE lm.list_id = $1 AND {_VALID_DECLARED.format(expr=_declared_expr(key, transform))}"
+            f"WHERE lm.list_id = $1 AND {_VALID_DECLARED.format(expr=declared_key_sql(key, transform))}"
         )
         for key in _KEYS
         for transform in _TRANSFORMS
@@ -73,7 +69,7 @@ _EXCLUDED: dict[tuple[str, str | None, str], str] = {
     **{
         ("declared", key, transform): (
             "SELECT lm.recipient_id FROM list_member lm JOIN recipient r USING (recipient_id) "  # noqa: S608
-            f"WHERE lm.list_id = $1 AND NOT coalesce({_VALID_DECLARED.format(expr=_declared_expr(key, transform))}, "
+            f"WHERE lm.list_id = $1 AND NOT coalesce({_VALID_DECLARED.format(expr=declared_key_sql(key, transform))}, "
             "false)"
         )
         for key in _KEYS

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from services.reconcile.keys import KEY_TRANSFORMS, RECONCILIATION_KEYS, declared_key_sql
 from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
 from shared.errors import PermanentError
 from shared.ids import id_problem
@@ -82,10 +83,10 @@ _ECID_MATCH = "SELECT b.id, b.is_add, v.recipient_id FROM batch_ids b JOIN visit
 _DECLARED_MATCH = {
     (key, transform): (
         "SELECT b.id, b.is_add, r.recipient_id FROM batch_ids b JOIN recipient r "  # noqa: S608
-        f"ON ab_declared_key({'r.recipient_id::text' if key == 'recipient_id' else 'r.' + key}, '{transform}') = b.id"
+        f"ON {declared_key_sql(key, transform)} = b.id"
     )
-    for key in ("recipient_id", "email", "crm_id")
-    for transform in ("none", "sha256")
+    for key in RECONCILIATION_KEYS
+    for transform in KEY_TRANSFORMS
 }
 
 

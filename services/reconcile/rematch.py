@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.reconcile.keys import KEY_TRANSFORMS, RECONCILIATION_KEYS, declared_key_sql
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -31,7 +32,6 @@ SELECT (SELECT count(DISTINCT id) FROM matched) AS ids, (SELECT count(*) FROM ad
 
 
 def _declared(key: str, transform: str) -> str:
-    column = "r.recipient_id::text" if key == "recipient_id" else f"r.{key}"
     return f"""
 WITH matched AS (
     DELETE FROM unmatched_id u
@@ -40,7 +40,7 @@ WITH matched AS (
        AND sa.audience_id = u.audience_id AND sa.direction = 'import' AND sa.list_id IS NOT NULL
        AND ds.data_source_id = sa.data_source_id
        AND ds.reconciliation_key = '{key}' AND ds.key_transform = '{transform}'
-       AND ab_declared_key({column}, '{transform}') = u.id
+       AND {declared_key_sql(key, transform)} = u.id
     RETURNING sa.list_id, r.recipient_id, u.id
 ), added AS (
     INSERT INTO list_member (list_id, recipient_id)
@@ -52,7 +52,7 @@ SELECT (SELECT count(DISTINCT id) FROM matched) AS ids, (SELECT count(*) FROM ad
 """  # noqa: S608 - key and transform come from the fixed whitelists below
 
 
-_STATEMENTS = [_ECID] + [_declared(k, t) for k in ("recipient_id", "email", "crm_id") for t in ("none", "sha256")]
+_STATEMENTS = [_ECID] + [_declared(k, t) for k in RECONCILIATION_KEYS for t in KEY_TRANSFORMS]
 
 
 async def rematch(conn: Any) -> dict[str, int]:

@@ -47,35 +47,32 @@ class Site:
 
 _KEYS = "from the fixed whitelists ('recipient_id', 'email', 'crm_id') x ('none', 'sha256')"
 REVIEWED: Final[dict[Site, str]] = {
-    # reconcile: matching import batches by a declared key.
-    Site(
-        "services/reconcile/importing.py",
-        "_DECLARED_MATCH",
-        "interpolates",
-        "'r.recipient_id::text' if key == 'recipient_id' else 'r.' + key",
-    ): f"the recipient column, {_KEYS}",
-    Site("services/reconcile/importing.py", "_DECLARED_MATCH", "interpolates", "transform"): f"transform {_KEYS}",
+    # reconcile: declared keys, all written by services/reconcile/keys.py declared_key_sql(), which raises for
+    # anything off the whitelists.
+    Site("services/reconcile/importing.py", "_DECLARED_MATCH", "interpolates", "declared_key_sql(key, transform)"): (
+        f"declared_key_sql over {_KEYS}"
+    ),
     Site("services/reconcile/importing.py", "Importer._apply_ids", "interpolates", "match_join(target)"): (
         "one of the prebuilt statements of _ECID_MATCH/_DECLARED_MATCH, looked up, never built from the target"
     ),
     # reconcile: the export diff.
-    Site("services/reconcile/exporting.py", "_CURRENT_IDS", "interpolates", "_declared_expr(key, transform)"): (
-        f"column and transform {_KEYS}"
+    Site("services/reconcile/exporting.py", "_CURRENT_IDS", "interpolates", "declared_key_sql(key, transform)"): (
+        f"declared_key_sql over {_KEYS}"
     ),
     Site(
         "services/reconcile/exporting.py",
         "_CURRENT_IDS",
         "interpolates",
-        "_VALID_DECLARED.format(expr=_declared_expr(key, transform))",
+        "_VALID_DECLARED.format(expr=declared_key_sql(key, transform))",
     ): f"the same expression, {_KEYS}",
-    Site("services/reconcile/exporting.py", "_EXCLUDED", "interpolates", "_declared_expr(key, transform)"): (
-        f"column and transform {_KEYS}"
+    Site("services/reconcile/exporting.py", "_EXCLUDED", "interpolates", "declared_key_sql(key, transform)"): (
+        f"declared_key_sql over {_KEYS}"
     ),
     Site(
         "services/reconcile/exporting.py",
         "_EXCLUDED",
         "interpolates",
-        "_VALID_DECLARED.format(expr=_declared_expr(key, transform))",
+        "_VALID_DECLARED.format(expr=declared_key_sql(key, transform))",
     ): f"the same expression, {_KEYS}",
     Site("services/reconcile/exporting.py", "diff_sql", "interpolates", "current_ids"): (
         "one of the prebuilt _CURRENT_IDS statements, chosen by the data source's kind"
@@ -86,17 +83,19 @@ REVIEWED: Final[dict[Site, str]] = {
     Site("services/reconcile/exporting.py", "Exporter._emit", "query", "sql"): "diff_sql(...) of a prebuilt statement",
     # reconcile: catalog indexes and re-matching.
     Site("services/reconcile/catalog.py", "ensure_declared_key_index", "interpolates", "key"): (
-        "checked against the whitelist in the line above"
+        "validated by declared_key_sql on the line above (it raises off the whitelist)"
     ),
     Site("services/reconcile/catalog.py", "ensure_declared_key_index", "interpolates", "transform"): (
-        "checked against the whitelist in the line above"
+        "validated by declared_key_sql on the line above (it raises off the whitelist)"
     ),
-    Site("services/reconcile/catalog.py", "ensure_declared_key_index", "interpolates", "column"): (
-        "derived from the whitelisted key"
+    Site("services/reconcile/catalog.py", "ensure_declared_key_index", "interpolates", "expression"): (
+        "declared_key_sql(key, transform) of the whitelisted key and transform"
     ),
     Site("services/reconcile/rematch.py", "_declared", "interpolates", "key"): f"{_KEYS} (_STATEMENTS)",
     Site("services/reconcile/rematch.py", "_declared", "interpolates", "transform"): f"{_KEYS} (_STATEMENTS)",
-    Site("services/reconcile/rematch.py", "_declared", "interpolates", "column"): "derived from the whitelisted key",
+    Site("services/reconcile/rematch.py", "_declared", "interpolates", "declared_key_sql(key, transform)"): (
+        f"declared_key_sql over {_KEYS} (_STATEMENTS)"
+    ),
     Site("services/reconcile/rematch.py", "rematch", "query", "sql"): "one of the prebuilt _STATEMENTS",
     # publish: reading the staged run.
     Site("services/publish/files.py", "_SYNC_ROWS", "interpolates", "cond"): "a literal filter of _SYNC_FILTER",
