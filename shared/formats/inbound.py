@@ -37,13 +37,12 @@ from shared.formats import BadFileName, EmptyFile, InvalidRecord
 from shared.formats.lines import (
     DEFAULT_CHUNK_BYTES,
     UTF8_BOM,
-    GzipDecoder,
     Line,
     LineError,
-    LineSplitter,
     PartEvent,
     PartSummary,
     PartWriter,
+    StoredLines,
 )
 from shared.ids import IdType, id_problem
 
@@ -390,8 +389,7 @@ class InboundParser:
         self._name = self.file_name.name
         self._overwrite = self.file_name.mode == "overwrite"
         use_gzip = self.file_name.gzip if gzip is None else gzip
-        self._gunzip = GzipDecoder(max_piece_bytes) if use_gzip else None
-        self._splitter = LineSplitter(max_line_bytes)
+        self._lines = StoredLines(gzip=use_gzip, max_line_bytes=max_line_bytes, max_piece_bytes=max_piece_bytes)
         self._max_line = max_line_bytes
         self._id_type = id_type
         self._max_per_user = max_lines_per_user
@@ -400,17 +398,12 @@ class InboundParser:
 
     def feed(self, chunk: bytes) -> Iterator[InboundItem]:
         self.counters.bytes_read += len(chunk)
-        if self._gunzip is None:
-            yield from self._items(self._splitter.feed(chunk))
-        else:
-            for piece in self._gunzip.feed(chunk):
-                yield from self._items(self._splitter.feed(piece))
+        for lines in self._lines.feed(chunk):
+            yield from self._items(lines)
 
     def close(self) -> Iterator[InboundItem]:
-        if self._gunzip is not None:
-            for piece in self._gunzip.close():
-                yield from self._items(self._splitter.feed(piece))
-        yield from self._items(self._splitter.close())
+        for lines in self._lines.close():
+            yield from self._items(lines)
         if self.counters.records_received == 0:
             raise EmptyFile("empty file: no record", file_name=self._name)
 

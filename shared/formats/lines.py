@@ -325,3 +325,28 @@ def collect_parts(events: Iterable[PartEvent]) -> Iterator[Part]:
         else:
             yield Part(event, b"".join(chunks))
             chunks = []
+
+
+class StoredLines:
+    """Lines of a stored file, gzip or not, fed in chunks as stored: what every file parser reads.
+
+    ``feed`` and ``close`` yield lists of lines (as ``LineSplitter`` gives them); ``close`` raises
+    ``CorruptGzip`` for a broken ``.gz``.
+    """
+
+    def __init__(self, *, gzip: bool, max_line_bytes: int, max_piece_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self._gunzip = GzipDecoder(max_piece_bytes) if gzip else None
+        self._splitter = LineSplitter(max_line_bytes)
+
+    def feed(self, chunk: bytes) -> Iterator[list[Line]]:
+        if self._gunzip is None:
+            yield self._splitter.feed(chunk)
+            return
+        for piece in self._gunzip.feed(chunk):
+            yield self._splitter.feed(piece)
+
+    def close(self) -> Iterator[list[Line]]:
+        if self._gunzip is not None:
+            for piece in self._gunzip.close():
+                yield self._splitter.feed(piece)
+        yield self._splitter.close()

@@ -36,13 +36,12 @@ from shared.formats import BadFileName, FormatError, InvalidRecord
 from shared.formats.lines import (
     DEFAULT_CHUNK_BYTES,
     UTF8_BOM,
-    GzipDecoder,
     Line,
     LineError,
-    LineSplitter,
     PartEvent,
     PartSummary,
     PartWriter,
+    StoredLines,
 )
 from shared.ids import IdType, id_problem
 
@@ -488,25 +487,19 @@ class OutboundParser:
         self.file_name = parse_outbound_name(file_name) if isinstance(file_name, str) else file_name
         self._name = self.file_name.name
         use_gzip = self.file_name.gzip if gzip is None else gzip
-        self._gunzip = GzipDecoder(max_piece_bytes) if use_gzip else None
-        self._splitter = LineSplitter(max_line_bytes)
+        self._lines = StoredLines(gzip=use_gzip, max_line_bytes=max_line_bytes, max_piece_bytes=max_piece_bytes)
         self._max_line = max_line_bytes
         self._id_type = id_type
         self.counters = OutboundCounters()
 
     def feed(self, chunk: bytes) -> Iterator[OutboundItem]:
         self.counters.bytes_read += len(chunk)
-        if self._gunzip is None:
-            yield from self._items(self._splitter.feed(chunk))
-        else:
-            for piece in self._gunzip.feed(chunk):
-                yield from self._items(self._splitter.feed(piece))
+        for lines in self._lines.feed(chunk):
+            yield from self._items(lines)
 
     def close(self) -> Iterator[OutboundItem]:
-        if self._gunzip is not None:
-            for piece in self._gunzip.close():
-                yield from self._items(self._splitter.feed(piece))
-        yield from self._items(self._splitter.close())
+        for lines in self._lines.close():
+            yield from self._items(lines)
 
     def parse(self, chunks: Iterable[bytes]) -> Iterator[OutboundItem]:
         for chunk in chunks:
