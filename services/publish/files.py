@@ -1,8 +1,9 @@
 """A complete run's inbound data files, streamed from Postgres into the export drop zone.
 
 Memory stays flat in the size of the run: for each file set the plan needs one aggregate (row count and
-longest line), then a server-side cursor feeds the parts in blocks of ``FETCH_ROWS`` rows, each part being
-encoded (gzip) on the fly and uploaded atomically under its final name. The pre-count and the cursor run
+longest line), then a server-side cursor feeds the parts a few staged batches (``.sync``) or
+``FETCH_ROWS`` rows (``.overwrite``) at a time, each part being encoded (gzip) on the fly and uploaded
+atomically under its final name. The pre-count and the cursor run
 in one REPEATABLE READ transaction, so they see the same rows.
 
 Names are fixed per run (DPID, the run's file timestamp, mode, part), so writing again replaces the same
@@ -16,8 +17,9 @@ and with the same lines: it replaces the object, or is a repeat the platform app
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -38,7 +40,7 @@ from services.publish.plan import (
     sync_overhead,
 )
 from services.publish.settings import DEFAULT_EXPORT_PARTNER, PublishSettings
-from services.publish.stage import ExportRun
+from services.publish.stage import ExportRun, staged_ids
 from shared.dropzone import DropZone, DropZoneUnavailable
 from shared.errors import PermanentError
 from shared.formats.inbound import DEFAULT_MAX_PART_BYTES, InboundFileName
@@ -91,28 +93,31 @@ class WrittenFiles:
 
 
 class PlanChanged(PermanentError):
-    """The cursor ended before the plan's line count: cannot happen within one snapshot."""
+    """The rows ended before the plan's line count: cannot happen within one snapshot."""
 
 
-# Rows of a .sync set in the order of publish_stage's index (run_id, is_add, id): removes first, each group
-# by id. Three fixed texts rather than one with an optional filter, so the planner can walk the index
-# (no sort) for a cursor. The plan counts the same rows with a hash aggregate.
-_SYNC_FILTER: Final = {"changes": "", "adds": " AND is_add", "removes": " AND NOT is_add"}
-_SYNC_ROWS: Final = {
-    rows: f"SELECT DISTINCT is_add, id FROM publish_stage WHERE run_id = $1{cond} ORDER BY is_add, id"  # noqa: S608
-    for rows, cond in _SYNC_FILTER.items()
-}
+# .sync sets read the staged batches in order, each batch's adds then its removes: the same order on
+# every attempt, so a part holds the same lines whenever it is written. The plan adds up the batches'
+# sizes and takes their longest ID; nothing is unnested, sorted or de-duplicated (reconcile's diff
+# already is distinct).
+_SYNC_ARRAYS: Final = {"changes": (True, True), "adds": (True, False), "removes": (False, True)}
 _SYNC_PLAN: Final = {
-    rows: "SELECT count(*) AS n, coalesce(max(octet_length(id)), 0) AS variable FROM "  # noqa: S608
-    f"(SELECT is_add, id FROM publish_stage WHERE run_id = $1{cond} GROUP BY is_add, id) q"
-    for rows, cond in _SYNC_FILTER.items()
+    "changes": "SELECT coalesce(sum(adds_n + removes_n), 0) AS n, "
+    "coalesce(max(max_id_bytes), 0) AS variable FROM publish_stage_batch WHERE run_id = $1",
+    "adds": "SELECT coalesce(sum(adds_n), 0) AS n, "
+    "coalesce(max(max_id_bytes), 0) AS variable FROM publish_stage_batch WHERE run_id = $1",
+    "removes": "SELECT coalesce(sum(removes_n), 0) AS n, "
+    "coalesce(max(max_id_bytes), 0) AS variable FROM publish_stage_batch WHERE run_id = $1",
 }
+_SYNC_ROWS: Final = "SELECT adds, removes, adds_n, removes_n FROM publish_stage_batch WHERE run_id = $1 ORDER BY seq"
 
 # Rows of an .overwrite set: (id, the traits of the data source's other export audiences holding it).
 # Set-wise: the run's adds joined once with what the bridge exported to the same users through those
 # audiences (exported_member), never a query per user.
 _OVERWRITE_WITH = """
-WITH adds AS (SELECT DISTINCT id FROM publish_stage WHERE run_id = $1 AND is_add),
+WITH adds AS (SELECT DISTINCT a.id COLLATE "C" AS id
+                FROM publish_stage_batch b, string_to_table(b.adds, E'\\n') AS a(id)
+               WHERE b.run_id = $1 AND b.adds_n > 0),
 others AS (
     SELECT em.id, array_agg(DISTINCT sa.platform_trait_id ORDER BY sa.platform_trait_id) AS traits,
            sum($5::int + length(sa.platform_trait_id::text)) AS extra_bytes
@@ -131,67 +136,146 @@ _OVERWRITE_PLAN: Final = (
     + "SELECT count(*) AS n, coalesce(max(octet_length(a.id) + coalesce(o.extra_bytes, 0)), 0) AS variable "
     "FROM adds a LEFT JOIN others o USING (id)"
 )
+STAGED_BATCHES_PER_FETCH: Final = 4  # staged batches per cursor round trip: a few MB of IDs at most
 
 
 @dataclass(frozen=True, slots=True)
-class _SetQuery:
-    """How to plan, read and render one file set's rows."""
+class _Block:
+    """Consecutive rows of a file set, and how to render any slice of them as lines."""
 
-    plan: str
-    rows: str
-    args: tuple[Any, ...]
-    overhead: int  # bytes of every line besides the plan's ``variable`` (the id, other audiences' traits)
-    render: Callable[[Sequence[Record]], bytes]  # a block of rows -> their lines
+    rows: Sequence[Any]
+    render: Callable[[Sequence[Any]], bytes]
 
 
-def _set_query(fs: FileSet, run: ExportRun, trait: int) -> _SetQuery:
-    if fs.mode == "overwrite":
-        return _SetQuery(
-            plan=_OVERWRITE_PLAN,
-            rows=_OVERWRITE_ROWS,
-            args=(run.run_id, run.data_source_id, run.audience_id, trait, OTHER_TRAIT_FIXED_BYTES),
-            overhead=overwrite_overhead(trait),
-            render=lambda rows: overwrite_block(((r["id"], r["others"]) for r in rows), trait),
-        )
-    return _SetQuery(
-        plan=_SYNC_PLAN[fs.rows],
-        rows=_SYNC_ROWS[fs.rows],
-        args=(run.run_id,),
-        # A bound: a set holding removes is planned as if every line were one (d_unsid= is the longer).
-        overhead=sync_overhead(trait, fs.rows == "adds"),
-        render=lambda rows: sync_block(((r["is_add"], r["id"]) for r in rows), trait),
-    )
+class _SetRows:
+    """A file set's rows in their fixed order, handed out part by part from a server-side cursor.
 
+    The next fetch is in flight while the current block is formatted and compressed (in a worker
+    thread), so a part costs about the longer of the two, not their sum."""
 
-async def _part_chunks(
-    cursor: Any, part: PartPlan, render: Callable[[Sequence[Record]], bytes], encoder: PartEncoder
-) -> AsyncGenerator[bytes, None]:
-    """The part's stored bytes. Postgres produces the next block of rows while this one is formatted and
-    compressed (in a worker thread): the part costs about the longer of the two, not their sum."""
-    remaining = part.lines
-    pending = asyncio.ensure_future(cursor.fetch(min(FETCH_ROWS, remaining)))
-    try:
+    def __init__(self, cursor: Any, fetch: Callable[[Any], Awaitable[tuple[list[_Block], bool]]]) -> None:
+        self._cursor = cursor
+        self._fetch = fetch
+        self._blocks: collections.deque[_Block] = collections.deque()
+        self._pending: asyncio.Future[tuple[list[_Block], bool]] | None = None
+        self._done = False
+
+    def _prefetch(self) -> None:
+        if self._pending is None and not self._done:
+            self._pending = asyncio.ensure_future(self._fetch(self._cursor))
+
+    async def _next_block(self) -> _Block | None:
+        while not self._blocks:
+            if self._done and self._pending is None:
+                return None
+            self._prefetch()
+            assert self._pending is not None
+            pending, self._pending = self._pending, None
+            blocks, self._done = await pending
+            self._blocks.extend(blocks)
+        block = self._blocks.popleft()
+        if not self._blocks:
+            self._prefetch()
+        return block
+
+    async def take(self, lines: int, part: str) -> AsyncGenerator[_Block, None]:
+        """The next ``lines`` rows, in blocks."""
+        remaining = lines
         while remaining > 0:
-            rows = await pending
-            if not rows:
-                raise PlanChanged("the run's rows ended before the planned part did", part=part.name.name)
-            remaining -= len(rows)
-            if remaining > 0:
-                pending = asyncio.ensure_future(cursor.fetch(min(FETCH_ROWS, remaining)))
-            out = await asyncio.to_thread(encoder.add, render(rows))
-            if out:
-                yield out
-        tail = encoder.finish()
-        if tail:
-            yield tail
-    finally:
-        # Abandoned half-way (the zone failed): the connection must be idle again before its transaction
-        # ends, so the fetch in flight is awaited (or cancelled) here.
+            block = await self._next_block()
+            if block is None:
+                raise PlanChanged("the run's rows ended before the planned part did", part=part)
+            if len(block.rows) > remaining:
+                self._blocks.appendleft(_Block(block.rows[remaining:], block.render))
+                block = _Block(block.rows[:remaining], block.render)
+            remaining -= len(block.rows)
+            yield block
+
+    async def skip(self, lines: int, part: str) -> None:
+        async for _ in self.take(lines, part):
+            pass
+
+    async def close(self) -> None:
+        """The connection must be idle again before its transaction ends: settle the fetch in flight."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
         if not pending.done():
             pending.cancel()
         await asyncio.wait([pending])  # never raises the fetch's error; our own cancellation still does
         if not pending.cancelled():
-            pending.exception()  # retrieved: a failed prefetch is moot once the part is abandoned
+            pending.exception()  # retrieved: a failed prefetch is moot once the set is abandoned
+
+
+@dataclass(frozen=True, slots=True)
+class _SetQuery:
+    """How to plan and read one file set's rows."""
+
+    plan: str
+    plan_args: tuple[Any, ...]
+    rows: str
+    rows_args: tuple[Any, ...]
+    overhead: int  # bytes of every line besides the plan's ``variable`` (the id, other audiences' traits)
+    fetch: Callable[[Any], Awaitable[tuple[list[_Block], bool]]]  # cursor -> (blocks, no more rows)
+
+
+def _set_query(fs: FileSet, run: ExportRun, trait: int) -> _SetQuery:
+    if fs.mode == "overwrite":
+        overwrite_args = (run.run_id, run.data_source_id, run.audience_id, trait, OTHER_TRAIT_FIXED_BYTES)
+
+        def render_overwrite(rows: Sequence[Record]) -> bytes:
+            return overwrite_block(((r["id"], r["others"]) for r in rows), trait)
+
+        async def fetch_overwrite(cursor: Any) -> tuple[list[_Block], bool]:
+            rows = await cursor.fetch(FETCH_ROWS)
+            return ([_Block(rows, render_overwrite)] if rows else []), len(rows) < FETCH_ROWS
+
+        return _SetQuery(
+            plan=_OVERWRITE_PLAN,
+            plan_args=overwrite_args,
+            rows=_OVERWRITE_ROWS,
+            rows_args=overwrite_args,
+            overhead=overwrite_overhead(trait),
+            fetch=fetch_overwrite,
+        )
+    with_adds, with_removes = _SYNC_ARRAYS[fs.rows]
+
+    def render_adds(ids: Sequence[str]) -> bytes:
+        return sync_block(ids, trait, is_add=True)
+
+    def render_removes(ids: Sequence[str]) -> bytes:
+        return sync_block(ids, trait, is_add=False)
+
+    async def fetch_sync(cursor: Any) -> tuple[list[_Block], bool]:
+        rows = await cursor.fetch(STAGED_BATCHES_PER_FETCH)
+        blocks = []
+        for row in rows:
+            if with_adds and row["adds_n"]:
+                blocks.append(_Block(staged_ids(row["adds"], row["adds_n"]), render_adds))
+            if with_removes and row["removes_n"]:
+                blocks.append(_Block(staged_ids(row["removes"], row["removes_n"]), render_removes))
+        return blocks, len(rows) < STAGED_BATCHES_PER_FETCH
+
+    return _SetQuery(
+        plan=_SYNC_PLAN[fs.rows],
+        plan_args=(run.run_id,),
+        rows=_SYNC_ROWS,
+        rows_args=(run.run_id,),
+        # A bound: a set holding removes is planned as if every line were one (d_unsid= is the longer).
+        overhead=sync_overhead(trait, fs.rows == "adds"),
+        fetch=fetch_sync,
+    )
+
+
+async def _part_chunks(rows: _SetRows, part: PartPlan, encoder: PartEncoder) -> AsyncGenerator[bytes, None]:
+    """The part's stored bytes."""
+    async for block in rows.take(part.lines, part.name.name):
+        out = await asyncio.to_thread(encoder.add, block.render(block.rows))
+        if out:
+            yield out
+    tail = encoder.finish()
+    if tail:
+        yield tail
 
 
 async def write_run_files(
@@ -246,43 +330,48 @@ async def _write_once(
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         for fs in file_sets(run.mode):
             q = _set_query(fs, run, trait)
-            stats = await conn.fetchrow(q.plan, *q.args)
+            stats = await conn.fetchrow(q.plan, *q.plan_args)
             assert stats is not None
             if stats["n"] == 0:
                 continue
             base = InboundFileName(run.dpid, file_ts, fs.mode, gzip=options.gzip)
             parts = plan_parts(base, stats["n"], stats["variable"] + q.overhead, options.max_part_bytes)
-            cursor = await conn.cursor(q.rows, *q.args)
-            for part in parts:
-                key = object_key(options.partner, part.name)
-                planned.add(key)
-                if recorded.get(key) == part.lines:
-                    await cursor.forward(part.lines)
-                    result.kept.append(key)
-                    continue
-                encoder = PartEncoder(gzip=options.gzip, level=options.gzip_level)
-                async with contextlib.aclosing(_part_chunks(cursor, part, q.render, encoder)) as chunks:
-                    await zone.write(key, chunks)
-                await pool.execute(
-                    """INSERT INTO published_file (run_id, name, lines, bytes, md5) VALUES ($1, $2, $3, $4, $5)
-                       ON CONFLICT (run_id, name) DO UPDATE
-                       SET lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, md5 = EXCLUDED.md5, written_at = now()""",
-                    run.run_id,
-                    key,
-                    encoder.lines,
-                    encoder.stored_bytes,
-                    encoder.md5,
-                )
-                metrics.file_written(fs.mode)
-                result.written.append(key)
-                log.info(
-                    "export_file_written",
-                    run_id=str(run.run_id),
-                    file=key,
-                    lines=encoder.lines,
-                    bytes=encoder.stored_bytes,
-                    content_bytes=encoder.content_bytes,
-                )
+            set_rows = _SetRows(await conn.cursor(q.rows, *q.rows_args), q.fetch)
+            try:
+                for part in parts:
+                    key = object_key(options.partner, part.name)
+                    planned.add(key)
+                    if recorded.get(key) == part.lines:
+                        await set_rows.skip(part.lines, part.name.name)
+                        result.kept.append(key)
+                        continue
+                    encoder = PartEncoder(gzip=options.gzip, level=options.gzip_level)
+                    async with contextlib.aclosing(_part_chunks(set_rows, part, encoder)) as chunks:
+                        await zone.write(key, chunks)
+                    await pool.execute(
+                        """INSERT INTO published_file (run_id, name, lines, bytes, md5)
+                           VALUES ($1, $2, $3, $4, $5)
+                           ON CONFLICT (run_id, name) DO UPDATE
+                           SET lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, md5 = EXCLUDED.md5,
+                               written_at = now()""",
+                        run.run_id,
+                        key,
+                        encoder.lines,
+                        encoder.stored_bytes,
+                        encoder.md5,
+                    )
+                    metrics.file_written(fs.mode)
+                    result.written.append(key)
+                    log.info(
+                        "export_file_written",
+                        run_id=str(run.run_id),
+                        file=key,
+                        lines=encoder.lines,
+                        bytes=encoder.stored_bytes,
+                        content_bytes=encoder.content_bytes,
+                    )
+            finally:
+                await set_rows.close()
     # Parts an earlier attempt wrote under a plan this one no longer has (e.g. an .overwrite whose lines
     # grew): left in the zone they would be applied on top of the new ones.
     for key in sorted(set(recorded) - planned):

@@ -62,6 +62,7 @@ class ReconcileApp(KafkaPostgresApp):
             batches_topic=self.topic(AUDIENCE_EXPORT_BATCHES),
             status=self.status,
             batch_size=self.settings.export_batch_size,
+            work_mem_mb=self.settings.export_work_mem_mb,
             metrics=self.reconcile_metrics,
         )
         self.spawn(self._rematch_periodically(), "rematch")

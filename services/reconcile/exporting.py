@@ -14,6 +14,7 @@ changes meanwhile. A request already emitted is not emitted again when Kafka red
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +23,15 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.reconcile.keys import KEY_TRANSFORMS, RECONCILIATION_KEYS, declared_key_sql
+from services.reconcile.keys import (
+    KEY_TRANSFORMS,
+    RECONCILIATION_KEYS,
+    declared_key_sql,
+    exportable_key_sql,
+    unexportable_key_sql,
+)
 from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
+from shared.copy_text import CopyTextLines
 from shared.errors import PermanentError, TransientError
 from shared.kafka import Delivery, OutgoingMessage, Producer, Rejected
 from shared.logging import get_logger
@@ -38,14 +46,8 @@ SEND_WINDOW = 8
 PII = "PII"
 
 # The ID expression per data source kind. Built once from fixed whitelists: no input reaches SQL text.
-_KEYS = RECONCILIATION_KEYS
-_TRANSFORMS = KEY_TRANSFORMS
-
-
-# A declared ID must survive the platform's file formats: printable ASCII without separators.
-# (Postgres caps regex repetition counts at 255, hence the separate length test.)
-_VALID_DECLARED = "{expr} ~ '^[!-~]+$' AND length({expr}) <= 256 AND {expr} !~ '[,=:]'"
-
+# DISTINCT without ORDER BY: Postgres de-duplicates with a hash, and batch order carries no meaning (the
+# run's files are written from what publish staged, in batch order, so a run's files are fixed per run).
 _CURRENT_IDS: dict[tuple[str, str | None, str], str] = {
     ("ecid", None, "none"): (
         "SELECT DISTINCT v.ecid AS id FROM list_member lm JOIN visitor_link v USING (recipient_id) "
@@ -55,10 +57,10 @@ _CURRENT_IDS: dict[tuple[str, str | None, str], str] = {
         ("declared", key, transform): (
             f"SELECT DISTINCT {declared_key_sql(key, transform)} AS id "  # noqa: S608
             "FROM list_member lm JOIN recipient r USING (recipient_id) "
-            f"WHERE lm.list_id = $1 AND {_VALID_DECLARED.format(expr=declared_key_sql(key, transform))}"
+            f"WHERE lm.list_id = $1 AND {exportable_key_sql(key, transform)}"
         )
-        for key in _KEYS
-        for transform in _TRANSFORMS
+        for key in RECONCILIATION_KEYS
+        for transform in KEY_TRANSFORMS
     },
 }
 _EXCLUDED: dict[tuple[str, str | None, str], str] = {
@@ -69,33 +71,44 @@ _EXCLUDED: dict[tuple[str, str | None, str], str] = {
     **{
         ("declared", key, transform): (
             "SELECT lm.recipient_id FROM list_member lm JOIN recipient r USING (recipient_id) "  # noqa: S608
-            f"WHERE lm.list_id = $1 AND NOT coalesce({_VALID_DECLARED.format(expr=declared_key_sql(key, transform))}, "
-            "false)"
+            f"WHERE lm.list_id = $1 AND {unexportable_key_sql(key, transform)}"
         )
-        for key in _KEYS
-        for transform in _TRANSFORMS
+        for key in RECONCILIATION_KEYS
+        for transform in KEY_TRANSFORMS
     },
 }
 
 
-def diff_sql(current_ids: str, mode: str) -> str:
-    """(id, is_add) rows: what to add to the audience, and (mirror/full) what the bridge must remove."""
-    adds_only_new = mode != "full"
-    adds = (
-        f"SELECT c.id, true AS is_add FROM ({current_ids}) c"  # noqa: S608
-        + (
-            " WHERE NOT EXISTS (SELECT 1 FROM exported_member e WHERE e.audience_id = $2 AND e.id = c.id)"
-            if adds_only_new
-            else ""
+@dataclass(frozen=True, slots=True)
+class DiffQuery:
+    """One one-column query of a run's diff: its IDs are all adds or all removes."""
+
+    sql: str
+    is_add: bool
+    by_audience: bool  # takes the audience id as $2 (the list id is always $1)
+
+
+def diff_sql(current_ids: str, mode: str) -> tuple[DiffQuery, ...]:
+    """What to add to the audience and (mirror/full) what the bridge must remove, read one after the
+    other in one snapshot."""
+    if mode == "full":
+        adds = DiffQuery(f"SELECT c.id FROM ({current_ids}) c", is_add=True, by_audience=False)  # noqa: S608
+    else:
+        adds = DiffQuery(
+            f"SELECT c.id FROM ({current_ids}) c "  # noqa: S608
+            "WHERE NOT EXISTS (SELECT 1 FROM exported_member e WHERE e.audience_id = $2 AND e.id = c.id)",
+            is_add=True,
+            by_audience=True,
         )
-    )
     if mode == "append":
-        return f"{adds} ORDER BY 2 DESC, 1"
-    removes = (
-        "SELECT e.id, false AS is_add FROM exported_member e WHERE e.audience_id = $2 "  # noqa: S608
-        f"AND NOT EXISTS (SELECT 1 FROM ({current_ids}) c WHERE c.id = e.id)"
+        return (adds,)
+    removes = DiffQuery(
+        "SELECT e.id FROM exported_member e WHERE e.audience_id = $2 "  # noqa: S608
+        f"AND NOT EXISTS (SELECT 1 FROM ({current_ids}) c WHERE c.id = e.id)",
+        is_add=False,
+        by_audience=True,
     )
-    return f"{adds} UNION ALL {removes} ORDER BY 2 DESC, 1"
+    return (adds, removes)
 
 
 def export_audience_id(data_source: str, audience_name: str) -> str:
@@ -135,6 +148,7 @@ class Exporter:
         batches_topic: str,
         status: StatusReporter,
         batch_size: int,
+        work_mem_mb: int = 256,
         metrics: ReconcileMetrics | None = None,
     ) -> None:
         self._pool = pool
@@ -142,6 +156,7 @@ class Exporter:
         self._topic = batches_topic
         self._status = status
         self._batch_size = min(batch_size, MAX_IDS_PER_BATCH)
+        self._work_mem = f"{int(work_mem_mb)}MB"
         self._metrics: ReconcileMetrics = metrics or NoReconcileMetrics()
 
     async def handle(self, deliveries: Sequence[Delivery[AudienceExportRequest]]) -> list[Rejected]:
@@ -328,13 +343,12 @@ class Exporter:
         received: int,
         excluded: int,
     ) -> tuple[int, int, int]:
-        sql = diff_sql(_CURRENT_IDS[source.kind], mode)
-        pending: list[OutgoingMessage] = []
-        adds: list[str] = []
-        removes: list[str] = []
+        queries = diff_sql(_CURRENT_IDS[source.kind], mode)
         seq = total_adds = total_removes = 0
+        sender = _WindowSender(self._producer)
 
-        def batch(last: bool) -> AudienceExportBatch:
+        async def emit(adds: list[str], removes: list[str], last: bool) -> None:
+            nonlocal seq
             totals = None
             if last:
                 totals = {
@@ -344,7 +358,7 @@ class Exporter:
                     "removes": total_removes,
                     "batches": seq + 1,
                 }
-            return AudienceExportBatch(
+            message = AudienceExportBatch(
                 run_id=run_id,
                 seq=seq,
                 last=last,
@@ -356,23 +370,84 @@ class Exporter:
                 removes=removes,
                 totals=totals,
             )
+            await sender.add(OutgoingMessage.of(self._topic, message))
+            seq += 1
 
-        # One snapshot for the whole diff: the run's batches agree with each other.
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            async for row in conn.cursor(sql, list_id, audience_id, prefetch=self._batch_size):
-                if len(adds) + len(removes) >= self._batch_size:
-                    pending.append(OutgoingMessage.of(self._topic, batch(last=False)))
-                    seq += 1
-                    adds, removes = [], []
-                    if len(pending) >= SEND_WINDOW:
-                        await self._producer.send(pending)
-                        pending = []
-                if row["is_add"]:
-                    adds.append(row["id"])
-                    total_adds += 1
-                else:
-                    removes.append(row["id"])
-                    total_removes += 1
-        pending.append(OutgoingMessage.of(self._topic, batch(last=True)))
-        await self._producer.send(pending)
-        return total_adds, total_removes, seq + 1
+        # IDs wait here until a batch is full; a full batch leaves only once more IDs follow it, so the
+        # run's last batch is known as such when it is sent (and carries the totals).
+        adds: list[str] = []
+        removes: list[str] = []
+
+        async def take(ids: list[str], is_add: bool) -> None:
+            nonlocal adds, removes, total_adds, total_removes
+            if is_add:
+                adds += ids
+                total_adds += len(ids)
+            else:
+                removes += ids
+                total_removes += len(ids)
+            while len(adds) + len(removes) > self._batch_size:
+                n_adds = min(len(adds), self._batch_size)
+                n_removes = self._batch_size - n_adds
+                batch_adds, adds = adds[:n_adds], adds[n_adds:]
+                batch_removes, removes = removes[:n_removes], removes[n_removes:]
+                await emit(batch_adds, batch_removes, last=False)
+
+        try:
+            # One snapshot for the whole diff: the run's batches agree with each other. COPY rather than
+            # a cursor: Postgres may plan it in parallel, and the IDs arrive as lines, split in bulk.
+            # Meanwhile the previous window of batches is on its way to Kafka.
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                await conn.execute("SELECT set_config('work_mem', $1, true)", self._work_mem)
+                for query in queries:
+                    lines = CopyTextLines()
+
+                    async def sink(chunk: bytes, lines: CopyTextLines = lines, is_add: bool = query.is_add) -> None:
+                        await take(lines.feed(chunk), is_add)
+
+                    args = (list_id, audience_id) if query.by_audience else (list_id,)
+                    await conn.copy_from_query(query.sql, *args, output=sink)
+                    await take(lines.finish(), query.is_add)
+            await emit(adds, removes, last=True)
+            await sender.flush()
+        finally:
+            await sender.close()
+        return total_adds, total_removes, seq
+
+
+class _WindowSender:
+    """Sends messages in windows of ``SEND_WINDOW``, one window in flight while the next one fills."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self._window: list[OutgoingMessage] = []
+        self._in_flight: asyncio.Task[None] | None = None
+
+    async def add(self, message: OutgoingMessage) -> None:
+        self._window.append(message)
+        if len(self._window) >= SEND_WINDOW:
+            await self._launch()
+
+    async def flush(self) -> None:
+        await self._launch()
+        await self._wait()
+
+    async def _launch(self) -> None:
+        await self._wait()  # raises the previous window's error: nothing goes out after a failed window
+        if self._window:
+            window, self._window = self._window, []
+            self._in_flight = asyncio.ensure_future(self._producer.send(window))
+
+    async def _wait(self) -> None:
+        if self._in_flight is not None:
+            task, self._in_flight = self._in_flight, None
+            await task
+
+    async def close(self) -> None:
+        """After an error: let the window in flight settle (its outcome no longer matters)."""
+        if self._in_flight is not None and not self._in_flight.done():
+            self._in_flight.cancel()
+        if self._in_flight is not None:
+            await asyncio.wait([self._in_flight])
+            if not self._in_flight.cancelled():
+                self._in_flight.exception()

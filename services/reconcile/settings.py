@@ -21,6 +21,12 @@ class ReconcileSettings(KafkaSettings, DatabaseSettings):
         300.0, gt=0, description="How often unmatched IDs are matched again against recipients and visitor links."
     )
     export_batch_size: int = Field(5000, ge=1, le=10000, description="IDs per audience-export-batches message.")
+    export_work_mem_mb: int = Field(
+        256,
+        ge=4,
+        le=65536,
+        description="Postgres work_mem (MB) of an export's diff: room to de-duplicate a large list in memory.",
+    )
     full_import_guard_min_list_size: int = Field(
         100, ge=0, description="Lists smaller than this are not protected by the removal-share guard."
     )

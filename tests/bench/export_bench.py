@@ -29,7 +29,8 @@ async def _wait_export(stack: BenchStack, timeout: float) -> dict[str, Any]:
 
 
 async def run_export(workdir: Path, n: int) -> dict[str, Any]:
-    async with bench_stack(workdir) as stack:
+    # ecsim processes inbound files only when asked: the figures are the bridge's, not the simulator's.
+    async with bench_stack(workdir, ECSIM_INBOUND_POLL_INTERVAL_S="0") as stack:
         print(f"export {n:,}: loading {n:,} recipients into a list ...", flush=True)
         await load_recipients(stack.pool, n)
         async with stack.pool.acquire() as conn:
@@ -40,7 +41,7 @@ async def run_export(workdir: Path, n: int) -> dict[str, Any]:
             await conn.execute("ANALYZE list_member")
         await stack.ecsim_admin("POST", "/sim/seed", PLATFORM_SEED)
         await stack.start("reconcile", EXPORT_BATCH_SIZE="10000")
-        await stack.start("publish", ECSIM_INBOUND_POLL_INTERVAL_S="0")
+        await stack.start("publish")
         settings = KafkaSettings(topic_prefix=stack.topic_prefix)
         topic = f"{stack.topic_prefix}audience-export-requests"
         await ensure_topics(settings, [topic])
@@ -54,11 +55,40 @@ async def run_export(workdir: Path, n: int) -> dict[str, Any]:
             requested_by="bench",
         )
         print(f"export {n:,}: requesting ...", flush=True)
+        requested_at = await stack.pool.fetchval("SELECT clock_timestamp()")
         started = time.perf_counter()
         await producer.send_model(topic, request)
         await producer.stop()
         await _wait_export(stack, timeout=max(600, n / 2000))
         elapsed = time.perf_counter() - started
-        files = await stack.pool.fetchval("SELECT count(*) FROM published_file")
+        # Where the time went, from the ledgers' timestamps (Postgres' clock, like requested_at).
+        marks = await stack.pool.fetchrow(
+            """SELECT min(b.staged_at) AS first_staged, max(b.staged_at) AS last_staged,
+                      (SELECT max(written_at) FROM published_file) AS files_written,
+                      (SELECT count(*) FROM published_file) AS files,
+                      (SELECT finished_at FROM run WHERE direction = 'export') AS confirmed
+                 FROM published_batch b"""
+        )
         rss = stack.rss()
-    return {"ids": n, "seconds": round(elapsed, 2), "ids_per_s": round(n / elapsed), "files": files, "rss_mb": rss}
+
+    def since_request(at: Any) -> float:
+        return round((at - requested_at).total_seconds(), 2)
+
+    to_files = since_request(marks["files_written"])
+    return {
+        "ids": n,
+        # The issue's measure: from the request to the uploaded files.
+        "seconds": to_files,
+        "ids_per_s": round(n / to_files),
+        # Then publish records what the audience now holds (exported_member) and reports the run succeeded.
+        "confirmed_seconds": round(elapsed, 2),
+        "confirmed_ids_per_s": round(n / elapsed),
+        "phases_s": {
+            "first_batch_staged": since_request(marks["first_staged"]),
+            "last_batch_staged": since_request(marks["last_staged"]),
+            "files_uploaded": to_files,
+            "confirming_began": since_request(marks["confirmed"]),
+        },
+        "files": marks["files"],
+        "rss_mb": rss,
+    }

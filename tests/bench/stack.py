@@ -63,7 +63,7 @@ class BenchStack:
 
 
 @asynccontextmanager
-async def bench_stack(workdir: Path) -> AsyncIterator[BenchStack]:
+async def bench_stack(workdir: Path, **ecsim_env: str) -> AsyncIterator[BenchStack]:
     name = f"ab_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -88,7 +88,7 @@ async def bench_stack(workdir: Path) -> AsyncIterator[BenchStack]:
     }
     stack = BenchStack(workdir=workdir, database_url=database_url, topic_prefix=prefix, pool=pool, env=env)
     try:
-        ecsim = await stack.start("ecsim")
+        ecsim = await stack.start("ecsim", **ecsim_env)
         stack.env["PLATFORM_IMS_URL"] = ecsim.url + "/ims/token/v3"
         stack.env["PLATFORM_API_URL"] = ecsim.url + "/v1"
         yield stack

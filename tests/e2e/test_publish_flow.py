@@ -316,7 +316,7 @@ async def test_publish_killed_mid_run_and_restarted_publishes_exactly_once(stack
     processed = await stack.platform_processes()
     assert len(processed) == len(files)
     assert await stack.trait_members(trait) == set(ids)
-    assert await pool.fetchval("SELECT count(*) FROM publish_stage") == 0
+    assert await pool.fetchval("SELECT count(*) FROM publish_stage_batch") == 0
 
 
 async def test_a_run_failing_on_the_platform_is_failed_then_retried(stack: PublishStack) -> None:

@@ -93,3 +93,35 @@ def test_badly_named_migration_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "1_init.sql").write_text("SELECT 1")
     with pytest.raises(ConfigError, match=r"NNN_name\.sql"):
         discover(tmp_path)
+
+
+async def test_upgrading_keeps_staged_runs_and_stores_the_usual_keys(database_url: str, tmp_path: Path) -> None:
+    # A deployment on schema 4 with a run half staged (one ID per row) and recipients already loaded.
+    for path in sorted(MIGRATIONS_DIR.glob("00[1-4]_*.sql")):
+        shutil.copy(path, tmp_path / path.name)
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await migrate(conn, tmp_path) == [1, 2, 3, 4]
+        await conn.execute(
+            "INSERT INTO recipient (recipient_id, email, crm_id) VALUES (1, ' A@Example.com ', 'CRM1'), (2, NULL, NULL)"
+        )
+        run = "00000000-0000-0000-0000-00000000000a"
+        await conn.execute(
+            """INSERT INTO publish_stage (run_id, seq, id, is_add) VALUES
+               ($1, 0, 'b', true), ($1, 0, 'a', true), ($1, 0, 'gone', false), ($1, 1, 'c', true)""",
+            run,
+        )
+        assert await migrate(conn) == [m.version for m in discover() if m.version > 4]
+        staged = await conn.fetch(
+            "SELECT seq, adds, removes, adds_n, removes_n, max_id_bytes FROM publish_stage_batch ORDER BY seq"
+        )
+        assert [tuple(r) for r in staged] == [(0, "a\nb", "gone", 2, 1, 4), (1, "c", "", 1, 0, 1)]
+        keys = await conn.fetch(
+            "SELECT key_email_sha256 = ab_declared_key(email, 'sha256') AS same, key_crm_id_none FROM recipient "
+            "ORDER BY recipient_id"
+        )
+        assert keys[0]["same"] is True
+        assert keys[0]["key_crm_id_none"] == "CRM1"
+        assert keys[1]["key_crm_id_none"] is None
+    finally:
+        await conn.close()

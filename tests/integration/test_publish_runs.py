@@ -203,7 +203,7 @@ async def test_a_run_becomes_a_shared_audience_and_sync_files(rig: Rig) -> None:
         "excluded": 3,
     }
     assert await rig.members("ab-vip") == set(adds)
-    assert await rig.campaign.pool.fetchval("SELECT count(*) FROM publish_stage") == 0
+    assert await rig.campaign.pool.fetchval("SELECT count(*) FROM publish_stage_batch") == 0
 
     # The platform holds the audience: an onboarded trait and a one-trait segment, found by integration code.
     audience = await rig.audience("ab-vip")
@@ -252,7 +252,12 @@ async def test_redelivered_batches_change_nothing(rig: Rig) -> None:
     batches = export_batches(run_id, "ab-emails", adds=adds, data_source="hashed-emails", dpid=1002, size=20)
     publisher = rig.publisher()
     await rig.publish([batches[0], batches[0], batches[1]], publisher)
-    assert await rig.campaign.pool.fetchval("SELECT count(*) FROM publish_stage WHERE run_id = $1", run_id) == 40
+    assert (
+        await rig.campaign.pool.fetchval(
+            "SELECT sum(adds_n + removes_n) FROM publish_stage_batch WHERE run_id = $1", run_id
+        )
+        == 40
+    )
     await rig.publish([batches[1], batches[2]], publisher)
     assert (await rig.run(run_id))["state"] == "succeeded"
     files = {p: p.stat().st_mtime_ns for p in rig.root.rglob("*") if p.is_file()}
@@ -356,7 +361,12 @@ async def test_a_platform_outage_fails_the_run_and_retry_run_finishes_it(rig: Ri
     assert "503" in run["reason"]
     assert rig.ecsim.client_secret not in run["reason"]
     assert "Bearer" not in run["reason"]
-    assert await rig.campaign.pool.fetchval("SELECT count(*) FROM publish_stage WHERE run_id = $1", run_id) == 50
+    assert (
+        await rig.campaign.pool.fetchval(
+            "SELECT sum(adds_n + removes_n) FROM publish_stage_batch WHERE run_id = $1", run_id
+        )
+        == 50
+    )
     assert await rig.members("ab-down") == set()
     assert list(rig.root.rglob("ftp_dpm_*")) == []
     events = await rig.statuses(2)
@@ -418,7 +428,7 @@ async def test_retry_run_refuses_unknown_incomplete_and_superseded_runs(rig: Rig
     await rig.publish(export_batches(newer, "ab-r", adds=[ecid_of(i) for i in range(1, 8)], mode="mirror"))
     assert (await rig.run(newer))["state"] == "succeeded"
     # The newer run superseded the failed one: its staging is gone and it cannot be replayed over it.
-    assert await pool.fetchval("SELECT count(*) FROM publish_stage WHERE run_id = $1", old) == 0
+    assert await pool.fetchval("SELECT count(*) FROM publish_stage_batch WHERE run_id = $1", old) == 0
     with pytest.raises(RunNotRetryable, match="newer run"):
         await retry_run(pool, rig.zone, rig.platform, rig.status, old)
 

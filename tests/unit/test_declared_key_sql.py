@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from services.reconcile.keys import declared_key_sql
+from services.reconcile.keys import declared_key_sql, exportable_key_sql, unexportable_key_sql
 from shared.errors import PermanentError
 
 
-def test_expression_matches_the_indexes_and_joins() -> None:
-    assert declared_key_sql("email", "sha256") == "ab_declared_key(r.email, 'sha256')"
+def test_usual_keys_are_stored_columns_others_the_expression() -> None:
+    assert declared_key_sql("email", "sha256") == "r.key_email_sha256"
+    assert declared_key_sql("crm_id", "none", alias=None) == "key_crm_id_none"
+    assert declared_key_sql("email", "none") == "ab_declared_key(r.email, 'none')"
     assert declared_key_sql("recipient_id", "none", alias=None) == "ab_declared_key(recipient_id::text, 'none')"
+
+
+def test_a_hashed_key_needs_no_format_check() -> None:
+    # SHA-256 keys are 64 hex digits whenever present: only their absence makes a recipient excluded.
+    assert exportable_key_sql("email", "sha256") == "r.key_email_sha256 IS NOT NULL"
+    assert unexportable_key_sql("email", "sha256") == "r.key_email_sha256 IS NULL"
+    assert "!~ '[,=:]'" in exportable_key_sql("crm_id", "none")
+    assert unexportable_key_sql("crm_id", "none").startswith("NOT coalesce(")
 
 
 @pytest.mark.parametrize(

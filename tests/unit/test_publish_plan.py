@@ -103,14 +103,15 @@ def test_sync_lines_and_their_planned_size() -> None:
     assert len(remove) == len(user) + sync_overhead(4242, False)
 
 
-def test_sync_blocks_are_the_lines_sync_line_writes() -> None:
-    rows = [(i % 4 != 0, f"{i:038d}") for i in range(1, 101)] + [(True, "a" * 64), (False, "CRM000042")]
-    assert sync_block(rows, 123456) == b"".join(sync_line(user, 123456, add) for add, user in rows)
-    assert sync_block([], 1) == b""
+@pytest.mark.parametrize("is_add", [True, False])
+def test_sync_blocks_are_the_lines_sync_line_writes(is_add: bool) -> None:
+    ids = [f"{i:038d}" for i in range(1, 101)] + ["a" * 64, "CRM000042", "é" * 10]
+    assert sync_block(ids, 123456, is_add=is_add) == b"".join(sync_line(user, 123456, is_add) for user in ids)
+    assert sync_block([], 1, is_add=is_add) == b""
     with pytest.raises(InvalidRecord):
-        sync_block([(True, "bad\tid")], 1)
+        sync_block(["bad\tid"], 1, is_add=is_add)
     with pytest.raises(InvalidRecord):
-        sync_block([(True, "bad\nid")], 1)
+        sync_block(["bad\nid"], 1, is_add=is_add)
 
 
 def test_overwrite_blocks_are_the_lines_overwrite_line_writes() -> None:

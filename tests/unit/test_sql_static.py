@@ -59,28 +59,21 @@ REVIEWED: Final[dict[Site, str]] = {
     Site("services/reconcile/exporting.py", "_CURRENT_IDS", "interpolates", "declared_key_sql(key, transform)"): (
         f"declared_key_sql over {_KEYS}"
     ),
-    Site(
-        "services/reconcile/exporting.py",
-        "_CURRENT_IDS",
-        "interpolates",
-        "_VALID_DECLARED.format(expr=declared_key_sql(key, transform))",
-    ): f"the same expression, {_KEYS}",
-    Site("services/reconcile/exporting.py", "_EXCLUDED", "interpolates", "declared_key_sql(key, transform)"): (
-        f"declared_key_sql over {_KEYS}"
+    Site("services/reconcile/exporting.py", "_CURRENT_IDS", "interpolates", "exportable_key_sql(key, transform)"): (
+        f"keys.py's condition over the same declared_key_sql, {_KEYS}"
     ),
-    Site(
-        "services/reconcile/exporting.py",
-        "_EXCLUDED",
-        "interpolates",
-        "_VALID_DECLARED.format(expr=declared_key_sql(key, transform))",
-    ): f"the same expression, {_KEYS}",
+    Site("services/reconcile/exporting.py", "_EXCLUDED", "interpolates", "unexportable_key_sql(key, transform)"): (
+        f"keys.py's condition over the same declared_key_sql, {_KEYS}"
+    ),
     Site("services/reconcile/exporting.py", "diff_sql", "interpolates", "current_ids"): (
         "one of the prebuilt _CURRENT_IDS statements, chosen by the data source's kind"
     ),
     Site("services/reconcile/exporting.py", "Exporter._open_run", "interpolates", "_EXCLUDED[source.kind]"): (
         "a prebuilt _EXCLUDED statement; source.kind was checked against _CURRENT_IDS first"
     ),
-    Site("services/reconcile/exporting.py", "Exporter._emit", "query", "sql"): "diff_sql(...) of a prebuilt statement",
+    Site("services/reconcile/exporting.py", "Exporter._emit", "query", "query.sql"): (
+        "diff_sql(...) of a prebuilt statement"
+    ),
     # reconcile: catalog indexes and re-matching.
     Site("services/reconcile/catalog.py", "ensure_declared_key_index", "interpolates", "key"): (
         "validated by declared_key_sql on the line above (it raises off the whitelist)"
@@ -98,12 +91,13 @@ REVIEWED: Final[dict[Site, str]] = {
     ),
     Site("services/reconcile/rematch.py", "rematch", "query", "sql"): "one of the prebuilt _STATEMENTS",
     # publish: reading the staged run.
-    Site("services/publish/files.py", "_SYNC_ROWS", "interpolates", "cond"): "a literal filter of _SYNC_FILTER",
-    Site("services/publish/files.py", "_SYNC_PLAN", "interpolates", "cond"): "a literal filter of _SYNC_FILTER",
     Site("services/publish/files.py", "_write_once", "query", "q.plan"): "a prebuilt _SYNC_PLAN/_OVERWRITE_PLAN",
     Site("services/publish/files.py", "_write_once", "query", "q.rows"): "a prebuilt _SYNC_ROWS/_OVERWRITE_ROWS",
-    Site("services/publish/files.py", "_part_chunks", "query", "min(FETCH_ROWS, remaining)"): (
-        "a cursor's fetch(n): a row count, not SQL"
+    Site("services/publish/files.py", "_set_query.fetch_overwrite", "query", "FETCH_ROWS"): (
+        "a cursor's fetch(n): a row count"
+    ),
+    Site("services/publish/files.py", "_set_query.fetch_sync", "query", "STAGED_BATCHES_PER_FETCH"): (
+        "a cursor's fetch(n): a row count"
     ),
     # shared: migrations are the repository's own files.
     Site("shared/migrations.py", "migrate", "query", "migration.sql"): "schemas/sql/NNN_name.sql from the repo",
@@ -112,8 +106,6 @@ REVIEWED: Final[dict[Site, str]] = {
 # Every S608 noqa comment in services/ and shared/, by file and scope. Each silences ruff on a statement whose
 # run-time pieces are in REVIEWED, or that is put together from literals only (_OVERWRITE_ROWS).
 NOQA_S608: Final = {
-    ("services/publish/files.py", "_SYNC_ROWS"),
-    ("services/publish/files.py", "_SYNC_PLAN"),
     ("services/publish/files.py", "_OVERWRITE_ROWS"),
     ("services/reconcile/importing.py", "_DECLARED_MATCH"),
     ("services/reconcile/rematch.py", "_declared"),
