@@ -25,6 +25,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import asyncpg
 import orjson
@@ -68,6 +69,28 @@ class RunOutcome:
     counts: dict[str, int]
     reason: str | None = None
     files: tuple[str, ...] = ()
+
+
+# The run's adds into exported_member, in the index's key order (DISTINCT ON sorts and de-duplicates in
+# one pass): a million inserts then append to the primary key instead of landing all over it, and a
+# plain insert costs about half an ON CONFLICT one. The adds of an append/mirror run were diffed against
+# exported_member and runs of an audience are applied one after the other, so none is there already;
+# NOT EXISTS keeps that true whatever happens (a full run deleted its audience's rows just before).
+_INSERT_ADDED: Final = """
+INSERT INTO exported_member (audience_id, id, run_id, exported_at)
+SELECT $2::text, a.id, $1::uuid, now()
+  FROM (SELECT DISTINCT ON (s.id COLLATE "C") s.id COLLATE "C" AS id
+          FROM publish_stage_batch b, string_to_table(b.adds, E'\\n') AS s(id)
+         WHERE b.run_id = $1 AND b.adds_n > 0
+         ORDER BY s.id COLLATE "C") a
+ WHERE NOT EXISTS (SELECT 1 FROM exported_member e WHERE e.audience_id = $2 AND e.id = a.id)
+"""
+_DELETE_REMOVED: Final = """
+DELETE FROM exported_member em
+ WHERE em.audience_id = $2
+   AND em.id IN (SELECT r.id FROM publish_stage_batch b, string_to_table(b.removes, E'\\n') AS r(id)
+                  WHERE b.run_id = $1 AND b.removes_n > 0)
+"""
 
 
 def _outcome(run: ExportRun, files: Sequence[str] = ()) -> RunOutcome:
@@ -243,28 +266,12 @@ class Publisher:
                 run.run_id,
             )
             assert sizes is not None
-            # In exported_member's key order: a million inserts then append to the index instead of
-            # landing all over it (about half the time).
-            await conn.execute(
-                """INSERT INTO exported_member (audience_id, id, run_id, exported_at)
-                   SELECT $2::text, a.id, $1::uuid, now()
-                     FROM (SELECT DISTINCT a.id COLLATE "C" AS id
-                             FROM publish_stage_batch b, string_to_table(b.adds, E'\\n') AS a(id)
-                            WHERE b.run_id = $1 AND b.adds_n > 0) a
-                    ORDER BY a.id
-                   ON CONFLICT (audience_id, id)
-                   DO UPDATE SET run_id = EXCLUDED.run_id, exported_at = EXCLUDED.exported_at""",
-                run.run_id,
-                run.audience_id,
-            )
-            await conn.execute(
-                """DELETE FROM exported_member em
-                    WHERE em.audience_id = $2
-                      AND em.id IN (SELECT r.id FROM publish_stage_batch b, string_to_table(b.removes, E'\\n') AS r(id)
-                                     WHERE b.run_id = $1 AND b.removes_n > 0)""",
-                run.run_id,
-                run.audience_id,
-            )
+            if run.mode == "full":
+                # A full run is the complete audience: what the bridge shared before is replaced by it.
+                await conn.execute("DELETE FROM exported_member WHERE audience_id = $1", run.audience_id)
+            else:
+                await conn.execute(_DELETE_REMOVED, run.run_id, run.audience_id)
+            await conn.execute(_INSERT_ADDED, run.run_id, run.audience_id)
             counts = run_counts(run.totals, run.counts, added=sizes["adds"], removed=sizes["removes"])
             await conn.execute(
                 """UPDATE run SET state = 'succeeded', reason = NULL, counts = counts || $2::jsonb,

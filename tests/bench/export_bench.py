@@ -69,10 +69,11 @@ async def run_export(workdir: Path, n: int) -> dict[str, Any]:
                       (SELECT finished_at FROM run WHERE direction = 'export') AS confirmed
                  FROM published_batch b"""
         )
+        assert marks is not None
         rss = stack.rss()
 
     def since_request(at: Any) -> float:
-        return round((at - requested_at).total_seconds(), 2)
+        return round(float((at - requested_at).total_seconds()), 2)
 
     to_files = since_request(marks["files_written"])
     return {

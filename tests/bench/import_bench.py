@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from services.reconcile.keys import declared_key_sql
 from shared.formats.lines import PartSummary
 from shared.formats.outbound import OutboundFileName, OutboundWriter
 from tests.bench.campaign import PLATFORM_SEED, ecid, hashed_email, load_recipients
@@ -82,7 +83,7 @@ async def floor(stack: BenchStack, n: int) -> float:
         await conn.copy_records_to_table("floor_ids", records=((i,) for i in ids[half:]), columns=("id",))
         await conn.execute(
             "INSERT INTO floor_member SELECT 2, r.recipient_id FROM floor_ids f "
-            "JOIN recipient r ON ab_declared_key(r.email, 'sha256') = f.id ON CONFLICT DO NOTHING"
+            f"JOIN recipient r ON {declared_key_sql('email', 'sha256')} = f.id ON CONFLICT DO NOTHING"
         )
         elapsed = time.perf_counter() - started
         await conn.execute("DROP TABLE floor_ids; DROP TABLE floor_member")
