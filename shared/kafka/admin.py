@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from shared.errors import TransientError
 from shared.kafka.connection import connection_kwargs
+from shared.kafka.producer import MAX_REQUEST_BYTES
 from shared.logging import get_logger
 from shared.settings import KafkaSettings
 
@@ -27,6 +28,9 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str], *, timeo
                 name,
                 num_partitions=settings.kafka_topic_partitions,
                 replication_factor=settings.kafka_replication_factor,
+                # A batch of long declared IDs can pass the broker's usual 1 MB default: the topic itself
+                # takes what the producer may send, whatever the cluster's default.
+                topic_configs={"max.message.bytes": str(MAX_REQUEST_BYTES)},
             )
             for name in names
         ]

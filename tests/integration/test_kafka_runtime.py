@@ -10,9 +10,12 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.errors import PermanentError, TransientError
 from shared.kafka import ConsumerLoop, Delivery, OutgoingMessage, Producer, Rejected, ensure_topics
+from shared.kafka.producer import MAX_REQUEST_BYTES
 from shared.messages import SegmentEvent
 from shared.metrics import RuntimeMetrics
 from shared.settings import KafkaSettings
@@ -282,3 +285,19 @@ async def test_linger_coalesces_a_trickle_into_one_batch(
 
 async def _joined(loop: ConsumerLoop) -> bool:
     return loop.joined
+
+
+async def test_topics_take_the_largest_message_the_producer_sends(settings: KafkaSettings, topic: str) -> None:
+    # A batch of long declared IDs may pass the 1 MB a cluster allows by default: the bridge's topics say
+    # themselves what they take, whatever the cluster's default.
+    await ensure_topics(settings, [topic])
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    configs = {entry[0]: entry for resource in response for result in resource.resources for entry in result[4]}
+    _, value, _, source, *_ = configs["max.message.bytes"]
+    assert value == str(MAX_REQUEST_BYTES)
+    assert source == 1  # DYNAMIC_TOPIC_CONFIG: set on the topic, not inherited from this broker's own setting
