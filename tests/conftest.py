@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from shared.settings import REPO_ROOT
+from tests.helpers import delete_topics_with_prefix
 
 # Two shared cores run Kafka, Postgres and the tests at once: time-based health checks would flake.
 hypothesis_settings.register_profile(
@@ -71,8 +73,14 @@ def infra() -> Iterator[None]:
 
 
 @pytest.fixture
-def topic_prefix(infra: None) -> str:
-    return f"t{uuid.uuid4().hex[:10]}."
+def topic_prefix(infra: None) -> Iterator[str]:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    yield prefix
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    # In a thread of its own: the test's event loop may still be around in this one.
+    cleanup = threading.Thread(target=lambda: asyncio.run(delete_topics_with_prefix(bootstrap, prefix)))
+    cleanup.start()
+    cleanup.join(60)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from typing import Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from shared.messages import SegmentEvent
 
@@ -76,3 +78,19 @@ def segment_event(i: int, *, segment: str = "seg-1", op: Literal["add", "remove"
         op=op,
         occurred_at=datetime.now(UTC),
     )
+
+
+async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
+    """Best effort: a test's topics go with it. A broker keeps files open for every partition it holds,
+    and a working copy's broker that kept every test's topics ran out of file descriptors."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await asyncio.wait_for(admin.start(), 10)
+        names = [t for t in await asyncio.wait_for(admin.list_topics(), 10) if t.startswith(prefix)]
+        if names:
+            await asyncio.wait_for(admin.delete_topics(names), 30)
+    except (KafkaError, OSError, TimeoutError):
+        pass
+    finally:
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
+            await asyncio.wait_for(admin.close(), 10)

@@ -51,7 +51,7 @@ async def load_recipients(pool: Any, count: int, chunk: int = 200_000) -> None:
             await conn.copy_records_to_table(
                 "visitor_link", records=((ecid(i), i) for i in range(start, stop)), columns=("ecid", "recipient_id")
             )
-        await conn.execute("ANALYZE recipient; ANALYZE visitor_link")
+        await conn.execute("VACUUM (ANALYZE) recipient, visitor_link")
         for spec in (VISITORS, HASHED_EMAILS):
             await upsert_data_source(conn, spec)
         for audience_id, segment, source in (

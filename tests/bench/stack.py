@@ -17,6 +17,7 @@ import orjson
 
 from shared.migrations import migrate
 from tests.fixtures.stack import ServiceProcess, spawn_service
+from tests.helpers import delete_topics_with_prefix
 
 ADMIN_DSN = os.environ.get(
     "DATABASE_URL", "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"
@@ -94,6 +95,7 @@ async def bench_stack(workdir: Path, **ecsim_env: str) -> AsyncIterator[BenchSta
         yield stack
     finally:
         await asyncio.gather(*(s.stop() for s in stack.services.values()))
+        await delete_topics_with_prefix(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), prefix)
         await pool.close()
         admin = await asyncpg.connect(ADMIN_DSN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
