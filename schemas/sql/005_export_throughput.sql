@@ -50,9 +50,8 @@ DROP TABLE publish_stage;
 --    nothing and made every comparison of its primary key (1M per large run) a strcoll() call.
 ALTER TABLE exported_member ALTER COLUMN id TYPE text COLLATE "C";
 
--- 4. import_stage is a plain heap: a full snapshot's matches are appended batch by batch and
---    de-duplicated once, when the snapshot is applied. Its primary key and its foreign key to run cost
---    two index probes and a trigger per staged row (more than matching the ID did), for rows that live
---    only until their run ends (apply_full_snapshot deletes them; runs are never deleted).
-ALTER TABLE import_stage DROP CONSTRAINT import_stage_pkey;
+-- 4. import_stage loses its foreign key to run: the trigger it fires per staged row cost more than
+--    matching the ID did, for rows that live only until their run ends (apply_full_snapshot deletes
+--    them; runs are never deleted). Its primary key stays: it de-duplicates the snapshot, and applying
+--    the snapshot probes it (without it the planner, blind to the table's size, nested-loops over it).
 ALTER TABLE import_stage DROP CONSTRAINT import_stage_run_id_fkey;

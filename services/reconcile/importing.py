@@ -288,7 +288,8 @@ class Importer:
         if batch.mode == "full":
             await conn.execute(
                 """INSERT INTO import_stage (run_id, recipient_id)
-                    SELECT DISTINCT $1::uuid, m.recipient_id FROM batch_matches m WHERE m.is_add""",
+                    SELECT DISTINCT $1::uuid, m.recipient_id FROM batch_matches m WHERE m.is_add
+                    ON CONFLICT DO NOTHING""",
                 batch.run_id,
             )
             counts["added"] = counts["removed"] = 0
@@ -334,8 +335,9 @@ class Importer:
         return await self._current_outcome(conn, batch.run_id)
 
     async def _guard_reason(self, conn: Connection, run_id: uuid.UUID, list_id: int) -> str | None:
+        await _no_nested_loops(conn)
         row = await conn.fetchrow(
-            """SELECT (SELECT count(DISTINCT recipient_id) FROM import_stage WHERE run_id = $1) AS snapshot,
+            """SELECT (SELECT count(*) FROM import_stage WHERE run_id = $1) AS snapshot,
                       (SELECT count(*) FROM list_member WHERE list_id = $2) AS current,
                       (SELECT count(*) FROM list_member lm WHERE lm.list_id = $2 AND NOT EXISTS
                           (SELECT 1 FROM import_stage s WHERE s.run_id = $1 AND s.recipient_id = lm.recipient_id))
@@ -386,16 +388,22 @@ async def run_outcome(conn: Connection, run_id: uuid.UUID) -> RunOutcome:
     )
 
 
+async def _no_nested_loops(conn: Connection) -> None:
+    """For the rest of the transaction: whole-snapshot statements hash their anti-joins. import_stage fills
+    and empties with every run, so its statistics are often those of an empty table; trusting them, the
+    planner once nested-looped a 200,000-member list over a 120,000-row snapshot for minutes (chaos
+    scenario). A hash join is linear whatever the estimates say."""
+    await conn.execute("SET LOCAL enable_nestloop = off")
+
+
 async def apply_full_snapshot(conn: Connection, run_id: uuid.UUID, list_id: int, audience_id: str) -> tuple[int, int]:
     """Replace ``list_id``'s membership with the run's staged snapshot; returns (added, removed)."""
-    # The snapshot holds a recipient once per batch that matched it: de-duplicated here, in the list's key
-    # order (sorted inserts append to the primary key), skipping who is a member already.
+    await _no_nested_loops(conn)
+    # In the list's key order: sorted inserts append to the primary key instead of landing all over it.
     added = await conn.execute(
         """INSERT INTO list_member (list_id, recipient_id)
-           SELECT $2::bigint, s.recipient_id
-             FROM (SELECT DISTINCT recipient_id FROM import_stage WHERE run_id = $1 ORDER BY recipient_id) s
-            WHERE NOT EXISTS (SELECT 1 FROM list_member lm
-                               WHERE lm.list_id = $2 AND lm.recipient_id = s.recipient_id)""",
+           SELECT $2::bigint, recipient_id FROM import_stage WHERE run_id = $1 ORDER BY recipient_id
+           ON CONFLICT DO NOTHING""",
         run_id,
         list_id,
     )
