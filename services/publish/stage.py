@@ -162,11 +162,6 @@ def max_id_bytes(*groups: list[str]) -> int:
     return longest
 
 
-async def stage_batch(pool: asyncpg.Pool, batch: AudienceExportBatch) -> Staged:
-    """Record the batch and stage its IDs in one transaction; a redelivered batch is a no-op."""
-    return await stage_batches(pool, [batch])
-
-
 async def stage_batches(pool: asyncpg.Pool, batches: Sequence[AudienceExportBatch]) -> Staged:
     """Record batches of one run and stage their IDs, all in one transaction (one commit for a whole
     poll of batches, not one each); batches staged before (redeliveries) are skipped."""

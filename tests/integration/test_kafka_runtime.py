@@ -51,7 +51,9 @@ async def producer(settings: KafkaSettings, topic: str) -> AsyncIterator[Produce
     await producer.stop()
 
 
-def _loop(settings: KafkaSettings, topic: str, producer: Producer, handler: Any, group: str) -> ConsumerLoop:
+def _loop(
+    settings: KafkaSettings, topic: str, producer: Producer, handler: Any, group: str, **options: Any
+) -> ConsumerLoop:
     return ConsumerLoop(
         settings=settings,
         service="test",
@@ -60,6 +62,7 @@ def _loop(settings: KafkaSettings, topic: str, producer: Producer, handler: Any,
         producer=producer,
         metrics=RuntimeMetrics("test"),
         group_id=group,
+        **options,
     )
 
 
@@ -258,17 +261,7 @@ async def test_linger_coalesces_a_trickle_into_one_batch(
         sizes.append(len(deliveries))
 
     group = f"g-{uuid.uuid4().hex[:8]}"
-    loop = ConsumerLoop(
-        settings=settings,
-        service="test",
-        models={topic: SegmentEvent},
-        handler=handler,
-        producer=producer,
-        metrics=RuntimeMetrics("test"),
-        group_id=group,
-        max_poll_records=1000,
-        linger_s=3.0,
-    )
+    loop = _loop(settings, topic, producer, handler, group, max_poll_records=1000, linger_s=3.0)
     await loop.start()
     try:
         await eventually(lambda: _joined(loop), until=bool)
