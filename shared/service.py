@@ -108,6 +108,7 @@ class KafkaPostgresApp(ServiceApp):
                 group_id=f"{self.group_prefix()}.{base}",
                 max_poll_records=self.poll_limit(base),
                 linger_s=self.poll_linger_s(base),
+                partition_concurrency=self.partition_concurrency(base),
             )
             await loop.start()
             self.consumers.append(loop)
@@ -124,6 +125,10 @@ class KafkaPostgresApp(ServiceApp):
     def poll_limit(self, base_topic: str) -> int | None:
         """Messages per poll for this subscription (None: KAFKA_MAX_POLL_RECORDS)."""
         return None
+
+    def partition_concurrency(self, base_topic: str) -> int:
+        """Partitions of this subscription handled side by side (1: one after the other)."""
+        return 1
 
     async def on_started(self) -> None:
         """Hook: dependencies are up, consumers not yet started."""

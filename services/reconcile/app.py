@@ -55,6 +55,8 @@ class ReconcileApp(KafkaPostgresApp):
                 min_list_size=self.settings.full_import_guard_min_list_size,
             ),
             metrics=self.reconcile_metrics,
+            work_mem_mb=self.settings.import_work_mem_mb,
+            concurrency=self.settings.import_concurrency,
         )
         self._exporter = Exporter(
             self.pool,
@@ -78,6 +80,10 @@ class ReconcileApp(KafkaPostgresApp):
                 if not is_transient(exc):
                     raise
                 log.warning("rematch_retry_later", error=type(exc).__name__)
+
+    def partition_concurrency(self, base_topic: str) -> int:
+        # One audience's run ending (a whole snapshot matched and applied) must not hold up the others'.
+        return self.settings.import_concurrency if base_topic == AUDIENCE_MEMBERSHIP else 1
 
     def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:
         assert self._importer is not None

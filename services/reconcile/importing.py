@@ -1,19 +1,22 @@
 """Import: membership batches become list membership, set-wise and exactly once.
 
-Per batch, in one Postgres transaction: record ``(run_id, seq)`` in ``applied_batch`` (a duplicate is a
-no-op), COPY the batch's IDs into a temporary table, join them with ``visitor_link`` (ECIDs) or with the
-indexed declared key of ``recipient``, then
+Per batch, in one Postgres transaction, record ``(run_id, seq)`` in ``applied_batch`` (a duplicate is a
+no-op), then
 
-* ``delta``: add and remove list members at once;
-* ``full``: stage the matched recipients; when every batch of the run is in (the ``last`` one says how
-  many there are), replace the list's membership atomically, unless the snapshot is empty or would
-  remove too much of the list: then the run is held back as ``blocked`` for an operator to release.
+* ``delta``: COPY the batch's IDs into a temporary table, join them with ``visitor_link`` (ECIDs) or with
+  the indexed declared key of ``recipient``, and add and remove list members at once;
+* ``full``: COPY the batch's IDs into ``import_stage_id``. When every batch of the run is in (the ``last``
+  one says how many there are), match the whole snapshot in one pass (hash joins, as Postgres alone would
+  do it: per batch, index probes cost several times more) and replace the list's membership atomically,
+  unless the snapshot is empty or would remove too much of the list: then the run is held back as
+  ``blocked`` for an operator to release, its IDs staged until then.
 
 IDs that match nobody are kept in ``unmatched_id`` with the reason, to be re-matched later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ log = get_logger(__name__)
 Connection = Any  # asyncpg.Connection or a pool's proxy of one
 
 COUNT_KEYS = ("received", "matched", "unmatched", "invalid", "added", "removed")
+DEFAULT_WORK_MEM_MB = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,17 @@ def _storable(invalid_id: str) -> str:
     return invalid_id.replace("\x00", "\ufffd")
 
 
+def _unmatched_reason(id_type: str) -> str:
+    return "unknown_ecid" if id_type == "ecid" else "unknown_declared_id"
+
+
+# Invalid IDs of a batch's adds (``$4``) are kept, with their reason, like unmatched ones.
+_KEEP_INVALID = """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
+    SELECT DISTINCT $1::text, $2::text, i, 'invalid_format', $3::uuid FROM unnest($4::text[]) AS i
+    ON CONFLICT (audience_id, id_type, id)
+    DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, last_seen = now()"""
+
+
 def _affected(status: str) -> int:
     """Rows affected, from a command tag such as ``INSERT 0 42`` or ``DELETE 7``."""
     return int(status.rsplit(" ", 1)[-1])
@@ -90,16 +105,42 @@ _DECLARED_MATCH = {
 }
 
 
-def match_join(target: ImportTarget) -> str:
-    """SQL yielding (id, is_add, recipient_id) for the IDs of ``batch_ids`` that match a recipient."""
+# Every distinct staged ID of a run (``$1``) with the recipient it matches, or NULL: a LEFT JOIN, so the
+# unmatched come out of the same pass.
+_SNAPSHOT_IDS = "(SELECT DISTINCT id FROM import_stage_id WHERE run_id = $1) s"
+_ECID_SNAPSHOT = (
+    "SELECT s.id, v.recipient_id FROM (SELECT DISTINCT id FROM import_stage_id WHERE run_id = $1) s "
+    "LEFT JOIN visitor_link v ON v.ecid = s.id"
+)
+_DECLARED_SNAPSHOT = {
+    (key, transform): (
+        f"SELECT s.id, r.recipient_id FROM {_SNAPSHOT_IDS} LEFT JOIN recipient r "  # noqa: S608
+        f"ON {declared_key_sql(key, transform)} = s.id"
+    )
+    for key in RECONCILIATION_KEYS
+    for transform in KEY_TRANSFORMS
+}
+
+
+def _pick(target: ImportTarget, ecid: str, declared: dict[tuple[str, str], str]) -> str:
     if target.id_type == "ecid":
-        return _ECID_MATCH
-    sql = _DECLARED_MATCH.get((target.reconciliation_key or "", target.key_transform))
+        return ecid
+    sql = declared.get((target.reconciliation_key or "", target.key_transform))
     if sql is None:
         raise PermanentError(
             "unsupported reconciliation key", key=target.reconciliation_key, transform=target.key_transform
         )
     return sql
+
+
+def match_join(target: ImportTarget) -> str:
+    """SQL yielding (id, is_add, recipient_id) for the IDs of ``batch_ids`` that match a recipient."""
+    return _pick(target, _ECID_MATCH, _DECLARED_MATCH)
+
+
+def snapshot_join(target: ImportTarget) -> str:
+    """SQL yielding (id, recipient_id or NULL) for every distinct ID staged for the run ``$1``."""
+    return _pick(target, _ECID_SNAPSHOT, _DECLARED_SNAPSHOT)
 
 
 async def load_target(conn: Connection, audience_id: str) -> ImportTarget:
@@ -115,12 +156,15 @@ async def load_target(conn: Connection, audience_id: str) -> ImportTarget:
 
 
 async def _ensure_temp_tables(conn: Connection) -> None:
-    # Per connection, emptied at each commit: the batch's IDs and, once joined, its matches.
+    # Per connection, emptied at each commit: a delta batch's IDs and, once joined, its matches; a full
+    # snapshot's IDs with their matches when its run ends.
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS batch_ids (id text NOT NULL, is_add boolean NOT NULL)
                ON COMMIT DELETE ROWS;
            CREATE TEMP TABLE IF NOT EXISTS batch_matches (id text NOT NULL, is_add boolean NOT NULL,
-               recipient_id bigint NOT NULL) ON COMMIT DELETE ROWS"""
+               recipient_id bigint NOT NULL) ON COMMIT DELETE ROWS;
+           CREATE TEMP TABLE IF NOT EXISTS snapshot_match (id text NOT NULL, recipient_id bigint)
+               ON COMMIT DELETE ROWS"""
     )
 
 
@@ -131,13 +175,43 @@ class Importer:
         status: StatusReporter,
         guards: ImportGuards,
         metrics: ReconcileMetrics | None = None,
+        *,
+        work_mem_mb: int = DEFAULT_WORK_MEM_MB,
+        concurrency: int = 4,
     ) -> None:
         self._pool = pool
         self._status = status
         self._guards = guards
         self._metrics: ReconcileMetrics = metrics or NoReconcileMetrics()
+        self._work_mem_mb = work_mem_mb
+        self._slots = asyncio.Semaphore(max(1, concurrency))
 
     async def handle(self, deliveries: Sequence[Delivery[AudienceMembership]]) -> list[Rejected]:
+        """Apply a poll's batches: each audience's in order, different audiences side by side (their lists
+        differ, and a run's end, matching a whole snapshot, can take a while: another audience's run must
+        not wait for it). The first unexpected error cancels the others; the poll is then retried, and
+        what was committed meanwhile is skipped by ``applied_batch``."""
+        by_audience: dict[str, list[Delivery[AudienceMembership]]] = {}
+        for delivery in deliveries:
+            by_audience.setdefault(delivery.message.audience_id, []).append(delivery)
+
+        async def one(group: list[Delivery[AudienceMembership]]) -> list[Rejected]:
+            # Shared by every call (partitions are handled side by side too): a bound on connections in use.
+            async with self._slots:
+                return await self._handle_in_order(group)
+
+        if len(by_audience) == 1:
+            return await one(list(deliveries))
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                running = [tasks.create_task(one(group)) for group in by_audience.values()]
+        except BaseExceptionGroup as failed:
+            # The consumer retries or dead-letters by the error's type: hand it the first one as it was.
+            raise failed.exceptions[0] from None
+        return [rejection for task in running for rejection in task.result()]
+
+    async def _handle_in_order(self, deliveries: Sequence[Delivery[AudienceMembership]]) -> list[Rejected]:
         rejected: list[Rejected] = []
         for delivery in deliveries:
             batch = delivery.message
@@ -186,7 +260,8 @@ class Importer:
         self, batch: AudienceMembership
     ) -> tuple[dict[str, int] | None, RunOutcome | None, bool] | None:
         """(the batch's counts or None when it was applied before, the outcome to report, whether the run
-        ended with this batch), or None when there is nothing to measure or report."""
+        ended with this batch), or None when there is nothing to measure or report. The batch that ends a
+        full run also counts the snapshot's matched and unmatched IDs (known only once it is matched)."""
         async with self._pool.acquire() as conn, conn.transaction():
             target = await load_target(conn, batch.audience_id)
             if target.id_type != batch.id_type:
@@ -227,7 +302,8 @@ class Importer:
             if row["state"] in ("succeeded", "failed", "blocked"):
                 return counts, None, False
             if row["last_seq"] is not None and row["batches_applied"] == row["last_seq"] + 1:
-                return counts, await self._finish(conn, batch, target), True
+                outcome, matching = await self._finish(conn, batch, target)
+                return {**counts, **matching}, outcome, True
             return counts, None, False
 
     async def _ensure_run(self, conn: Connection, batch: AudienceMembership, target: ImportTarget) -> None:
@@ -247,6 +323,25 @@ class Importer:
         id_type = batch.id_type
         invalid = [i for i in (*batch.adds, *batch.removes) if id_problem(id_type, i) is not None]
         invalid_set = set(invalid)
+        counts = {"received": len(batch.adds) + len(batch.removes), "invalid": len(invalid)}
+        invalid_adds = [_storable(i) for i in batch.adds if i in invalid_set]
+        if invalid_adds:
+            await conn.execute(_KEEP_INVALID, batch.audience_id, id_type, batch.run_id, invalid_adds)
+        if batch.removes:
+            # IDs that left the segment are no longer wanted, matched or not.
+            await conn.execute(
+                "DELETE FROM unmatched_id WHERE audience_id = $1 AND id_type = $2 AND id = ANY($3::text[])",
+                batch.audience_id,
+                id_type,
+                [_storable(i) for i in batch.removes],
+            )
+        if batch.mode == "full":
+            # Staged as they are; matched, counted and applied with the whole snapshot when the run ends.
+            # (A full snapshot has no removals: absence is what removes.)
+            staged = [(batch.run_id, i) for i in batch.adds if i not in invalid_set]
+            if staged:
+                await conn.copy_records_to_table("import_stage_id", records=staged, columns=("run_id", "id"))
+            return counts
         records = [(i, True) for i in batch.adds if i not in invalid_set]
         records += [(i, False) for i in batch.removes if i not in invalid_set]
         await _ensure_temp_tables(conn)
@@ -257,43 +352,22 @@ class Importer:
         await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
         await conn.execute("INSERT INTO batch_matches (id, is_add, recipient_id) " + match_join(target))
         await conn.execute("SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on")
-        counts = {"received": len(batch.adds) + len(batch.removes), "invalid": len(invalid)}
         counts["matched"] = await conn.fetchval("SELECT count(DISTINCT id) FROM batch_matches")
         # Distinct IDs: a user listed twice (a duplicate line in a platform file) is one ID, matched or not.
         counts["unmatched"] = len({i for i, _ in records}) - counts["matched"]
-        reason = "unknown_ecid" if id_type == "ecid" else "unknown_declared_id"
-        # Unmatched adds are kept (re-matched later); IDs that left the segment are no longer wanted. UNION, not
-        # UNION ALL: an ID twice in one batch would make the upsert touch a row twice, which Postgres refuses.
+        # Unmatched adds are kept (re-matched later). DISTINCT: an ID twice in one batch would make the upsert
+        # touch a row twice, which Postgres refuses.
         await conn.execute(
             """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
-                SELECT $1::text, $2::text, b.id, $3::text, $4::uuid FROM batch_ids b
+                SELECT DISTINCT $1::text, $2::text, b.id, $3::text, $4::uuid FROM batch_ids b
                  WHERE b.is_add AND NOT EXISTS (SELECT 1 FROM batch_matches m WHERE m.id = b.id)
-                UNION
-                SELECT $1::text, $2::text, i, 'invalid_format', $4::uuid FROM unnest($5::text[]) AS i
                 ON CONFLICT (audience_id, id_type, id)
                 DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, last_seen = now()""",
             batch.audience_id,
             id_type,
-            reason,
+            _unmatched_reason(id_type),
             batch.run_id,
-            [_storable(i) for i in batch.adds if i in invalid_set],
         )
-        if batch.removes:
-            await conn.execute(
-                "DELETE FROM unmatched_id WHERE audience_id = $1 AND id_type = $2 AND id = ANY($3::text[])",
-                batch.audience_id,
-                id_type,
-                [_storable(i) for i in batch.removes],
-            )
-        if batch.mode == "full":
-            await conn.execute(
-                """INSERT INTO import_stage (run_id, recipient_id)
-                    SELECT DISTINCT $1::uuid, m.recipient_id FROM batch_matches m WHERE m.is_add
-                    ON CONFLICT DO NOTHING""",
-                batch.run_id,
-            )
-            counts["added"] = counts["removed"] = 0
-            return counts
         added = await conn.execute(
             """INSERT INTO list_member (list_id, recipient_id)
                 SELECT DISTINCT $1::bigint, m.recipient_id FROM batch_matches m WHERE m.is_add
@@ -310,17 +384,29 @@ class Importer:
         counts["removed"] = _affected(removed)
         return counts
 
-    async def _finish(self, conn: Connection, batch: AudienceMembership, target: ImportTarget) -> RunOutcome:
+    async def _finish(
+        self, conn: Connection, batch: AudienceMembership, target: ImportTarget
+    ) -> tuple[RunOutcome, dict[str, int]]:
+        """End the run; returns its outcome and, for a full run, the snapshot's matched/unmatched counts."""
+        matching: dict[str, int] = {}
         if batch.mode == "full":
-            held = await self._guard_reason(conn, batch.run_id, target.list_id)
+            matching = await match_snapshot(conn, batch.run_id, target, work_mem_mb=self._work_mem_mb)
+            await conn.execute(
+                """UPDATE run SET counts = counts || jsonb_build_object('matched', $2::bigint, 'unmatched', $3::bigint)
+                    WHERE run_id = $1""",
+                batch.run_id,
+                matching["matched"],
+                matching["unmatched"],
+            )
+            held = await self._guard_reason(conn, target.list_id, matching["matched"])
             if held is not None:
                 await conn.execute(
                     "UPDATE run SET state = 'blocked', reason = $2, updated_at = now() WHERE run_id = $1",
                     batch.run_id,
                     held,
                 )
-                return await self._current_outcome(conn, batch.run_id)
-            added, removed = await apply_full_snapshot(conn, batch.run_id, target.list_id, batch.audience_id)
+                return await self._current_outcome(conn, batch.run_id), matching
+            added, removed = await apply_snapshot(conn, batch.run_id, target.list_id, batch.audience_id)
             await conn.execute(
                 """UPDATE run SET counts = counts || jsonb_build_object('added', $2::bigint, 'removed', $3::bigint)
                     WHERE run_id = $1""",
@@ -332,24 +418,22 @@ class Importer:
             "UPDATE run SET state = 'succeeded', finished_at = now(), updated_at = now() WHERE run_id = $1",
             batch.run_id,
         )
-        return await self._current_outcome(conn, batch.run_id)
+        return await self._current_outcome(conn, batch.run_id), matching
 
-    async def _guard_reason(self, conn: Connection, run_id: uuid.UUID, list_id: int) -> str | None:
-        await _no_nested_loops(conn)
-        row = await conn.fetchrow(
-            """SELECT (SELECT count(*) FROM import_stage WHERE run_id = $1) AS snapshot,
-                      (SELECT count(*) FROM list_member WHERE list_id = $2) AS current,
-                      (SELECT count(*) FROM list_member lm WHERE lm.list_id = $2 AND NOT EXISTS
-                          (SELECT 1 FROM import_stage s WHERE s.run_id = $1 AND s.recipient_id = lm.recipient_id))
-                          AS leaving""",
-            run_id,
+    async def _guard_reason(self, conn: Connection, list_id: int, matched: int) -> str | None:
+        """Why the matched snapshot (in ``snapshot_match``) must be held back, if it must."""
+        if matched == 0:
+            return "empty full snapshot: held back (release it with `audience-bridge release`)"
+        current = await conn.fetchval("SELECT count(*) FROM list_member WHERE list_id = $1", list_id)
+        if current < self._guards.min_list_size:
+            return None
+        leaving = await conn.fetchval(
+            """SELECT count(*) FROM list_member lm
+                WHERE lm.list_id = $1
+                  AND NOT EXISTS (SELECT 1 FROM snapshot_match s WHERE s.recipient_id = lm.recipient_id)""",
             list_id,
         )
-        assert row is not None
-        if row["snapshot"] == 0:
-            return "empty full snapshot: held back (release it with `audience-bridge release`)"
-        current, leaving = row["current"], row["leaving"]
-        if current >= self._guards.min_list_size and leaving > self._guards.max_removal_share * current:
+        if leaving > self._guards.max_removal_share * current:
             return (
                 f"full snapshot would remove {leaving} of {current} list members "
                 f"(more than {self._guards.max_removal_share:.0%}): held back (release it with "
@@ -389,32 +473,63 @@ async def run_outcome(conn: Connection, run_id: uuid.UUID) -> RunOutcome:
 
 
 async def _no_nested_loops(conn: Connection) -> None:
-    """For the rest of the transaction: whole-snapshot statements hash their anti-joins. import_stage fills
-    and empties with every run, so its statistics are often those of an empty table; trusting them, the
-    planner once nested-looped a 200,000-member list over a 120,000-row snapshot for minutes (chaos
-    scenario). A hash join is linear whatever the estimates say."""
+    """For the rest of the transaction: whole-snapshot statements hash their joins. The staged and the
+    temporary tables fill and empty with every run, so their statistics are often those of an empty table;
+    trusting them, the planner once nested-looped a 200,000-member list over a 120,000-row snapshot for
+    minutes (chaos scenario). A hash join is linear whatever the estimates say."""
     await conn.execute("SET LOCAL enable_nestloop = off")
 
 
-async def apply_full_snapshot(conn: Connection, run_id: uuid.UUID, list_id: int, audience_id: str) -> tuple[int, int]:
-    """Replace ``list_id``'s membership with the run's staged snapshot; returns (added, removed)."""
+async def match_snapshot(
+    conn: Connection, run_id: uuid.UUID, target: ImportTarget, *, work_mem_mb: int = DEFAULT_WORK_MEM_MB
+) -> dict[str, int]:
+    """Match every ID staged for a full run, in one pass, into ``snapshot_match`` (for the rest of the
+    transaction); keep the unmatched ones. Returns the distinct IDs matched and unmatched."""
+    await _ensure_temp_tables(conn)
     await _no_nested_loops(conn)
-    # In the list's key order: sorted inserts append to the primary key instead of landing all over it.
+    # Room to hash the snapshot's IDs in memory rather than in batches on disk.
+    await conn.execute("SELECT set_config('work_mem', $1, true)", f"{int(work_mem_mb)}MB")
+    await conn.execute("TRUNCATE snapshot_match")
+    await conn.execute("INSERT INTO snapshot_match (id, recipient_id) " + snapshot_join(target), run_id)
+    unmatched = _affected(
+        await conn.execute(
+            """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
+                SELECT $1::text, $2::text, id, $3::text, $4::uuid FROM snapshot_match WHERE recipient_id IS NULL
+                ON CONFLICT (audience_id, id_type, id)
+                DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, last_seen = now()""",
+            target.audience_id,
+            target.id_type,
+            _unmatched_reason(target.id_type),
+            run_id,
+        )
+    )
+    # An ID may match several recipients (two recipients sharing an e-mail): count IDs, not rows.
+    matched = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT DISTINCT id FROM snapshot_match WHERE recipient_id IS NOT NULL) m"
+    )
+    return {"matched": matched, "unmatched": unmatched}
+
+
+async def apply_snapshot(conn: Connection, run_id: uuid.UUID, list_id: int, audience_id: str) -> tuple[int, int]:
+    """Replace ``list_id``'s membership with the matched snapshot (:func:`match_snapshot`, same transaction)
+    and drop the run's staged IDs; returns (added, removed)."""
+    await _no_nested_loops(conn)
+    # In the list's key order: sorted inserts append to the primary key instead of landing all over it. A
+    # recipient matched by two IDs comes twice: the second is a conflict, nothing more.
     added = await conn.execute(
         """INSERT INTO list_member (list_id, recipient_id)
-           SELECT $2::bigint, recipient_id FROM import_stage WHERE run_id = $1 ORDER BY recipient_id
+           SELECT $1::bigint, recipient_id FROM snapshot_match WHERE recipient_id IS NOT NULL
+            ORDER BY recipient_id
            ON CONFLICT DO NOTHING""",
-        run_id,
         list_id,
     )
     removed = await conn.execute(
         """DELETE FROM list_member lm
-            WHERE lm.list_id = $2
-              AND NOT EXISTS (SELECT 1 FROM import_stage s WHERE s.run_id = $1 AND s.recipient_id = lm.recipient_id)""",
-        run_id,
+            WHERE lm.list_id = $1
+              AND NOT EXISTS (SELECT 1 FROM snapshot_match s WHERE s.recipient_id = lm.recipient_id)""",
         list_id,
     )
-    await conn.execute("DELETE FROM import_stage WHERE run_id = $1", run_id)
+    await conn.execute("DELETE FROM import_stage_id WHERE run_id = $1", run_id)
     # A full snapshot is the whole truth: unmatched IDs it no longer names have left the segment.
     await conn.execute("DELETE FROM unmatched_id WHERE audience_id = $1 AND run_id <> $2", audience_id, run_id)
     return _affected(added), _affected(removed)
@@ -431,7 +546,9 @@ async def release_run(conn: Connection, run_id: uuid.UUID, released_by: str) -> 
             raise PermanentError("no import run with this id", run_id=str(run_id))
         if row["state"] != "blocked":
             raise PermanentError("only a blocked run can be released", run_id=str(run_id), state=row["state"])
-        added, removed = await apply_full_snapshot(conn, run_id, row["list_id"], row["audience_id"])
+        # Matched again, against the recipients of now: its unmatched IDs were kept when it was held back.
+        await match_snapshot(conn, run_id, await load_target(conn, row["audience_id"]))
+        added, removed = await apply_snapshot(conn, run_id, row["list_id"], row["audience_id"])
         await conn.execute(
             """UPDATE run SET state = 'succeeded', released_by = $2, finished_at = now(), updated_at = now(),
                       counts = counts || jsonb_build_object('added', $3::bigint, 'removed', $4::bigint)

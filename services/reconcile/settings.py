@@ -27,6 +27,19 @@ class ReconcileSettings(KafkaSettings, DatabaseSettings):
         le=65536,
         description="Postgres work_mem (MB) of an export's diff: room to de-duplicate a large list in memory.",
     )
+    import_work_mem_mb: int = Field(
+        256,
+        ge=4,
+        le=65536,
+        description="Postgres work_mem (MB) of matching a full snapshot when its run ends: room to hash its IDs.",
+    )
+    import_concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Audiences whose membership batches are applied side by side (each takes a database "
+        "connection: keep it below DB_POOL_MAX_SIZE).",
+    )
     full_import_guard_min_list_size: int = Field(
         100, ge=0, description="Lists smaller than this are not protected by the removal-share guard."
     )

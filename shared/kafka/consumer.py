@@ -75,9 +75,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._loop = loop
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Nothing to flush: offsets are committed synchronously after each handled batch.
+        # Offsets are committed after each handled batch: only batches still in flight (partitions handled
+        # side by side) must end, and commit, before the partitions go to their new owner.
         if revoked:
             log.info("partitions_revoked", partitions=_fmt(revoked), group=self._loop.group_id)
+            await self._loop.settle(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._loop.joined = True
@@ -114,8 +116,15 @@ class ConsumerLoop:
         group_id: str | None = None,
         max_poll_records: int | None = None,
         linger_s: float = 0.0,
+        partition_concurrency: int = 1,
     ) -> None:
         self._settings = settings
+        # Above 1, partitions are handled side by side: a partition whose batch takes long (a large run's
+        # end) is paused meanwhile, and the others go on. Ordering holds within each partition.
+        self._concurrency = max(1, partition_concurrency)
+        self._slots = asyncio.Semaphore(self._concurrency)
+        self._partition_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._crashed: BaseException | None = None
         self._max_poll = max_poll_records or settings.kafka_max_poll_records
         # Small messages (single events) are worth coalescing: wait this long after the first record for
         # more, so the handler gets one batch per linger period instead of one per trickle.
@@ -133,7 +142,7 @@ class ConsumerLoop:
         self.last_progress = time.monotonic()
         self.lag: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
-        self._inflight_since: float | None = None
+        self._inflight: dict[TopicPartition, float] = {}
 
     def touch(self) -> None:
         self.last_progress = time.monotonic()
@@ -147,7 +156,7 @@ class ConsumerLoop:
         (0 when caught up or progressing). A hung handler or a consumer that stopped fetching stays alive
         but must not look healthy."""
         now = time.monotonic()
-        inflight = now - self._inflight_since if self._inflight_since is not None else 0.0
+        inflight = now - min(self._inflight.values()) if self._inflight else 0.0
         lagging = now - self.last_progress if any(lag > 0 for lag in self.lag.values()) else 0.0
         return max(inflight, lagging)
 
@@ -197,10 +206,18 @@ class ConsumerLoop:
             log.warning("consumer_stop_failed", error=type(exc).__name__)
 
     async def _run(self) -> None:
+        try:
+            await self._poll_and_handle()
+        finally:
+            await self.settle(None)
+
+    async def _poll_and_handle(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         backoff = Backoff(self._settings.retry_backoff_initial_s, self._settings.retry_backoff_max_s)
         while not self._stopping.is_set():
+            if self._crashed is not None:
+                raise self._crashed
             try:
                 polled = await consumer.getmany(timeout_ms=500, max_records=self._max_poll)
             except KafkaError as exc:
@@ -218,11 +235,46 @@ class ConsumerLoop:
             for tp, records in polled.items():
                 if self._stopping.is_set():
                     return
+                if self._concurrency > 1:
+                    await self._spawn(consumer, tp, records)
+                    continue
                 try:
                     await self._process_partition(consumer, tp, records)
                 except _Stopping:
                     return
             await self._update_lag(consumer)
+
+    async def _spawn(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        """Handle a partition's records in a task of their own; the partition is paused until they are done
+        (and committed), so its next records wait for them while other partitions go on."""
+        consumer.pause(tp)
+        await self._slots.acquire()
+        self._partition_tasks[tp] = asyncio.create_task(
+            self._partition_task(consumer, tp, records), name=f"consume:{self.group_id}:{tp.partition}"
+        )
+
+    async def _partition_task(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        try:
+            await self._process_partition(consumer, tp, records)
+        except _Stopping:
+            pass
+        except Exception as exc:  # a handler bug: the loop re-raises it, as it would have done itself
+            self._crashed = self._crashed or exc
+        finally:
+            self._partition_tasks.pop(tp, None)
+            self._slots.release()
+            if tp in consumer.assignment():
+                consumer.resume(tp)
+
+    async def settle(self, partitions: set[TopicPartition] | None) -> None:
+        """Wait for the batches in flight of ``partitions`` (None: all) to end."""
+        tasks = [t for tp, t in self._partition_tasks.items() if partitions is None or tp in partitions]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _linger(
         self, consumer: AIOKafkaConsumer, polled: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -267,11 +319,11 @@ class ConsumerLoop:
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
     ) -> None:
         started = time.perf_counter()
-        self._inflight_since = time.monotonic()
+        self._inflight[tp] = time.monotonic()
         try:
             await self._process_records(consumer, tp, records, started)
         finally:
-            self._inflight_since = None
+            self._inflight.pop(tp, None)
 
     async def _process_records(
         self,

@@ -116,6 +116,8 @@ async def test_rematch_and_release(
     outcome = await importer.apply(shrink)
     assert outcome is not None
     assert outcome.state == "blocked"
+    # Held back with its IDs staged; released, it is matched again and its staged IDs go.
+    assert await campaign.pool.fetchval("SELECT count(*) FROM import_stage_id WHERE run_id = $1", shrink.run_id) == 1
     code, out = await _cli({"DATABASE_URL": database_url}, "release", str(shrink.run_id), "--by", "ops")
     assert code == 0, out
     rows = await campaign.pool.fetch(
@@ -123,6 +125,7 @@ async def test_rematch_and_release(
     )
     assert {r["recipient_id"] for r in rows} == {1}
     assert await campaign.pool.fetchval("SELECT released_by FROM run WHERE run_id = $1", shrink.run_id) == "ops"
+    assert await campaign.pool.fetchval("SELECT count(*) FROM import_stage_id WHERE run_id = $1", shrink.run_id) == 0
     code, out = await _cli({"DATABASE_URL": database_url}, "release", str(shrink.run_id))
     assert code == 2
     assert "only a blocked run" in out

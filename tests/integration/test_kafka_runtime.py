@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.errors import PermanentError, TransientError
 from shared.kafka import ConsumerLoop, Delivery, OutgoingMessage, Producer, Rejected, ensure_topics
@@ -89,7 +90,10 @@ async def test_batch_is_handled_then_committed(settings: KafkaSettings, topic: s
     assert [e.id for e in seen] == [e.id for e in events]
 
 
-async def test_crash_before_commit_redelivers(settings: KafkaSettings, topic: str, producer: Producer) -> None:
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_crash_before_commit_redelivers(
+    settings: KafkaSettings, topic: str, producer: Producer, concurrency: int
+) -> None:
     events = [segment_event(i) for i in range(5)]
     await producer.send([OutgoingMessage.of(topic, e) for e in events])
     group = f"g-{uuid.uuid4().hex[:8]}"
@@ -99,7 +103,7 @@ async def test_crash_before_commit_redelivers(settings: KafkaSettings, topic: st
         entered.set()
         await asyncio.Event().wait()  # the work never finishes: the process "dies" mid-batch
 
-    first = _loop(settings, topic, producer, stuck_handler, group)
+    first = _loop(settings, topic, producer, stuck_handler, group, partition_concurrency=concurrency)
     await first.start()
     await asyncio.wait_for(entered.wait(), 30)
     await first.stop(grace_s=0.2)
@@ -120,6 +124,62 @@ async def test_crash_before_commit_redelivers(settings: KafkaSettings, topic: st
     finally:
         await second.stop()
     assert sorted(seen) == sorted(e.event_id for e in events)
+
+
+def _segments_on_distinct_partitions(count: int, partitions: int) -> list[str]:
+    """Segment ids whose keys the producer's default partitioner puts on ``count`` different partitions."""
+    partitioner = DefaultPartitioner()
+    chosen: dict[int, str] = {}
+    for i in range(1000):
+        segment = f"seg-{i}"
+        chosen.setdefault(partitioner(segment.encode(), list(range(partitions)), list(range(partitions))), segment)
+        if len(chosen) == count:
+            return list(chosen.values())
+    raise AssertionError("no such segments")
+
+
+async def test_partitions_are_handled_side_by_side_and_each_in_order(
+    settings: KafkaSettings, topic: str, producer: Producer
+) -> None:
+    slow, quick = _segments_on_distinct_partitions(2, 3)
+    slow_events = [segment_event(i, segment=slow) for i in range(10)]
+    quick_events = [segment_event(i, segment=quick) for i in range(10)]
+    await producer.send([OutgoingMessage.of(topic, e) for e in slow_events])
+    slow_entered, quick_done = asyncio.Event(), asyncio.Event()
+    seen: dict[str, list[str]] = {slow: [], quick: []}
+    overtaken = False
+
+    async def handler(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
+        nonlocal overtaken
+        segment = deliveries[0].message.segment_id
+        if segment == slow and not seen[slow]:
+            # The slow partition's first batch waits for work that arrives only once it is in flight: only
+            # handling partitions side by side lets that work through (one after the other, it waits in vain).
+            slow_entered.set()
+            try:
+                await asyncio.wait_for(quick_done.wait(), 10)
+                overtaken = True
+            except TimeoutError:
+                pass
+        seen[segment].extend(d.message.event_id for d in deliveries)
+        if len(seen[quick]) == len(quick_events):
+            quick_done.set()
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    loop = _loop(settings, topic, producer, handler, group, partition_concurrency=3)
+    await loop.start()
+    try:
+        await asyncio.wait_for(slow_entered.wait(), 30)
+        await producer.send([OutgoingMessage.of(topic, e) for e in quick_events])
+        await eventually(
+            lambda: committed_offsets(settings.kafka_bootstrap_servers, group),
+            until=lambda o: sum(o.values()) == 20,
+        )
+    finally:
+        await loop.stop()
+    assert overtaken
+    assert seen[slow] == [e.event_id for e in slow_events]
+    assert seen[quick] == [e.event_id for e in quick_events]
 
 
 async def test_poison_message_goes_to_dlq_and_the_loop_goes_on(

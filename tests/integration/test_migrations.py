@@ -125,3 +125,53 @@ async def test_upgrading_keeps_staged_runs_and_stores_the_usual_keys(database_ur
         assert keys[1]["key_crm_id_none"] is None
     finally:
         await conn.close()
+
+
+async def test_upgrading_restages_half_staged_full_runs_as_ids(database_url: str, tmp_path: Path) -> None:
+    # Schema 5 staged a full run's matched recipients; schema 6 stages the platform's IDs. A run in flight
+    # during the upgrade must end with the same members: each recipient comes back as one of its IDs.
+    for path in sorted(MIGRATIONS_DIR.glob("00[1-5]_*.sql")):
+        shutil.copy(path, tmp_path / path.name)
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await migrate(conn, tmp_path) == [1, 2, 3, 4, 5]
+        await conn.execute(
+            """INSERT INTO recipient (recipient_id, email, crm_id) VALUES
+               (1, ' A@Example.com ', 'CRM1'), (2, 'b@example.com', NULL), (3, NULL, 'CRM3');
+               INSERT INTO visitor_link (ecid, recipient_id) VALUES
+               (repeat('1', 38), 1), (repeat('2', 38), 1), (repeat('3', 38), 3);
+               INSERT INTO data_source (data_source_id, name, dpid, id_type, reconciliation_key, key_transform)
+               VALUES (1, 'visitors', 1, 'ecid', NULL, 'none'), (2, 'emails', 2, 'declared', 'email', 'sha256'),
+                      (3, 'crm', 3, 'declared', 'crm_id', 'none')"""
+        )
+        runs = {
+            "00000000-0000-0000-0000-000000000001": (1, "ecid", [1, 3]),
+            "00000000-0000-0000-0000-000000000002": (2, "declared", [1, 2]),
+            "00000000-0000-0000-0000-000000000003": (3, "declared", [1, 2, 3]),  # 2 has no CRM id any more
+        }
+        for run_id, (source, id_type, members) in runs.items():
+            await conn.execute(
+                """INSERT INTO run (run_id, direction, audience_id, mode, state, data_source_id, id_type)
+                   VALUES ($1, 'import', 'a' || $2::int, 'full', 'progress', $2, $3)""",
+                run_id,
+                source,
+                id_type,
+            )
+            await conn.executemany(
+                "INSERT INTO import_stage (run_id, recipient_id) VALUES ($1, $2)", [(run_id, m) for m in members]
+            )
+        assert await migrate(conn) == [m.version for m in discover() if m.version > 5]
+        assert "import_stage" not in await _tables(conn)
+        staged = {(str(r["run_id"])[-1], r["id"]) for r in await conn.fetch("SELECT run_id, id FROM import_stage_id")}
+        email_a = await conn.fetchval("SELECT ab_declared_key(' A@Example.com ', 'sha256')")
+        email_b = await conn.fetchval("SELECT ab_declared_key('b@example.com', 'sha256')")
+        assert staged == {
+            ("1", "1" * 38),  # the smallest of recipient 1's ECIDs
+            ("1", "3" * 38),
+            ("2", email_a),
+            ("2", email_b),
+            ("3", "CRM1"),
+            ("3", "CRM3"),
+        }
+    finally:
+        await conn.close()

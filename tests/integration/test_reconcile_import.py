@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
-from services.reconcile.importing import Importer, ImportGuards
-from shared.kafka import Producer
+from services.reconcile.importing import Importer, ImportGuards, RunOutcome
+from shared.errors import TransientError
+from shared.kafka import Delivery, Producer, ensure_topics
 from shared.messages import AudienceMembership
 from shared.metrics import RuntimeMetrics
 from shared.settings import KafkaSettings
@@ -176,6 +178,38 @@ async def test_full_run_replaces_the_list_only_when_complete(campaign: Campaign,
     assert await _unmatched(campaign, "seg-full") == {}
 
 
+async def test_a_full_snapshot_is_staged_as_ids_and_matched_once_when_complete(
+    campaign: Campaign, importer: Importer
+) -> None:
+    await add_import_audience(campaign.pool, "seg-s", "visitors", 5004)
+    run = uuid.uuid4()
+    unknown = "9" * 38
+    # Batch 0 names recipient 2 by two ECIDs (seed_campaign links both) and an unknown ID; batch 1 repeats
+    # one of them and the unknown one: IDs are counted once per snapshot, not once per line or batch.
+    first = [ecid_of(1), ecid_of(2), ecid_of(2, 1), unknown, "12345"]
+    assert await importer.apply(_batch("seg-s", run, 0, mode="full", last=False, adds=first)) is None
+    staged = await campaign.pool.fetch("SELECT id FROM import_stage_id WHERE run_id = $1", run)
+    # As they came (the invalid one is kept aside at once), matched only when the run ends.
+    assert sorted(r["id"] for r in staged) == sorted(first[:4])
+    assert await _unmatched(campaign, "seg-s") == {"12345": "invalid_format"}
+    assert await _members(campaign, "seg-s") == set()
+
+    done = await importer.apply(_batch("seg-s", run, 1, mode="full", adds=[ecid_of(2), ecid_of(3), unknown]))
+    assert done is not None
+    assert done.state == "succeeded"
+    assert done.counts == {
+        "received": 8,
+        "invalid": 1,
+        "matched": 4,  # ecid_of(1), ecid_of(2), ecid_of(2, 1), ecid_of(3)
+        "unmatched": 1,
+        "added": 3,
+        "removed": 0,
+    }
+    assert await _members(campaign, "seg-s") == {1, 2, 3}
+    assert await _unmatched(campaign, "seg-s") == {"12345": "invalid_format", unknown: "unknown_ecid"}
+    assert await campaign.pool.fetchval("SELECT count(*) FROM import_stage_id WHERE run_id = $1", run) == 0
+
+
 async def test_empty_and_mass_removal_snapshots_are_held_back(campaign: Campaign, importer: Importer) -> None:
     await add_import_audience(campaign.pool, "seg-g", "crm-ids", 5003)
     seed = await importer.apply(
@@ -222,3 +256,57 @@ async def test_empty_and_mass_removal_snapshots_are_held_back(campaign: Campaign
     assert mass.state == "blocked"
     assert "30 of 40" in (mass.reason or "")
     assert await _members(campaign, "seg-g") == set(range(1, 41))
+
+
+def _delivery(batch: AudienceMembership, offset: int) -> Delivery[AudienceMembership]:
+    return Delivery(batch, "audience-membership", 0, offset, None, ())
+
+
+async def test_a_poll_applies_audiences_side_by_side_and_each_in_order(
+    campaign: Campaign, importer: Importer, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    # handle() reports each run's outcome on the status topic.
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    await ensure_topics(settings, [f"{topic_prefix}audience-sync-status"])
+    for audience, segment in (("seg-p1", 5101), ("seg-p2", 5102), ("seg-p3", 5103)):
+        await add_import_audience(campaign.pool, audience, "visitors", segment)
+    full, delta = uuid.uuid4(), uuid.uuid4()
+    poll = [
+        _batch("seg-p1", full, 0, mode="full", last=False, adds=[ecid_of(i) for i in range(1, 6)]),
+        _batch("seg-p2", delta, 0, last=False, adds=[ecid_of(i) for i in range(10, 13)]),
+        _batch("seg-p1", full, 1, mode="full", adds=[ecid_of(i) for i in range(6, 9)]),
+        _batch("seg-p2", delta, 1, removes=[ecid_of(10)]),  # after its add: order within an audience holds
+        _batch("seg-p3", uuid.uuid4(), 0, id_type="declared", adds=[ecid_of(1)]),  # wrong type: rejected alone
+    ]
+    # Both audiences' work overlaps: each run's transaction waits here until the other's has begun.
+    started = {"seg-p1": asyncio.Event(), "seg-p2": asyncio.Event()}
+    apply = importer.apply
+
+    async def meeting(batch: AudienceMembership) -> RunOutcome | None:
+        if batch.audience_id in started and batch.seq == 0:
+            started[batch.audience_id].set()
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 10)
+        return await apply(batch)
+
+    importer.apply = meeting  # type: ignore[method-assign]
+    rejected = await importer.handle([_delivery(b, n) for n, b in enumerate(poll)])
+    assert [r.delivery.offset for r in rejected] == [4]
+    assert await _members(campaign, "seg-p1") == set(range(1, 9))
+    assert await _members(campaign, "seg-p2") == {11, 12}
+
+
+async def test_a_failing_audience_fails_the_poll_with_its_own_error(campaign: Campaign, importer: Importer) -> None:
+    for audience, segment in (("seg-q1", 5111), ("seg-q2", 5112)):
+        await add_import_audience(campaign.pool, audience, "visitors", segment)
+    apply = importer.apply
+
+    async def flaky(batch: AudienceMembership) -> RunOutcome | None:
+        if batch.audience_id == "seg-q2":
+            raise TransientError("database unavailable", audience=batch.audience_id)
+        return await apply(batch)
+
+    importer.apply = flaky  # type: ignore[method-assign]
+    poll = [_batch("seg-q1", uuid.uuid4(), 0, adds=[ecid_of(1)]), _batch("seg-q2", uuid.uuid4(), 0, adds=[ecid_of(2)])]
+    # Not an ExceptionGroup: the consumer retries or dead-letters by the error's own type.
+    with pytest.raises(TransientError, match="database unavailable"):
+        await importer.handle([_delivery(b, n) for n, b in enumerate(poll)])

@@ -55,6 +55,12 @@ REVIEWED: Final[dict[Site, str]] = {
     Site("services/reconcile/importing.py", "Importer._apply_ids", "interpolates", "match_join(target)"): (
         "one of the prebuilt statements of _ECID_MATCH/_DECLARED_MATCH, looked up, never built from the target"
     ),
+    Site("services/reconcile/importing.py", "_DECLARED_SNAPSHOT", "interpolates", "declared_key_sql(key, transform)"): (
+        f"declared_key_sql over {_KEYS}"
+    ),
+    Site("services/reconcile/importing.py", "match_snapshot", "interpolates", "snapshot_join(target)"): (
+        "one of the prebuilt statements of _ECID_SNAPSHOT/_DECLARED_SNAPSHOT, looked up, never built from the target"
+    ),
     # reconcile: the export diff.
     Site("services/reconcile/exporting.py", "_CURRENT_IDS", "interpolates", "declared_key_sql(key, transform)"): (
         f"declared_key_sql over {_KEYS}"
@@ -108,6 +114,7 @@ REVIEWED: Final[dict[Site, str]] = {
 NOQA_S608: Final = {
     ("services/publish/files.py", "_OVERWRITE_ROWS"),
     ("services/reconcile/importing.py", "_DECLARED_MATCH"),
+    ("services/reconcile/importing.py", "_DECLARED_SNAPSHOT"),
     ("services/reconcile/rematch.py", "_declared"),
     ("services/reconcile/exporting.py", "_CURRENT_IDS"),
     ("services/reconcile/exporting.py", "_EXCLUDED"),
