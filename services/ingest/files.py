@@ -46,6 +46,7 @@ from shared.formats.outbound import (
 from shared.kafka import OutgoingMessage, Producer
 from shared.logging import get_logger
 from shared.messages import MAX_IDS_PER_BATCH, AudienceMembership
+from shared.retry import is_transient
 from shared.status import StatusReporter
 
 log = get_logger(__name__)
@@ -165,8 +166,16 @@ class FileImporter:
             log.warning("file_rejected", file=obj.name, reason=reason)
         done = 0
         for root in sorted(batches):
-            if await self._handle_batch(batches[root]):
-                done += 1
+            try:
+                if await self._handle_batch(batches[root]):
+                    done += 1
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # the zone or a dependency is down: the whole scan waits and tries again
+                # One batch's surprise (a part that vanished while it was read, ...) must not hold up the
+                # batches after it. The batch is tried again at the next scan: its runs and batches derive
+                # from its files, and reconcile applies a batch once whatever is emitted twice.
+                log.error("batch_scan_failed", batch=root, error=type(exc).__name__, detail=str(exc)[:500])
         return done
 
     async def _handle_batch(self, batch: _Batch) -> bool:

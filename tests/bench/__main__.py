@@ -22,6 +22,7 @@ import orjson
 from shared.settings import DEFAULT_VAR_DIR, REPO_ROOT
 from tests.bench.export_bench import run_export
 from tests.bench.import_bench import run_import
+from tests.bench.stack import exclusive_run, stop_on_sigterm
 from tests.bench.streaming_bench import run_streaming
 
 OUT = DEFAULT_VAR_DIR / "bench"
@@ -72,6 +73,7 @@ SCENARIOS: dict[str, Callable[[Path], Awaitable[dict[str, Any]]]] = {
 
 
 async def main() -> int:
+    stop_on_sigterm()
     wanted = [s for s in os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s]
     unknown = [s for s in wanted if s not in SCENARIOS]
     if unknown:
@@ -104,4 +106,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    with exclusive_run("bench"):
+        sys.exit(asyncio.run(main()))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import signal
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,35 @@ import asyncpg
 import orjson
 
 from shared.migrations import migrate
+from shared.settings import DEFAULT_VAR_DIR
 from tests.fixtures.stack import ServiceProcess, spawn_service
 from tests.helpers import delete_topics_with_prefix
 
 ADMIN_DSN = os.environ.get(
     "DATABASE_URL", "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"
 )
+
+
+@contextmanager
+def exclusive_run(what: str) -> Iterator[None]:
+    """One run of ``what`` (``chaos``, ``bench``) at a time in a checkout: runs share their work directory
+    under var/, and a second one would take the first one's files (a past chaos run failed that way)."""
+    lock_path = DEFAULT_VAR_DIR / f"{what}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another `make {what}` is running in this checkout (lock {lock_path})") from None
+        yield
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, ``kill``) ends the run as Ctrl-C does: the main task is cancelled, so the stack's
+    services are stopped and its database dropped instead of being left behind."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -8,10 +8,12 @@ import shutil
 import sys
 
 from shared.settings import DEFAULT_VAR_DIR
+from tests.bench.stack import exclusive_run, stop_on_sigterm
 from tests.chaos.scenario import ChaosConfig, dumps, run_chaos
 
 
 async def main() -> int:
+    stop_on_sigterm()
     config = ChaosConfig(
         recipients=int(os.environ.get("CHAOS_RECIPIENTS", 300_000)),
         ids_per_import=int(os.environ.get("CHAOS_IDS_PER_IMPORT", 200_000)),
@@ -27,4 +29,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    with exclusive_run("chaos"):
+        sys.exit(asyncio.run(main()))

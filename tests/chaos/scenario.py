@@ -337,6 +337,8 @@ class Chaos:
                 f"{applied} batches in applied_batch",
             )
         )
+        staged = await pool.fetchval("SELECT count(*) FROM import_stage_id")
+        check.append(("no staged snapshot left behind", staged == 0, f"{staged} IDs left in import_stage_id"))
         files = await pool.fetch("SELECT batch_root, state FROM processed_file")
         check.append(
             (
