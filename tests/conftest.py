@@ -25,7 +25,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from shared.settings import REPO_ROOT
-from tests.helpers import delete_topics_with_prefix
+from tests.helpers import delete_topics_with_prefix, drop_database
 
 # Two shared cores run Kafka, Postgres and the tests at once: time-based health checks would flake.
 hypothesis_settings.register_profile(
@@ -107,11 +107,7 @@ async def database_url(infra: None) -> AsyncIterator[str]:
     finally:
         await admin.close()
     yield _with_database(_admin_dsn(), name)
-    admin = await asyncpg.connect(_admin_dsn())
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(_admin_dsn(), name)
 
 
 @pytest.fixture

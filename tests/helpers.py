@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -94,3 +95,29 @@ async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> None:
     finally:
         with contextlib.suppress(KafkaError, OSError, TimeoutError):
             await asyncio.wait_for(admin.close(), 10)
+
+
+async def drop_database(admin_dsn: str, name: str, *, timeout: float = 60.0) -> None:
+    """Drop a scratch database, also while autovacuum works in it.
+
+    ``DROP DATABASE ... WITH (FORCE)`` refuses outright when one of the sessions is autovacuum's (a
+    superuser's process, which a non-superuser may not end). So: end this role's own leftover sessions, then
+    a plain DROP, which stops autovacuum itself; a session still closing is waited for."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            await admin.execute(
+                """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                    WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()""",
+                name,
+            )
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                return
+            except asyncpg.ObjectInUseError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()

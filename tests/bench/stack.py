@@ -20,7 +20,7 @@ import orjson
 from shared.migrations import migrate
 from shared.settings import DEFAULT_VAR_DIR
 from tests.fixtures.stack import ServiceProcess, spawn_service
-from tests.helpers import delete_topics_with_prefix
+from tests.helpers import delete_topics_with_prefix, drop_database
 
 ADMIN_DSN = os.environ.get(
     "DATABASE_URL", "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"
@@ -122,6 +122,4 @@ async def bench_stack(workdir: Path, **ecsim_env: str) -> AsyncIterator[BenchSta
         await asyncio.gather(*(s.stop() for s in stack.services.values()))
         await delete_topics_with_prefix(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), prefix)
         await pool.close()
-        admin = await asyncpg.connect(ADMIN_DSN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(ADMIN_DSN, name)

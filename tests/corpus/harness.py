@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from shared.messages import AudienceSyncStatus
 from shared.migrations import migrate
 from tests.fixtures.stack import ServiceProcess, spawn_service
+from tests.helpers import drop_database
 
 DEFAULT_DSN = "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"
 
@@ -57,11 +58,7 @@ async def fresh_database() -> AsyncIterator[str]:
     try:
         yield dsn
     finally:
-        admin = await asyncpg.connect(admin_dsn())
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(admin_dsn(), name)
 
 
 class TopicTail:
