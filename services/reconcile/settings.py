@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.settings import DatabaseSettings, KafkaSettings
 
@@ -43,3 +43,14 @@ class ReconcileSettings(KafkaSettings, DatabaseSettings):
     full_import_guard_min_list_size: int = Field(
         100, ge=0, description="Lists smaller than this are not protected by the removal-share guard."
     )
+
+    @model_validator(mode="after")
+    def _connections_left_for_the_rest(self) -> ReconcileSettings:
+        # Each audience applied side by side holds a connection: exports, re-matching and the status page
+        # need some too, or they would wait for the imports.
+        if self.import_concurrency >= self.db_pool_max_size:
+            raise ValueError(
+                f"IMPORT_CONCURRENCY ({self.import_concurrency}) must be below DB_POOL_MAX_SIZE "
+                f"({self.db_pool_max_size}): exports and re-matching need connections too"
+            )
+        return self

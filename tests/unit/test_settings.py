@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from services.ingest.settings import IngestSettings
 from services.publish.settings import PublishSettings
+from services.reconcile.settings import ReconcileSettings
 from shared.errors import ConfigError
 from shared.settings import BaseServiceSettings, KafkaSettings, load_settings
 
@@ -76,3 +77,12 @@ def test_direct_value_wins_over_file(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     settings = load_settings(KafkaSettings)
     assert settings.kafka_sasl_password is not None
     assert settings.kafka_sasl_password.get_secret_value() == "direct"
+
+
+def test_import_concurrency_must_leave_connections_for_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMPORT_CONCURRENCY", "8")
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "8")
+    with pytest.raises(ConfigError, match=r"IMPORT_CONCURRENCY \(8\) must be below DB_POOL_MAX_SIZE \(8\)"):
+        load_settings(ReconcileSettings)
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "9")
+    assert load_settings(ReconcileSettings).import_concurrency == 8
