@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -119,11 +120,13 @@ class ConsumerLoop:
         partition_concurrency: int = 1,
     ) -> None:
         self._settings = settings
-        # Above 1, partitions are handled side by side: a partition whose batch takes long (a large run's
-        # end) is paused meanwhile, and the others go on. Ordering holds within each partition.
+        # Above 1, partitions are handled side by side, each by a worker of its own fed by the poll loop: a
+        # partition whose batch takes long (a large run's end) holds up only itself. Ordering holds within
+        # each partition.
         self._concurrency = max(1, partition_concurrency)
         self._slots = asyncio.Semaphore(self._concurrency)
-        self._partition_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._queues: dict[TopicPartition, deque[list[ConsumerRecord[bytes, bytes]]]] = {}
+        self._workers: dict[TopicPartition, asyncio.Task[None]] = {}
         self._crashed: BaseException | None = None
         self._max_poll = max_poll_records or settings.kafka_max_poll_records
         # Small messages (single events) are worth coalescing: wait this long after the first record for
@@ -236,7 +239,7 @@ class ConsumerLoop:
                 if self._stopping.is_set():
                     return
                 if self._concurrency > 1:
-                    await self._spawn(consumer, tp, records)
+                    self._enqueue(consumer, tp, records)
                     continue
                 try:
                     await self._process_partition(consumer, tp, records)
@@ -244,35 +247,51 @@ class ConsumerLoop:
                     return
             await self._update_lag(consumer)
 
-    async def _spawn(
+    def _enqueue(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
     ) -> None:
-        """Handle a partition's records in a task of their own; the partition is paused until they are done
-        (and committed), so its next records wait for them while other partitions go on."""
-        consumer.pause(tp)
-        await self._slots.acquire()
-        self._partition_tasks[tp] = asyncio.create_task(
-            self._partition_task(consumer, tp, records), name=f"consume:{self.group_id}:{tp.partition}"
-        )
+        """Queue a partition's records for its worker (started when it has none). A partition with a poll's
+        worth of records waiting is paused until its worker catches up: the backlog stays bounded, and a
+        partition that keeps up is never paused (pausing drops what the consumer fetched ahead)."""
+        queue = self._queues.setdefault(tp, deque())
+        queue.append(records)
+        if sum(len(r) for r in queue) >= self._max_poll:
+            consumer.pause(tp)
+        if tp not in self._workers:
+            self._workers[tp] = asyncio.create_task(
+                self._partition_worker(consumer, tp), name=f"consume:{self.group_id}:{tp.partition}"
+            )
 
-    async def _partition_task(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> None:
+    async def _partition_worker(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        queue = self._queues[tp]
         try:
-            await self._process_partition(consumer, tp, records)
+            while queue and not self._stopping.is_set():
+                # What waits is handled at once, up to a poll's worth: bigger batches, fewer transactions.
+                records = queue.popleft()
+                while queue and len(records) + len(queue[0]) <= self._max_poll:
+                    records = records + queue.popleft()
+                async with self._slots:
+                    await self._process_partition(consumer, tp, records)
+                if not queue and tp in consumer.paused():
+                    consumer.resume(tp)
         except _Stopping:
             pass
-        except Exception as exc:  # a handler bug: the loop re-raises it, as it would have done itself
+        except Exception as exc:  # a handler bug: the poll loop re-raises it, as it would have done itself
             self._crashed = self._crashed or exc
         finally:
-            self._partition_tasks.pop(tp, None)
-            self._slots.release()
-            if tp in consumer.assignment():
-                consumer.resume(tp)
+            # No await from the last look at the queue to here: the poll loop cannot slip records in between.
+            self._workers.pop(tp, None)
+            self._queues.pop(tp, None)
 
     async def settle(self, partitions: set[TopicPartition] | None) -> None:
-        """Wait for the batches in flight of ``partitions`` (None: all) to end."""
-        tasks = [t for tp, t in self._partition_tasks.items() if partitions is None or tp in partitions]
+        """Let the batch in flight of ``partitions`` (None: all) end; what is still queued for them is dropped
+        (uncommitted: their next owner, or this consumer once they are back, fetches it again)."""
+        chosen = [tp for tp in self._workers if partitions is None or tp in partitions]
+        for tp in chosen:
+            queue = self._queues.get(tp)
+            if queue:
+                queue.clear()
+        tasks = [self._workers[tp] for tp in chosen if tp in self._workers]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 

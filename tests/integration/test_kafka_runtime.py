@@ -182,6 +182,43 @@ async def test_partitions_are_handled_side_by_side_and_each_in_order(
     assert seen[quick] == [e.event_id for e in quick_events]
 
 
+async def test_a_partition_falling_behind_is_paused_until_its_worker_catches_up(
+    settings: KafkaSettings, topic: str, producer: Producer
+) -> None:
+    (segment,) = _segments_on_distinct_partitions(1, 3)
+    events = [segment_event(i, segment=segment) for i in range(12)]
+    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def handler(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
+        await release.wait()
+        seen.extend(d.message.event_id for d in deliveries)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    loop = _loop(settings, topic, producer, handler, group, partition_concurrency=3, max_poll_records=2)
+    await loop.start()
+    try:
+        # The worker is stuck on its first batch while the poll loop queues more: past a poll's worth, the
+        # partition is paused instead of being read ahead without bound.
+        consumer = loop._consumer
+        assert consumer is not None
+        await eventually(lambda: _async(consumer.paused()), until=lambda paused: len(paused) == 1, timeout=30)
+        release.set()
+        await eventually(
+            lambda: committed_offsets(settings.kafka_bootstrap_servers, group),
+            until=lambda o: sum(o.values()) == 12,
+        )
+        assert consumer.paused() == set()
+    finally:
+        await loop.stop()
+    assert seen == [e.event_id for e in events]
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
 async def test_poison_message_goes_to_dlq_and_the_loop_goes_on(
     settings: KafkaSettings, topic: str, producer: Producer
 ) -> None:
