@@ -9,6 +9,9 @@ CREATE TABLE import_stage_id (
     run_id uuid NOT NULL,
     id     text NOT NULL
 );
+-- Rows live for the length of a run: vacuuming after inserts (for append-only tables) would only compete
+-- with the import for the CPU. Vacuum after the run's rows are deleted is kept.
+ALTER TABLE import_stage_id SET (autovacuum_vacuum_insert_threshold = -1);
 
 -- Runs staged by the old layout (matched recipients) keep their members: each recipient is staged again as
 -- one of its IDs of the run's kind, which matches it back when the run ends. (A recipient whose identity
