@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal, TypeVar
 
 import asyncpg
@@ -15,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from shared.formats.outbound import OutboundFileName, OutboundRow, OutboundWriter
 from shared.messages import SegmentEvent
 
 T = TypeVar("T")
@@ -121,3 +124,25 @@ async def drop_database(admin_dsn: str, name: str, *, timeout: float = 60.0) -> 
                 await asyncio.sleep(0.2)
     finally:
         await admin.close()
+
+
+def deliver_outbound(
+    zone: Path, mode: Literal["full", "iter"], rows: Sequence[OutboundRow], ts: int, *, max_part_bytes: int = 256 << 10
+) -> OutboundFileName:
+    """Deliver a batch of the platform's outbound files into an import zone as the platform does: each file
+    written aside (``<zone>/../staging``) and renamed in, parts first, the ``.info`` last."""
+    batch = OutboundFileName("s3", 7001, 1001, mode, ts)
+    writer = OutboundWriter(batch, max_part_bytes=max_part_bytes)
+    staging = zone.parent / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    chunks: list[bytes] = []
+    for event in writer.write(rows):
+        if isinstance(event, bytes):
+            chunks.append(event)
+        else:
+            (staging / event.name).write_bytes(b"".join(chunks))
+            os.replace(staging / event.name, zone / event.name)
+            chunks = []
+    (staging / batch.info_name).write_bytes(writer.info().to_json())
+    os.replace(staging / batch.info_name, zone / batch.info_name)
+    return batch

@@ -108,10 +108,7 @@ _DECLARED_MATCH = {
 # Every distinct staged ID of a run (``$1``) with the recipient it matches, or NULL: a LEFT JOIN, so the
 # unmatched come out of the same pass.
 _SNAPSHOT_IDS = "(SELECT DISTINCT id FROM import_stage_id WHERE run_id = $1) s"
-_ECID_SNAPSHOT = (
-    "SELECT s.id, v.recipient_id FROM (SELECT DISTINCT id FROM import_stage_id WHERE run_id = $1) s "
-    "LEFT JOIN visitor_link v ON v.ecid = s.id"
-)
+_ECID_SNAPSHOT = f"SELECT s.id, v.recipient_id FROM {_SNAPSHOT_IDS} LEFT JOIN visitor_link v ON v.ecid = s.id"  # noqa: S608
 _DECLARED_SNAPSHOT = {
     (key, transform): (
         f"SELECT s.id, r.recipient_id FROM {_SNAPSHOT_IDS} LEFT JOIN recipient r "  # noqa: S608

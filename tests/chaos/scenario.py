@@ -11,12 +11,10 @@ appear in any log line or status event. The driver prints what it killed when an
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +25,13 @@ import orjson
 from services.reconcile.catalog import ImportAudienceSpec, ensure_list, upsert_import_audience
 from services.reconcile.exporting import export_audience_id
 from shared.errors import TransientError
-from shared.formats.outbound import OutboundFileName, OutboundRow, OutboundWriter
+from shared.formats.outbound import OutboundRow
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceExportRequest
 from shared.settings import REPO_ROOT, KafkaSettings
 from tests.bench.campaign import PLATFORM_SEED, ecid, hashed_email, load_recipients
 from tests.bench.stack import BenchStack, bench_stack
-from tests.helpers import read_topic
+from tests.helpers import deliver_outbound, read_topic
 
 LOCAL = REPO_ROOT / "deploy" / "local"
 CLIENT_SECRET = "ecsim-local-secret"
@@ -77,24 +75,6 @@ class ChaosReport:
         print(f"\nchecks (scenario took {self.seconds:.0f}s):")
         for name, ok, detail in self.checks:
             print(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
-
-
-def _outbound(zone: Path, mode: str, rows: Sequence[OutboundRow], ts: int) -> None:
-    """Write a batch of the platform's outbound files into the import zone: parts first, .info last."""
-    batch = OutboundFileName("s3", 7001, 1001, mode, ts)  # type: ignore[arg-type]
-    writer = OutboundWriter(batch, max_part_bytes=256 << 10)
-    staging = zone.parent / "staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    chunks: list[bytes] = []
-    for event in writer.write(rows):
-        if isinstance(event, bytes):
-            chunks.append(event)
-        else:
-            (staging / event.name).write_bytes(b"".join(chunks))
-            os.replace(staging / event.name, zone / event.name)
-            chunks = []
-    (staging / batch.info_name).write_bytes(writer.info().to_json())
-    os.replace(staging / batch.info_name, zone / batch.info_name)
 
 
 class Chaos:
@@ -169,8 +149,8 @@ class Chaos:
             (hashed_email(i), (5002,), ()) for i in range(c.recipients - n + 1, c.recipients + 1)
         ]
         ts = int(time.time() * 1000)
-        _outbound(zone, "full", visitors, ts)
-        _outbound(zone, "full", emails, ts + 1)
+        deliver_outbound(zone, "full", visitors, ts)
+        deliver_outbound(zone, "full", emails, ts + 1)
 
     async def wave(self) -> None:
         """More work arriving while things fail: 100 visitors leave (a delta file), and the e-mail list
@@ -179,7 +159,7 @@ class Chaos:
         k = self.waves
         zone = self.stack.workdir / "import"
         leaving = range(100 * (k - 1) + 1, 100 * k + 1)
-        _outbound(zone, "iter", [(ecid(i), (), (5001,)) for i in leaving], int(time.time() * 1000) + k)
+        deliver_outbound(zone, "iter", [(ecid(i), (), (5001,)) for i in leaving], int(time.time() * 1000) + k)
         dropped = [r for r in range(1000 * k, 1000 * k + 200) if r % 2 == 0]
         await self._with_retry(
             lambda conn: conn.execute(

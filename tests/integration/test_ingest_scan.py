@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
@@ -12,33 +11,15 @@ from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.files import FileImporter
 from shared.dropzone import ObjectNotFound
 from shared.dropzone.file import FileDropZone
-from shared.formats.outbound import OutboundFileName, OutboundRow, OutboundWriter
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceMembership
 from shared.metrics import RuntimeMetrics
 from shared.settings import KafkaSettings
 from shared.status import StatusReporter
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of
-from tests.helpers import read_topic
+from tests.helpers import deliver_outbound, read_topic
 
 pytestmark = pytest.mark.integration
-
-
-def _deliver(zone: Path, stamp: int, rows: Sequence[OutboundRow]) -> OutboundFileName:
-    """A complete outbound batch in the zone: parts, then the .info (written aside and renamed in)."""
-    batch = OutboundFileName("s3", 7001, 1001, "full", stamp)
-    writer = OutboundWriter(batch, max_part_bytes=1 << 20)
-    chunks: list[bytes] = []
-    for event in writer.write(rows):
-        if isinstance(event, bytes):
-            chunks.append(event)
-        else:
-            (zone / f".{event.name}").write_bytes(b"".join(chunks))
-            os.replace(zone / f".{event.name}", zone / event.name)
-            chunks = []
-    (zone / f".{batch.info_name}").write_bytes(writer.info().to_json())
-    os.replace(zone / f".{batch.info_name}", zone / batch.info_name)
-    return batch
 
 
 class _VanishingZone(FileDropZone):
@@ -65,8 +46,8 @@ async def test_a_batch_that_fails_unexpectedly_does_not_hold_up_the_next(
     await ensure_topics(settings, [membership, status])
     zone_dir = tmp_path / "import"
     zone_dir.mkdir()
-    first = _deliver(zone_dir, 1_700_000_000_000, [(ecid_of(i), (5001,), ()) for i in range(1, 4)])
-    second = _deliver(zone_dir, 1_700_000_000_001, [(ecid_of(i), (5001,), ()) for i in range(4, 9)])
+    first = deliver_outbound(zone_dir, "full", [(ecid_of(i), (5001,), ()) for i in range(1, 4)], 1_700_000_000_000)
+    second = deliver_outbound(zone_dir, "full", [(ecid_of(i), (5001,), ()) for i in range(4, 9)], 1_700_000_000_001)
 
     async def allowed(_audience: ImportAudience) -> str | None:
         return None
