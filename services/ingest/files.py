@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import asyncpg
@@ -38,6 +39,7 @@ from shared.formats.outbound import (
     OutboundFileName,
     OutboundParser,
     OutboundRecord,
+    RecordBlock,
     batch_root_of,
     is_info_name,
     parse_info,
@@ -52,6 +54,7 @@ from shared.status import StatusReporter
 log = get_logger(__name__)
 
 RUN_NAMESPACE = uuid.UUID("0b6f3f2e-52a8-4f0e-8d0c-6a1f4b2d9e71")
+_PLAN_CACHE_SIZE = 4096  # distinct (segments, removed) of a batch's lines remembered
 SEND_WINDOW = 8  # membership messages in flight per send: pipelining without unbounded memory
 SCAN_LOCK_KEY = 0x41_42_53_43_4E  # "ABSCN": one scanner of the import zone at a time
 
@@ -93,6 +96,10 @@ class _AudienceRun:
     adds: list[str] = field(default_factory=list)
     removes: list[str] = field(default_factory=list)
     received: int = 0
+
+
+# The runs a line's user joins and the runs they leave.
+_Plan = tuple[list[_AudienceRun], list[_AudienceRun]]
 
 
 def group_names(objects: list[ObjectInfo]) -> tuple[dict[str, _Batch], list[tuple[ObjectInfo, str]]]:
@@ -291,6 +298,9 @@ class FileImporter:
         pending: list[OutgoingMessage] = []
         invalid_lines = 0
         unmapped_segments: set[int] = set()
+        # Per distinct (segments, removed) of the lines: the runs a line's user joins and leaves, in the order
+        # of a line-by-line walk (a run appears once per segment mapping to it).
+        plans: dict[tuple[tuple[int, ...], tuple[int, ...]], _Plan] = {}
 
         async def audiences_for(segment: int) -> list[ImportAudience]:
             if segment not in segment_audiences:
@@ -300,6 +310,7 @@ class FileImporter:
                         reason = await self._governance(audience)
                         if reason is not None:
                             blocked[audience.audience_id] = reason
+                            plans.clear()  # they may send users to its run: no more
                 segment_audiences[segment] = audiences
             return segment_audiences[segment]
 
@@ -326,10 +337,11 @@ class FileImporter:
                 await self._producer.send(pending)
                 pending.clear()
 
-        async def take(record: OutboundRecord) -> None:
-            for segments, is_add in ((record.segments, True), (record.removed, False)):
-                for segment in segments:
-                    # The cache answers all but the first line of each segment without a round trip.
+        async def plan_for(segments: tuple[int, ...], removed: tuple[int, ...]) -> _Plan:
+            joins: list[_AudienceRun] = []
+            leaves: list[_AudienceRun] = []
+            for ids, into, is_add in ((segments, joins, True), (removed, leaves, False)):
+                for segment in ids:
                     audiences = segment_audiences.get(segment)
                     if audiences is None:
                         audiences = await audiences_for(segment)
@@ -340,9 +352,13 @@ class FileImporter:
                         continue  # in a full snapshot, absence is what removes
                     for audience in audiences:
                         if audience.audience_id not in blocked:
-                            await add_to_run(audience, record.user_id, is_add=is_add)
+                            into.append(await run_of(audience))
+            if len(plans) >= _PLAN_CACHE_SIZE:
+                plans.clear()
+            plans[segments, removed] = (joins, leaves)
+            return joins, leaves
 
-        async def add_to_run(audience: ImportAudience, user_id: str, *, is_add: bool) -> None:
+        async def run_of(audience: ImportAudience) -> _AudienceRun:
             run = runs.get(audience.audience_id)
             if run is None:
                 run = runs[audience.audience_id] = _AudienceRun(
@@ -351,24 +367,65 @@ class FileImporter:
                 await self._status.report(
                     run.run_id, direction="import", state="started", audience_id=audience.audience_id
                 )
-            # Flushing before adding (not after) keeps the run's last batch non-empty.
-            if len(run.adds) + len(run.removes) >= self._batch_size:
-                await flush(run, last=False)
-            (run.adds if is_add else run.removes).append(user_id)
-            run.received += 1
+            return run
+
+        async def take(record: OutboundRecord) -> None:
+            plan = plans.get((record.segments, record.removed))
+            if plan is None:
+                plan = await plan_for(record.segments, record.removed)
+            for runs_of, is_add in ((plan[0], True), (plan[1], False)):
+                for run in runs_of:
+                    # Flushing before adding (not after) keeps the run's last batch non-empty.
+                    if len(run.adds) + len(run.removes) >= self._batch_size:
+                        await flush(run, last=False)
+                    (run.adds if is_add else run.removes).append(record.user_id)
+                    run.received += 1
+
+        async def take_block(block: RecordBlock) -> None:
+            """A block's users, run by run, in the batches a line-by-line walk makes, without a step per line
+            (a million-line file is otherwise mostly that walk). Line by line when some of its lines leave a
+            run or join one twice: only then does the order across a run's adds and removes matter."""
+            keys = list(zip(block.segments, block.removed, strict=True))
+            members: dict[str, tuple[_AudienceRun, set[tuple[tuple[int, ...], tuple[int, ...]]]]] = {}
+            for key in dict.fromkeys(keys):
+                joins, leaves = plans.get(key) or await plan_for(*key)
+                if leaves or len({id(run) for run in joins}) != len(joins):
+                    for record in block.records():
+                        await take(record)
+                    return
+                for run in joins:
+                    members.setdefault(run.audience.audience_id, (run, set()))[1].add(key)
+            for run, run_keys in members.values():
+                if len(run_keys) == len(set(keys)):
+                    user_ids = block.user_ids
+                else:
+                    user_ids = list(compress(block.user_ids, map(run_keys.__contains__, keys)))
+                start = 0
+                while start < len(user_ids):
+                    if len(run.adds) + len(run.removes) >= self._batch_size:
+                        await flush(run, last=False)
+                    room = self._batch_size - len(run.adds) - len(run.removes)
+                    taken = user_ids[start : start + room]
+                    run.adds.extend(taken)
+                    run.received += len(taken)
+                    start += len(taken)
 
         valid_lines = 0
         line_errors: dict[str, int] = {}
         for obj, parsed in parts:
             parser = OutboundParser(parsed)
             async for chunk in self._zone.read(obj.name):
-                for item in parser.feed(chunk):
-                    if isinstance(item, OutboundRecord):
+                for item in parser.feed_blocks(chunk):
+                    if type(item) is RecordBlock:
+                        await take_block(item)
+                    elif type(item) is OutboundRecord:
                         await take(item)
                     else:
                         invalid_lines += 1
-            for item in parser.close():
-                if isinstance(item, OutboundRecord):
+            for item in parser.close_blocks():
+                if type(item) is RecordBlock:
+                    await take_block(item)
+                elif type(item) is OutboundRecord:
                     await take(item)
                 else:
                     invalid_lines += 1

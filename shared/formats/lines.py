@@ -73,6 +73,21 @@ class LineSplitter:
         """Bytes held for an unfinished line: never more than ``max_line_bytes`` + 1."""
         return len(self._buf)
 
+    @property
+    def at_line_start(self) -> bool:
+        """True when the next byte fed starts a new line (nothing held, no over-long line being skipped)."""
+        return not self._buf and not self._skipping
+
+    def count_whole_lines(self, block: bytes) -> int:
+        """Account for ``block``, whole lines ending in ``\\n`` that the caller split itself (a parser's fast
+        path); returns the number of its first line. Only valid ``at_line_start``."""
+        if not self.at_line_start or block[-1:] != b"\n":
+            raise ValueError("count_whole_lines takes whole lines, at the start of a line")
+        first = self._line + 1
+        self._line += block.count(b"\n")
+        self._bytes += len(block)
+        return first
+
     def feed(self, chunk: bytes) -> list[Line]:
         out: list[Line] = []
         if not chunk:

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.formats import BadFileName, CorruptGzip, FormatError, InvalidRecord
-from shared.formats.lines import LineError, collect_parts
+from shared.formats.lines import UTF8_BOM, LineError, collect_parts
 from shared.formats.outbound import (
+    MAX_LINE_BYTES,
     R_BAD_SEGMENT,
     R_EMPTY_USER_ID,
     R_FIELDS,
@@ -27,6 +28,7 @@ from shared.formats.outbound import (
     OutboundRecord,
     OutboundRow,
     OutboundWriter,
+    RecordBlock,
     SplitStyle,
     batch_root_of,
     build_info,
@@ -445,6 +447,94 @@ def test_arbitrary_bytes_only_yield_items_or_typed_errors(data: bytes, cuts: lis
     assert c.lines == c.records + c.errors + c.blank_lines
     numbers = [i.line_number for i in items]
     assert numbers == sorted(set(numbers))
+
+
+# The fast path (whole pieces of ordinary lines as RecordBlock columns) must give exactly what the careful
+# line-by-line path gives: pieces under 4 KiB never take it, so feeding the same bytes in small pieces is the
+# reference.
+ORDINARY = st.builds(
+    lambda uid, segs, removed: f"{uid} {','.join(map(str, segs))} {','.join(map(str, removed))}\n".encode(),
+    st.text(
+        st.characters(blacklist_characters=" \r\n,\x85\u2028\u2029", blacklist_categories=["Cs"]),
+        min_size=1,
+        max_size=40,
+    ),
+    st.lists(st.integers(0, 10**18 - 1) | st.integers(1, 5), min_size=1, max_size=4),
+    st.lists(st.integers(1, 5), max_size=2),
+)
+ODD_LINES = [
+    b"\n",  # blank
+    b"u1 5 \r\n",  # CRLF
+    b"u2 5\n",  # two fields
+    b"u3 5 6 7\n",  # four fields
+    b" 5 \n",  # no user id
+    b"u4 5,,6 \n",  # empty segment token
+    b"u5 x \n",  # not a number
+    b"u6 99999999999999999999 \n",  # above the largest segment id
+    b"u7  \n",  # no segment at all
+    b"u8\t9 5 \n",  # TAB inside the user id: valid here
+    b"u9 \xff 5\n",  # not UTF-8
+    b"\xef\xbb\xbfu10 5 \n",  # a BOM not on line 1
+    b"u11 " + b"1," * 150 + b"2 \n",  # over a small line limit
+    "é".encode() * 160 + b" 5 \n",  # over it in bytes, not in characters
+]
+ODD = st.sampled_from(ODD_LINES)
+
+
+def _blocks_then_records(data: bytes, cuts: list[int], **kw: object) -> tuple[list[object], OutboundParser]:
+    p = OutboundParser(BATCH, **kw)  # type: ignore[arg-type]
+    out: list[object] = []
+    for chunk in chunked(data, cuts):
+        out.extend(p.feed(chunk))
+    out.extend(p.close())
+    return out, p
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(ORDINARY, min_size=150, max_size=400),
+    st.lists(st.tuples(st.integers(0, 400), ODD), max_size=4),
+    st.lists(st.integers(0, 30_000), max_size=4),
+    st.sampled_from([MAX_LINE_BYTES, 300]),
+    st.booleans(),
+)
+def test_fast_path_gives_what_the_line_by_line_path_gives(
+    lines: list[bytes], odd: list[tuple[int, bytes]], cuts: list[int], max_line: int, bom: bool
+) -> None:
+    for at, line in odd:
+        lines.insert(min(at, len(lines)), line)
+    data = (UTF8_BOM if bom else b"") + b"".join(lines)
+    fast_items, fast = _blocks_then_records(data, sorted(cuts), max_line_bytes=max_line)
+    slow_items, slow = _blocks_then_records(data, list(range(0, len(data), 1000)), max_line_bytes=max_line)
+    assert fast_items == slow_items
+    assert fast.counters == slow.counters
+
+
+@pytest.mark.parametrize("odd", ODD_LINES)
+@pytest.mark.parametrize("max_line", [MAX_LINE_BYTES, 300])
+def test_one_unusual_line_among_ordinary_ones(odd: bytes, max_line: int) -> None:
+    lines = [f"{UUID} {i % 7},{i} {i % 2 or ''}\n".encode() for i in range(300)]
+    lines.insert(100, odd)
+    data = b"".join(lines)
+    for cuts in ([], [5_000]):
+        fast_items, fast = _blocks_then_records(data, cuts, max_line_bytes=max_line)
+        slow_items, slow = _blocks_then_records(data, list(range(0, len(data), 1000)), max_line_bytes=max_line)
+        assert fast_items == slow_items
+        assert fast.counters == slow.counters
+
+
+def test_fast_path_is_taken_for_ordinary_pieces() -> None:
+    data = b"".join(f"{UUID} 1,{i % 3} \n".encode() for i in range(2000))
+    p = OutboundParser(BATCH)
+    items = list(p.feed_blocks(data[:50_000])) + list(p.feed_blocks(data[50_000:])) + list(p.close_blocks())
+    blocks = [i for i in items if isinstance(i, RecordBlock)]
+    assert len(blocks) == 2
+    assert sum(len(b.user_ids) for b in blocks) >= 1990
+    # Equal segment fields share one tuple: what lets a reader group lines without looking at each one.
+    assert blocks[0].segments[0] is blocks[0].segments[3]
+    records_ = [r for i in items for r in (i.records() if isinstance(i, RecordBlock) else [i])]
+    assert [r.line_number for r in records_] == list(range(1, 2001))  # type: ignore[union-attr]
+    assert records_[1] == OutboundRecord(2, UUID, (1, 1), ())
 
 
 # ------------------------------------------------------------------------------------- writing
