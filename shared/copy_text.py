@@ -1,4 +1,5 @@
-"""Reading one-column ``COPY ... TO STDOUT`` output (text format) as it streams, without a row per value.
+"""COPY's text format without a Python step per row: reading one-column ``COPY ... TO STDOUT`` output as it
+streams, and writing ``COPY ... FROM STDIN`` input of many values sharing their other columns.
 
 A large export reads a million IDs from Postgres. Through COPY they arrive as lines of text, which
 Python splits in bulk (``str.split``) instead of decoding a record per row; COPY also lets Postgres plan
@@ -9,12 +10,15 @@ escapes (``\\\\`` for a backslash, ``\\t``, ``\\n`` and the like for control cha
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Final
 
 from shared.errors import PermanentError
 
 _ESCAPE: Final = re.compile(r"\\(.)", re.DOTALL)
 _ESCAPES: Final = {"\\": "\\", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+# What a value must not hold as such in COPY input: the escape character, the column and row delimiters.
+_ESCAPED_ON_INPUT: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 class CopyFormatError(PermanentError):
@@ -66,3 +70,22 @@ class CopyTextLines:
         if "\\" in text:
             values = [unescape_copy_value(v) for v in values]
         return values
+
+
+def escape_copy_value(value: str) -> str:
+    """``value`` as one column of COPY's text input. NUL cannot be stored in text at all: refused."""
+    if "\x00" in value:
+        raise CopyFormatError("a NUL character cannot be stored in a text column")
+    return value.translate(_ESCAPED_ON_INPUT)
+
+
+def copy_rows_sharing_columns(shared: Sequence[str], values: Sequence[str]) -> bytes:
+    """COPY text input of one row per value: the ``shared`` columns (the same in every row), then the value.
+    Built by joins, as the values are many (a batch of IDs) and mostly need no escaping."""
+    if not values:
+        return b""
+    joined = "".join(values)
+    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined or "\x00" in joined:
+        values = [escape_copy_value(v) for v in values]
+    prefix = "".join(escape_copy_value(c) + "\t" for c in shared)
+    return (prefix + ("\n" + prefix).join(values) + "\n").encode()

@@ -27,8 +27,9 @@ import orjson
 
 from services.reconcile.keys import KEY_TRANSFORMS, RECONCILIATION_KEYS, declared_key_sql
 from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
-from shared.errors import PermanentError
-from shared.ids import id_problem
+from shared.copy_text import copy_rows_sharing_columns
+from shared.errors import PermanentError, TransientError
+from shared.ids import invalid_ids
 from shared.kafka import Delivery, Rejected
 from shared.logging import get_logger
 from shared.messages import AudienceMembership, RunState
@@ -105,9 +106,9 @@ _DECLARED_MATCH = {
 }
 
 
-# Every distinct staged ID of a run (``$1``) with the recipient it matches, or NULL: a LEFT JOIN, so the
-# unmatched come out of the same pass.
-_SNAPSHOT_IDS = "(SELECT DISTINCT id FROM import_stage_id WHERE run_id = $1) s"
+# Every distinct staged ID of a run (``snapshot_ids``, see match_snapshot) with the recipient it matches, or
+# NULL: a LEFT JOIN, so the unmatched come out of the same pass.
+_SNAPSHOT_IDS = "snapshot_ids s"
 _ECID_SNAPSHOT = f"SELECT s.id, v.recipient_id FROM {_SNAPSHOT_IDS} LEFT JOIN visitor_link v ON v.ecid = s.id"  # noqa: S608
 _DECLARED_SNAPSHOT = {
     (key, transform): (
@@ -136,7 +137,7 @@ def match_join(target: ImportTarget) -> str:
 
 
 def snapshot_join(target: ImportTarget) -> str:
-    """SQL yielding (id, recipient_id or NULL) for every distinct ID staged for the run ``$1``."""
+    """SQL yielding (id, recipient_id or NULL) for every ID of ``snapshot_ids`` (a run's distinct staged IDs)."""
     return _pick(target, _ECID_SNAPSHOT, _DECLARED_SNAPSHOT)
 
 
@@ -318,7 +319,7 @@ class Importer:
 
     async def _apply_ids(self, conn: Connection, batch: AudienceMembership, target: ImportTarget) -> dict[str, int]:
         id_type = batch.id_type
-        invalid = [i for i in (*batch.adds, *batch.removes) if id_problem(id_type, i) is not None]
+        invalid = invalid_ids(id_type, batch.adds) + invalid_ids(id_type, batch.removes)
         invalid_set = set(invalid)
         counts = {"received": len(batch.adds) + len(batch.removes), "invalid": len(invalid)}
         invalid_adds = [_storable(i) for i in batch.adds if i in invalid_set]
@@ -335,9 +336,15 @@ class Importer:
         if batch.mode == "full":
             # Staged as they are; matched, counted and applied with the whole snapshot when the run ends.
             # (A full snapshot has no removals: absence is what removes.)
-            staged = [(batch.run_id, i) for i in batch.adds if i not in invalid_set]
+            staged = [i for i in batch.adds if i not in invalid_set] if invalid_set else batch.adds
             if staged:
-                await conn.copy_records_to_table("import_stage_id", records=staged, columns=("run_id", "id"))
+                await conn.copy_to_table(
+                    "import_stage_id",
+                    # A memoryview: asyncpg would take bytes for a file's path.
+                    source=memoryview(copy_rows_sharing_columns([str(batch.run_id)], staged)),
+                    columns=("run_id", "id"),
+                    format="text",
+                )
             return counts
         records = [(i, True) for i in batch.adds if i not in invalid_set]
         records += [(i, False) for i in batch.removes if i not in invalid_set]
@@ -487,7 +494,14 @@ async def match_snapshot(
     # Room to hash the snapshot's IDs in memory rather than in batches on disk.
     await conn.execute("SELECT set_config('work_mem', $1, true)", f"{int(work_mem_mb)}MB")
     await conn.execute("TRUNCATE snapshot_match")
-    await conn.execute("INSERT INTO snapshot_match (id, recipient_id) " + snapshot_join(target), run_id)
+    # The distinct IDs are counted on the way (an ID may match several recipients, two sharing an e-mail:
+    # counting them afterwards took a second pass over the matches).
+    ids = await conn.fetchval(
+        "WITH snapshot_ids AS MATERIALIZED (SELECT DISTINCT id FROM import_stage_id WHERE run_id = $1), "  # noqa: S608
+        "matched AS (INSERT INTO snapshot_match (id, recipient_id) " + snapshot_join(target) + ") "
+        "SELECT count(*) FROM snapshot_ids",
+        run_id,
+    )
     unmatched = _affected(
         await conn.execute(
             """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
@@ -500,26 +514,30 @@ async def match_snapshot(
             run_id,
         )
     )
-    # An ID may match several recipients (two recipients sharing an e-mail): count IDs, not rows.
-    matched = await conn.fetchval(
-        "SELECT count(*) FROM (SELECT DISTINCT id FROM snapshot_match WHERE recipient_id IS NOT NULL) m"
-    )
-    return {"matched": matched, "unmatched": unmatched}
+    # Each unmatched ID is one row (the LEFT JOIN's NULL): the others matched.
+    return {"matched": ids - unmatched, "unmatched": unmatched}
 
 
 async def apply_snapshot(conn: Connection, run_id: uuid.UUID, list_id: int, audience_id: str) -> tuple[int, int]:
     """Replace ``list_id``'s membership with the matched snapshot (:func:`match_snapshot`, same transaction)
     and drop the run's staged IDs; returns (added, removed)."""
     await _no_nested_loops(conn)
-    # In the list's key order: sorted inserts append to the primary key instead of landing all over it. A
-    # recipient matched by two IDs comes twice: the second is a conflict, nothing more.
-    added = await conn.execute(
-        """INSERT INTO list_member (list_id, recipient_id)
-           SELECT $1::bigint, recipient_id FROM snapshot_match WHERE recipient_id IS NOT NULL
-            ORDER BY recipient_id
-           ON CONFLICT DO NOTHING""",
-        list_id,
-    )
+    # Only the members the list lacks, each once, in the list's key order (sorted inserts append to the primary
+    # key instead of landing all over it). A plain insert: ON CONFLICT's speculative insertion cost a third
+    # more per row. Another transaction adding one of them meanwhile (re-matching, the campaign) makes it
+    # fail on the key: retried then, from the start.
+    try:
+        added = await conn.execute(
+            """INSERT INTO list_member (list_id, recipient_id)
+               SELECT DISTINCT $1::bigint, s.recipient_id FROM snapshot_match s
+                WHERE s.recipient_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM list_member lm
+                                   WHERE lm.list_id = $1 AND lm.recipient_id = s.recipient_id)
+                ORDER BY 2""",
+            list_id,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise TransientError("list members were added concurrently", list_id=list_id) from exc
     removed = await conn.execute(
         """DELETE FROM list_member lm
             WHERE lm.list_id = $1

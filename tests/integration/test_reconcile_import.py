@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 import pytest_asyncio
 
@@ -17,6 +18,7 @@ from shared.metrics import RuntimeMetrics
 from shared.settings import KafkaSettings
 from shared.status import StatusReporter
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of, hashed_email_of
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -310,3 +312,41 @@ async def test_a_failing_audience_fails_the_poll_with_its_own_error(campaign: Ca
     # Not an ExceptionGroup: the consumer retries or dead-letters by the error's own type.
     with pytest.raises(TransientError, match="database unavailable"):
         await importer.handle([_delivery(b, n) for n, b in enumerate(poll)])
+
+
+async def test_a_member_added_meanwhile_makes_the_snapshot_retry_whole(
+    campaign: Campaign, importer: Importer, database_url: str
+) -> None:
+    """The snapshot adds only what the list lacks, with a plain insert: a member another transaction adds
+    meanwhile (re-matching, the campaign) fails it on the key. That is a transient error, so the poll is
+    retried; nothing of the first attempt stays, the second one applies."""
+    await add_import_audience(campaign.pool, "seg-race", "visitors", 5005)
+    list_id = await campaign.pool.fetchval("SELECT list_id FROM shared_audience WHERE audience_id = 'seg-race'")
+    run = uuid.uuid4()
+    batch = _batch("seg-race", run, 0, mode="full", adds=[ecid_of(1), ecid_of(3)])
+    other = await asyncpg.connect(database_url)
+    try:
+        adding = other.transaction()
+        await adding.start()
+        await other.execute("INSERT INTO list_member (list_id, recipient_id) VALUES ($1, 3)", list_id)
+        applying = asyncio.create_task(importer.apply(batch))
+        # The snapshot's insert waits for the other transaction's row before it can tell.
+        await eventually(
+            lambda: campaign.pool.fetchval(
+                """SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%list_member%'"""
+            ),
+            until=lambda waiting: waiting == 1,
+            timeout=10,
+        )
+        await adding.commit()
+        with pytest.raises(TransientError):
+            await asyncio.wait_for(applying, 10)
+    finally:
+        await other.close()
+    assert await campaign.pool.fetchval("SELECT count(*) FROM applied_batch WHERE run_id = $1", run) == 0
+    done = await importer.apply(batch)
+    assert done is not None
+    assert done.state == "succeeded"
+    assert done.counts["added"] == 1
+    assert await _members(campaign, "seg-race") == {1, 3}

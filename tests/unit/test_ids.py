@@ -20,11 +20,13 @@ from shared.ids import (
     REASON_NOT_ASCII_PRINTABLE,
     REASON_TOO_LONG,
     REASON_WHITESPACE,
+    IdType,
     InvalidId,
     UnknownKeyTransform,
     declared_id_problem,
     declared_key,
     id_problem,
+    invalid_ids,
     is_declared_id,
     is_ecid,
     normalise_email,
@@ -208,3 +210,24 @@ def test_sha256_key_ignores_case_and_surrounding_whitespace(value: str, pre: str
     assert key == declared_key(pre + value.upper() + post, "sha256") or value.upper().lower() != value.lower()
     assert key == hashlib.sha256(value.strip().lower().encode()).hexdigest()
     assert is_declared_id(key)
+
+
+# Batches of IDs are checked in bulk: the same answer as one by one, whatever the batch holds.
+_ID_PIECES = st.sampled_from(["", "1" * 38, "2" * 37, "3" * 39, "٣" * 38, "a" * 64, "A:b", "x%3", "A", "%3a", "a b"])
+_ID_BATCHES = st.lists(
+    _ID_PIECES | st.text(max_size=40) | st.from_regex(r"[0-9]{38}", fullmatch=True) | st.text("%3Aab,=\\", max_size=6),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["ecid", "declared"]), _ID_BATCHES)
+def test_invalid_ids_in_bulk_are_those_found_one_by_one(id_type: IdType, ids: list[str]) -> None:
+    assert invalid_ids(id_type, ids) == [i for i in ids if id_problem(id_type, i) is not None]
+
+
+def test_invalid_ids_of_clean_batches() -> None:
+    assert invalid_ids("ecid", ["1" * 38] * 1000) == []
+    assert invalid_ids("declared", ["a" * 64, "crm-1", "x" * 256]) == []
+    assert invalid_ids("declared", ["ab%", "3Acd"]) == []  # "%3A" only across two IDs
+    assert invalid_ids("declared", ["ok", "a%3Ab", ""]) == ["a%3Ab", ""]
