@@ -506,6 +506,7 @@ async def match_snapshot(
         await conn.execute(
             """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
                 SELECT $1::text, $2::text, id, $3::text, $4::uuid FROM snapshot_match WHERE recipient_id IS NULL
+                 ORDER BY id  -- the key's order: appends to its index rather than landing all over it
                 ON CONFLICT (audience_id, id_type, id)
                 DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, last_seen = now()""",
             target.audience_id,
@@ -522,6 +523,13 @@ async def apply_snapshot(conn: Connection, run_id: uuid.UUID, list_id: int, audi
     """Replace ``list_id``'s membership with the matched snapshot (:func:`match_snapshot`, same transaction)
     and drop the run's staged IDs; returns (added, removed)."""
     await _no_nested_loops(conn)
+    # Leavers first: the insert's look-up of what the list lacks then reads fewer members.
+    removed = await conn.execute(
+        """DELETE FROM list_member lm
+            WHERE lm.list_id = $1
+              AND NOT EXISTS (SELECT 1 FROM snapshot_match s WHERE s.recipient_id = lm.recipient_id)""",
+        list_id,
+    )
     # Only the members the list lacks, each once, in the list's key order (sorted inserts append to the primary
     # key instead of landing all over it). A plain insert: ON CONFLICT's speculative insertion cost a third
     # more per row. Another transaction adding one of them meanwhile (re-matching, the campaign) makes it
@@ -538,12 +546,6 @@ async def apply_snapshot(conn: Connection, run_id: uuid.UUID, list_id: int, audi
         )
     except asyncpg.UniqueViolationError as exc:
         raise TransientError("list members were added concurrently", list_id=list_id) from exc
-    removed = await conn.execute(
-        """DELETE FROM list_member lm
-            WHERE lm.list_id = $1
-              AND NOT EXISTS (SELECT 1 FROM snapshot_match s WHERE s.recipient_id = lm.recipient_id)""",
-        list_id,
-    )
     await conn.execute("DELETE FROM import_stage_id WHERE run_id = $1", run_id)
     # A full snapshot is the whole truth: unmatched IDs it no longer names have left the segment.
     await conn.execute("DELETE FROM unmatched_id WHERE audience_id = $1 AND run_id <> $2", audience_id, run_id)
