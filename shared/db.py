@@ -12,7 +12,14 @@ from shared.settings import DatabaseSettings
 Pool = asyncpg.Pool
 
 
-async def create_pool(settings: DatabaseSettings, *, application_name: str, timeout_s: float = 10.0) -> Pool:
+async def create_pool(
+    settings: DatabaseSettings,
+    *,
+    application_name: str,
+    timeout_s: float = 10.0,
+    server_settings: dict[str, str] | None = None,
+) -> Pool:
+    """``server_settings``: Postgres settings of every connection, on top of its application name."""
     try:
         pool = await asyncio.wait_for(
             asyncpg.create_pool(
@@ -20,7 +27,7 @@ async def create_pool(settings: DatabaseSettings, *, application_name: str, time
                 min_size=settings.db_pool_min_size,
                 max_size=settings.db_pool_max_size,
                 command_timeout=settings.db_command_timeout_s,
-                server_settings={"application_name": application_name},
+                server_settings={**(server_settings or {}), "application_name": application_name},
             ),
             timeout_s,
         )

@@ -88,11 +88,19 @@ class KafkaPostgresApp(ServiceApp):
     def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:
         """Base topic name -> (message model, handler). One consumer loop per entry."""
 
+    def connection_settings(self) -> dict[str, str]:
+        """Postgres settings of the service's connections (set when each opens)."""
+        return {}
+
     async def start(self) -> None:
         names = [self.topic(t) for t in ALL_TOPICS]
         await ensure_topics(self.settings, [*names, *(dlq_name(n) for n in names)])
         if self.pool is None:
-            self.pool = await db.create_pool(self.settings, application_name=f"audience-bridge-{self.name}")
+            self.pool = await db.create_pool(
+                self.settings,
+                application_name=f"audience-bridge-{self.name}",
+                server_settings=self.connection_settings(),
+            )
         async with self.pool.acquire() as conn:
             await migrate(conn)
         await self.producer.start()

@@ -81,6 +81,10 @@ class ReconcileApp(KafkaPostgresApp):
                     raise
                 log.warning("rematch_retry_later", error=type(exc).__name__)
 
+    def connection_settings(self) -> dict[str, str]:
+        # Only allocated as a session uses it; it can only be set before the session's first temporary table.
+        return {"temp_buffers": f"{self.settings.import_temp_buffers_mb}MB"}
+
     def partition_concurrency(self, base_topic: str) -> int:
         # One audience's run ending (a whole snapshot matched and applied) must not hold up the others'.
         return self.settings.import_concurrency if base_topic == AUDIENCE_MEMBERSHIP else 1

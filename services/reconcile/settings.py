@@ -33,6 +33,13 @@ class ReconcileSettings(KafkaSettings, DatabaseSettings):
         le=65536,
         description="Postgres work_mem (MB) of matching a full snapshot when its run ends: room to hash its IDs.",
     )
+    import_temp_buffers_mb: int = Field(
+        128,
+        ge=1,
+        le=65536,
+        description="Postgres temp_buffers (MB) of each connection: a full snapshot's matches (a temporary "
+        "table, read several times) stay in memory instead of going through temporary files.",
+    )
     import_concurrency: int = Field(
         4,
         ge=1,

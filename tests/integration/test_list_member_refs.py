@@ -1,8 +1,9 @@
-"""list_member's references, checked per statement (schemas/sql/007): what the foreign keys guaranteed."""
+"""list_member's references, checked per statement (schemas/sql/007, 008): what the foreign keys guaranteed."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -40,6 +41,36 @@ async def test_members_must_name_an_existing_recipient_and_list(campaign: Campai
             "UPDATE list_member SET recipient_id = 777777 WHERE list_id = $1 AND recipient_id = 1", list_id
         )
     assert await _members(campaign, list_id) == set(range(1, 51))
+
+
+async def _insert_without_nested_loops(conn: Any, list_id: int, extra: int) -> None:
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_nestloop = off")
+        await conn.execute(
+            "INSERT INTO list_member (list_id, recipient_id) "
+            "SELECT $1::bigint, g FROM generate_series(1, 40) g UNION ALL SELECT $1::bigint, $2::bigint ORDER BY 2",
+            list_id,
+            extra,
+        )
+
+
+async def test_the_check_holds_in_a_snapshot_transaction_and_keeps_its_plan_setting_to_itself(
+    campaign: Campaign,
+) -> None:
+    """A snapshot's transaction turns nested loops off; the check then merges (schemas/sql/008), and still
+    finds a missing recipient at either end of the key range. Its hash-join setting does not leak out."""
+    list_id = await _list(campaign, "refs-merge")
+    async with campaign.pool.acquire() as conn:
+        for missing in (0, 999_999):
+            with pytest.raises(asyncpg.ForeignKeyViolationError, match=f"recipient {missing}"):
+                await _insert_without_nested_loops(conn, list_id, missing)
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_nestloop = off")
+            await conn.execute(
+                "INSERT INTO list_member (list_id, recipient_id) SELECT $1, g FROM generate_series(1, 40) g", list_id
+            )
+            assert await conn.fetchval("SHOW enable_hashjoin") == "on"
+    assert await _members(campaign, list_id) == set(range(1, 41))
 
 
 async def test_deleting_recipients_and_lists_deletes_their_memberships(campaign: Campaign) -> None:
