@@ -502,19 +502,30 @@ async def match_snapshot(
         "SELECT count(*) FROM snapshot_ids",
         run_id,
     )
-    unmatched = _affected(
-        await conn.execute(
-            """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
-                SELECT $1::text, $2::text, id, $3::text, $4::uuid FROM snapshot_match WHERE recipient_id IS NULL
-                 ORDER BY id  -- the key's order: appends to its index rather than landing all over it
-                ON CONFLICT (audience_id, id_type, id)
-                DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, last_seen = now()""",
-            target.audience_id,
-            target.id_type,
-            _unmatched_reason(target.id_type),
-            run_id,
-        )
+    # Kept: those kept before are refreshed, the others added in the key's order (appended to its index rather
+    # than landing all over it). Two plain statements: ON CONFLICT's speculative insertion cost half as much
+    # again per ID. Only this audience's runs, one at a time, add its unmatched IDs; should anything else add
+    # one meanwhile, the key says so and the whole is retried.
+    args = (target.audience_id, target.id_type, _unmatched_reason(target.id_type), run_id)
+    refreshed = await conn.execute(
+        """UPDATE unmatched_id u SET reason = $3, run_id = $4, last_seen = now()
+             FROM snapshot_match s
+            WHERE s.recipient_id IS NULL AND u.audience_id = $1 AND u.id_type = $2 AND u.id = s.id""",
+        *args,
     )
+    try:
+        added = await conn.execute(
+            """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
+                SELECT $1::text, $2::text, s.id, $3::text, $4::uuid FROM snapshot_match s
+                 WHERE s.recipient_id IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM unmatched_id u
+                                    WHERE u.audience_id = $1 AND u.id_type = $2 AND u.id = s.id)
+                 ORDER BY s.id""",
+            *args,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise TransientError("unmatched IDs were kept concurrently", audience_id=target.audience_id) from exc
+    unmatched = _affected(refreshed) + _affected(added)
     # Each unmatched ID is one row (the LEFT JOIN's NULL): the others matched.
     return {"matched": ids - unmatched, "unmatched": unmatched}
 

@@ -350,3 +350,17 @@ async def test_a_member_added_meanwhile_makes_the_snapshot_retry_whole(
     assert done.state == "succeeded"
     assert done.counts["added"] == 1
     assert await _members(campaign, "seg-race") == {1, 3}
+
+
+async def test_an_id_unmatched_again_is_kept_with_the_latest_run(campaign: Campaign, importer: Importer) -> None:
+    await add_import_audience(campaign.pool, "seg-again", "visitors", 5006)
+    unknown, gone = "9" * 38, "8" * 38
+    runs = [uuid.uuid4(), uuid.uuid4()]
+    for run, extra in zip(runs, ([unknown, gone], [unknown]), strict=True):
+        done = await importer.apply(_batch("seg-again", run, 0, mode="full", adds=[ecid_of(1), *extra]))
+        assert done is not None
+        assert done.state == "succeeded"
+        assert done.counts["unmatched"] == len(extra)
+    kept = await campaign.pool.fetch("SELECT id, run_id FROM unmatched_id WHERE audience_id = 'seg-again'")
+    # Refreshed by the second run (not added twice, not dropped as stale); the one it no longer names is gone.
+    assert [(r["id"], r["run_id"]) for r in kept] == [(unknown, runs[1])]
