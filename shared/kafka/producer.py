@@ -55,7 +55,9 @@ class Producer:
             linger_ms=5,
             max_batch_size=1024 * 1024,
             max_request_size=MAX_REQUEST_BYTES,
-            compression_type="zstd",
+            compression_type=None
+            if self._settings.kafka_compression_type == "none"
+            else self._settings.kafka_compression_type,
             request_timeout_ms=int(self._settings.kafka_send_timeout_s * 1000),
         )
 

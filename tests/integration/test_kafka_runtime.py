@@ -391,3 +391,20 @@ async def test_topics_take_the_largest_message_the_producer_sends(settings: Kafk
     _, value, _, source, *_ = configs["max.message.bytes"]
     assert value == str(MAX_REQUEST_BYTES)
     assert source == 1  # DYNAMIC_TOPIC_CONFIG: set on the topic, not inherited from this broker's own setting
+
+
+@pytest.mark.parametrize("compression", ["none", "snappy", "lz4", "zstd", "gzip"])
+async def test_every_compression_setting_round_trips(settings: KafkaSettings, topic: str, compression: str) -> None:
+    # KAFKA_COMPRESSION_TYPE: each codec must be available here (cramjam) and taken by the broker.
+    compressed = settings.model_copy(update={"kafka_compression_type": compression})
+    await ensure_topics(compressed, [topic])
+    producer = Producer(compressed, "test", RuntimeMetrics("test"))
+    events = [segment_event(i) for i in range(200)]
+    try:
+        await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    finally:
+        await producer.stop()
+    records = await read_topic(settings.kafka_bootstrap_servers, topic, expect=len(events))
+    assert sorted(SegmentEvent.model_validate_json(r.value or b"").event_id for r in records) == sorted(
+        e.event_id for e in events
+    )
