@@ -386,8 +386,9 @@ class FileImporter:
             (a million-line file is otherwise mostly that walk). Line by line when some of its lines leave a
             run or join one twice: only then does the order across a run's adds and removes matter."""
             keys = list(zip(block.segments, block.removed, strict=True))
+            distinct = dict.fromkeys(keys)
             members: dict[str, tuple[_AudienceRun, set[tuple[tuple[int, ...], tuple[int, ...]]]]] = {}
-            for key in dict.fromkeys(keys):
+            for key in distinct:
                 joins, leaves = plans.get(key) or await plan_for(*key)
                 if leaves or len({id(run) for run in joins}) != len(joins):
                     for record in block.records():
@@ -396,7 +397,7 @@ class FileImporter:
                 for run in joins:
                     members.setdefault(run.audience.audience_id, (run, set()))[1].add(key)
             for run, run_keys in members.values():
-                if len(run_keys) == len(set(keys)):
+                if len(run_keys) == len(distinct):
                     user_ids = block.user_ids
                 else:
                     user_ids = list(compress(block.user_ids, map(run_keys.__contains__, keys)))

@@ -498,7 +498,8 @@ class OutboundParser:
 
     Iterate each returned iterator fully before the next call. ``close`` raises ``CorruptGzip`` for a
     broken ``.gz``; an empty part is not an error. With ``id_type``, user ids of the wrong type are
-    reported as ``invalid user id``. Memory: one line and one chunk.
+    reported as ``invalid user id``. Memory: one line and one chunk (a few times a content piece while its
+    lines are cut into columns, see ``feed_blocks``).
     """
 
     def __init__(
