@@ -533,7 +533,7 @@ def test_fast_path_is_taken_for_ordinary_pieces() -> None:
     # Equal segment fields share one tuple: what lets a reader group lines without looking at each one.
     assert blocks[0].segments[0] is blocks[0].segments[3]
     records_ = [r for i in items for r in (i.records() if isinstance(i, RecordBlock) else [i])]
-    assert [r.line_number for r in records_] == list(range(1, 2001))  # type: ignore[union-attr]
+    assert [r.line_number for r in records_] == list(range(1, 2001))
     assert records_[1] == OutboundRecord(2, UUID, (1, 1), ())
 
 
