@@ -88,9 +88,9 @@ class KafkaSettings(BaseServiceSettings):
     kafka_max_poll_records: int = Field(50, ge=1, description="Messages handed to a handler at most at once.")
     kafka_send_timeout_s: float = Field(30.0, gt=0, description="Bound on every produce, flush and stop.")
     kafka_compression_type: Literal["none", "snappy", "lz4", "zstd", "gzip"] = Field(
-        "snappy",
-        description="Compression of produced batches. snappy costs next to no CPU; zstd (level 3) halves hashed "
-        "IDs but took 0.8 s of a core per million IDs; lz4 and gzip compress at slow levels in aiokafka.",
+        "none",
+        description="Compression of produced batches. zstd (level 3) halves hashed IDs on the wire but costs a core "
+        "0.8 s per million IDs; lz4 and gzip compress at slow levels in aiokafka; snappy hardly shrinks hex IDs.",
     )
     kafka_consumer_group: str = Field(
         "", description="Consumer group prefix (default <TOPIC_PREFIX>audience-bridge-<service>); one group per topic."

@@ -115,6 +115,7 @@ NOQA_S608: Final = {
     ("services/publish/files.py", "_OVERWRITE_ROWS"),
     ("services/reconcile/importing.py", "_DECLARED_MATCH"),
     ("services/reconcile/importing.py", "_DECLARED_SNAPSHOT"),
+    ("services/reconcile/importing.py", "match_snapshot"),
     ("services/reconcile/importing.py", "_ECID_SNAPSHOT"),
     ("services/reconcile/rematch.py", "_declared"),
     ("services/reconcile/exporting.py", "_CURRENT_IDS"),
