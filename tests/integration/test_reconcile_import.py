@@ -364,3 +364,34 @@ async def test_an_id_unmatched_again_is_kept_with_the_latest_run(campaign: Campa
     kept = await campaign.pool.fetch("SELECT id, run_id FROM unmatched_id WHERE audience_id = 'seg-again'")
     # Refreshed by the second run (not added twice, not dropped as stale); the one it no longer names is gone.
     assert [(r["id"], r["run_id"]) for r in kept] == [(unknown, runs[1])]
+
+
+async def test_ids_with_copy_escapes_are_staged_and_kept_as_they_are(campaign: Campaign, importer: Importer) -> None:
+    # Valid declared IDs may hold a backslash, COPY's escape character: staged (full) and joined (delta) as
+    # text, they must come through unchanged, never read as a TAB or a line break.
+    await add_import_audience(campaign.pool, "seg-esc", "crm-ids", 5007)
+    odd = ["a\\tb", "c\\\\d", "e\\nf\\", "\\N"]
+    done = await importer.apply(
+        _batch(
+            "seg-esc", uuid.uuid4(), 0, mode="full", id_type="declared", data_source="crm-ids", adds=["CRM000001", *odd]
+        )
+    )
+    assert done is not None
+    assert (done.state, done.counts["matched"], done.counts["unmatched"]) == ("succeeded", 1, len(odd))
+    assert await _unmatched(campaign, "seg-esc") == dict.fromkeys(odd, "unknown_declared_id")
+    assert await campaign.pool.fetchval("SELECT count(*) FROM import_stage_id") == 0
+    delta = await importer.apply(
+        _batch(
+            "seg-esc",
+            uuid.uuid4(),
+            0,
+            id_type="declared",
+            data_source="crm-ids",
+            adds=["CRM000002", "g\\th"],
+            removes=odd[:1],
+        )
+    )
+    assert delta is not None
+    assert (delta.counts["matched"], delta.counts["unmatched"]) == (1, 2)
+    assert await _members(campaign, "seg-esc") == {1, 2}
+    assert await _unmatched(campaign, "seg-esc") == dict.fromkeys([*odd[1:], "g\\th"], "unknown_declared_id")
