@@ -565,9 +565,10 @@ class OutboundParser:
                 piece = piece[end:]
             end = piece.rfind(b"\n") + 1
             if end:
-                block = self._block(piece[:end], splitter.line_count + 1)
+                whole = piece[:end]
+                block = self._block(whole, splitter.line_count + 1)
                 if block is not None:
-                    splitter.count_whole_lines(piece[:end])
+                    splitter.count_whole_lines(whole)
                     yield block
                     piece = piece[end:]
         if piece:
@@ -588,13 +589,13 @@ class OutboundParser:
         if len(data) > self._max_line and max(map(len, lines)) * (1 if text.isascii() else 4) > self._max_line:
             return None
         spaces = set(map(str.count, lines, repeat(" ")))
+        if spaces not in ({1}, {2}):
+            return None
         fields = text.replace("\n", " ").split(" ")
         if spaces == {2}:
             user_ids, seg_fields, removed_fields = fields[0 : 3 * n : 3], fields[1 : 3 * n : 3], fields[2 : 3 * n : 3]
-        elif spaces == {1}:
-            user_ids, seg_fields, removed_fields = fields[0 : 2 * n : 2], fields[1 : 2 * n : 2], [""] * n
         else:
-            return None
+            user_ids, seg_fields, removed_fields = fields[0 : 2 * n : 2], fields[1 : 2 * n : 2], [""] * n
         if "" in user_ids:
             return None
         cache = self._segment_cache
