@@ -45,7 +45,7 @@ HEADER = (
 SERVICES = ("ingest", "reconcile", "publish")
 ACTORS: dict[str, str] = {
     "ingest": "ingest, the platform's inbound edge (services/ingest).",
-    "reconcile": "reconcile, which owns Postgres (services/reconcile).",
+    "reconcile": "reconcile, which matches IDs and keeps the campaign lists (services/reconcile).",
     "publish": "publish, the platform's outbound edge (services/publish).",
     "upstream": "Upstream systems that stream segment membership changes.",
     "campaign": "Campaign workflows (the Update shared audience activity).",
@@ -162,7 +162,7 @@ TOPICS: tuple[Topic, ...] = (
     ),
 )
 
-# The headers every dead letter carries (shared/kafka/consumer.py writes them): name -> (meaning, required).
+# The headers every dead letter carries (shared/kafka/dead_letters.py writes them): name -> (meaning, required).
 DLQ_HEADERS: dict[str, tuple[str, bool]] = {
     "dlq.error": ("Class name of the error (PoisonMessage: undecodable or invalid value).", True),
     "dlq.reason": ("Why the message was rejected (at most 2,000 characters).", True),

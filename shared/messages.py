@@ -16,14 +16,14 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import PoisonMessage
+from shared.runs.states import Direction as Direction
+from shared.runs.states import RunState as RunState
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_IDS_PER_BATCH = 10_000
 MAX_ID_LENGTH = 256
 
 IdType = Literal["ecid", "declared"]
-Direction = Literal["import", "export"]
-RunState = Literal["started", "progress", "succeeded", "failed", "blocked"]
 ExportMode = Literal["append", "mirror", "full"]
 MembershipMode = Literal["full", "delta"]
 

@@ -25,7 +25,7 @@ declared ID (if any) to a declared one.
 
 Example::
 
-    spec = PopulationSpec(seed=7, recipients=1000, segments=[SegmentSpec(name="a", size=100, sid=300001)])
+    spec = PopulationSpec(seed=7, recipients=1000, segments=[PopulationSegment(name="a", size=100, sid=300001)])
     pop = Population(spec)
     pop.recipient(1).email                          # 'person1@example.com'
     sum(1 for _ in pop.segment_members("a"))        # 100
@@ -50,7 +50,7 @@ MAX_RECIPIENTS: Final = 50_000_000
 _ECID_SPACE: Final = 10**ECID_LENGTH
 
 
-class SegmentSpec(BaseModel):
+class PopulationSegment(BaseModel):
     """A segment of the population: a window of ``size`` profiles starting at ``start``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -74,7 +74,7 @@ class PopulationSpec(BaseModel):
     unknown_profiles: int = Field(100, ge=0, le=MAX_RECIPIENTS, description="Profiles of people not in the campaign.")
     malformed_profiles: int = Field(5, ge=0, le=1_000_000, description="Profiles with a 37/39-digit ECID.")
     email_domain: str = Field("example.com", min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
-    segments: tuple[SegmentSpec, ...] = ()
+    segments: tuple[PopulationSegment, ...] = ()
 
     @property
     def known_count(self) -> int:
@@ -99,7 +99,9 @@ class PopulationSpec(BaseModel):
         return self
 
 
-def chained(sizes: Sequence[int], overlaps: Sequence[int], *, names: Sequence[str] | None = None) -> list[SegmentSpec]:
+def chained(
+    sizes: Sequence[int], overlaps: Sequence[int], *, names: Sequence[str] | None = None
+) -> list[PopulationSegment]:
     """Windows laid out one after the other, segment ``k+1`` sharing ``overlaps[k]`` profiles with ``k``.
 
     ``chained([100, 50], [20])`` gives ``a`` = positions 0..99 and ``b`` = 80..129.
@@ -107,7 +109,7 @@ def chained(sizes: Sequence[int], overlaps: Sequence[int], *, names: Sequence[st
     if len(overlaps) != max(len(sizes) - 1, 0):
         raise ValueError("give one overlap per consecutive pair of segments")
     labels = list(names) if names is not None else [chr(ord("a") + k) for k in range(len(sizes))]
-    specs: list[SegmentSpec] = []
+    specs: list[PopulationSegment] = []
     start = 0
     for k, size in enumerate(sizes):
         if k:
@@ -115,7 +117,7 @@ def chained(sizes: Sequence[int], overlaps: Sequence[int], *, names: Sequence[st
             if not 0 <= overlap <= min(size, sizes[k - 1]):
                 raise ValueError("an overlap cannot exceed either segment")
             start = specs[-1].start + specs[-1].size - overlap
-        specs.append(SegmentSpec(name=labels[k], size=size, start=start))
+        specs.append(PopulationSegment(name=labels[k], size=size, start=start))
     return specs
 
 
@@ -247,10 +249,10 @@ class Population:
     # --- segments ------------------------------------------------------------------------------------
 
     @property
-    def segment_specs(self) -> tuple[SegmentSpec, ...]:
+    def segment_specs(self) -> tuple[PopulationSegment, ...]:
         return self.spec.segments
 
-    def segment(self, name: str) -> SegmentSpec:
+    def segment(self, name: str) -> PopulationSegment:
         try:
             return self._segments[name]
         except KeyError:
@@ -293,10 +295,10 @@ class Population:
 
 __all__ = [
     "Population",
+    "PopulationSegment",
     "PopulationSpec",
     "Profile",
     "ProfileKind",
     "Recipient",
-    "SegmentSpec",
     "chained",
 ]

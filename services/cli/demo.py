@@ -5,6 +5,10 @@
 ecsim a population that overlaps them, has ecsim deliver two shared audiences (one by Visitor ID, one by
 Declared ID), waits for the imports, builds a targeted list from them and exports it as a shared audience,
 then checks every result against what the population says it must be and prints a summary.
+
+The synthetic population (``shared.population``) is part of the test rig: the dev image and a source
+checkout carry it, the runtime image does not. It is imported when the demo runs, never at import time, so
+the CLI's other commands work without it and ``audience-bridge demo`` fails with one line saying why.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import asyncpg
@@ -21,115 +25,26 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from services.reconcile.catalog import CatalogFile, DataSourceSpec, ImportAudienceSpec, apply_catalog, ensure_list
+from services.cli.demo_setup import (
+    CATALOG,
+    DECLARED_DESTINATION,
+    EXPORT_AUDIENCE,
+    PLATFORM_SEED,
+    TARGETED_LIST,
+    VISITOR_DESTINATION,
+    expected_members,
+    population_spec,
+)
+from services.reconcile.catalog import apply_catalog, ensure_list
 from shared.errors import BridgeError
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceExportRequest
 from shared.migrations import migrate
-from shared.population import Population, PopulationSpec, SegmentSpec
 from shared.settings import KafkaSettings
 from shared.topics import AUDIENCE_EXPORT_REQUESTS, topic_name
 
-VISITOR_DPID, DECLARED_DPID = 1001, 1002
-VISITOR_SEGMENT, DECLARED_SEGMENT = 5001, 5002
-VISITOR_TRAIT, DECLARED_TRAIT = 9001, 9002
-VISITOR_DESTINATION, DECLARED_DESTINATION = 7001, 7002
-
-CATALOG = CatalogFile(
-    data_sources=[
-        DataSourceSpec(name="visitors", dpid=VISITOR_DPID, id_type="ecid"),
-        DataSourceSpec(
-            name="hashed-emails",
-            dpid=DECLARED_DPID,
-            id_type="declared",
-            reconciliation_key="email",
-            key_transform="sha256",
-        ),
-    ],
-    import_audiences=[
-        ImportAudienceSpec(
-            audience_id="demo-engaged-visitors",
-            name="Engaged visitors",
-            platform_segment_id=VISITOR_SEGMENT,
-            data_source="visitors",
-            list="Demo: engaged visitors",
-        ),
-        ImportAudienceSpec(
-            audience_id="demo-newsletter-readers",
-            name="Newsletter readers",
-            platform_segment_id=DECLARED_SEGMENT,
-            data_source="hashed-emails",
-            list="Demo: newsletter readers",
-        ),
-    ],
-)
-TARGETED_LIST = "Demo: engaged newsletter readers"
-EXPORT_AUDIENCE = "Engaged newsletter readers"
-
-PLATFORM_SEED: dict[str, Any] = {
-    "datasources": [
-        {
-            "dataSourceId": VISITOR_DPID,
-            "name": "Adobe Campaign (MID)",
-            "integrationCode": "campaign-mid",
-            "idType": "COOKIE",
-        },
-        {
-            "dataSourceId": DECLARED_DPID,
-            "name": "Adobe Campaign (DeclaredId)",
-            "integrationCode": "campaign-declared",
-            "idType": "CROSS_DEVICE",
-        },
-    ],
-    "traits": [
-        {
-            "sid": VISITOR_TRAIT,
-            "name": "Engaged on site",
-            "traitType": "ON_BOARDED_TRAIT",
-            "dataSourceId": VISITOR_DPID,
-            "folderId": 0,
-        },
-        {
-            "sid": DECLARED_TRAIT,
-            "name": "Reads the newsletter",
-            "traitType": "ON_BOARDED_TRAIT",
-            "dataSourceId": DECLARED_DPID,
-            "folderId": 0,
-        },
-    ],
-    "segments": [
-        {
-            "sid": VISITOR_SEGMENT,
-            "name": "Engaged visitors",
-            "segmentRule": f"{VISITOR_TRAIT}T",
-            "dataSourceId": VISITOR_DPID,
-            "folderId": 0,
-        },
-        {
-            "sid": DECLARED_SEGMENT,
-            "name": "Newsletter readers",
-            "segmentRule": f"{DECLARED_TRAIT}T",
-            "dataSourceId": DECLARED_DPID,
-            "folderId": 0,
-        },
-    ],
-    "destinations": [
-        {
-            "destinationId": VISITOR_DESTINATION,
-            "name": "Adobe Campaign (MID)",
-            "destinationType": "S2S",
-            "dataSourceId": VISITOR_DPID,
-            "mappings": [{"sid": VISITOR_SEGMENT}],
-        },
-        {
-            "destinationId": DECLARED_DESTINATION,
-            "name": "Adobe Campaign (DeclaredId)",
-            "destinationType": "S2S",
-            "dataSourceId": DECLARED_DPID,
-            "mappings": [{"sid": DECLARED_SEGMENT}],
-        },
-    ],
-}
+if TYPE_CHECKING:  # the dev image's: imported by population_spec() at run time
+    from shared.population import Population
 
 
 class DemoFailed(BridgeError):
@@ -158,30 +73,6 @@ class DemoResult:
         return all(ok for _, ok, _ in self.checks) and all(r.state == "succeeded" for r in self.runs)
 
 
-def population_spec(recipients: int, seed: int) -> PopulationSpec:
-    engaged = recipients * 3 // 10
-    readers = recipients // 4
-    return PopulationSpec(
-        seed=seed,
-        recipients=recipients,
-        unknown_profiles=max(recipients // 50, 10),
-        malformed_profiles=max(recipients // 10_000, 5),
-        segments=(
-            SegmentSpec(name="engaged", size=engaged, start=0, sid=VISITOR_SEGMENT),
-            SegmentSpec(name="readers", size=readers, start=engaged - readers // 2, sid=DECLARED_SEGMENT),
-        ),
-    )
-
-
-def expected_members(population: Population, segment: str, id_type: str) -> set[int]:
-    """Recipients a segment must bring into its list: known profiles that carry an ID of that type."""
-    return {
-        p.recipient
-        for p in population.segment_members(segment)
-        if p.recipient is not None and p.ids(id_type)  # type: ignore[arg-type]
-    }
-
-
 class Demo:
     def __init__(
         self, *, database_url: str, kafka: KafkaSettings, ecsim_url: str, console: Console, timeout_s: float = 600
@@ -193,7 +84,10 @@ class Demo:
         self._timeout = timeout_s
 
     async def run(self, recipients: int, seed: int) -> DemoResult:
-        population = Population(population_spec(recipients, seed))
+        spec = population_spec(recipients, seed)  # first: without the test rig, fail before touching anything
+        from shared.population import Population
+
+        population = Population(spec)
         result = DemoResult()
         conn = await asyncpg.connect(self._dsn)
         try:

@@ -27,7 +27,7 @@ from services.ecsim.deliveries import DeliveryRequest
 from services.ecsim.http_util import _json, _json_body, _path_id, _query_bool, _query_int
 from services.ecsim.segments import check_id_type, population_members
 from services.ecsim.simulator import Simulator
-from services.ecsim.store import InvalidInput, NotFound, id_type_of
+from services.ecsim.store import InvalidInput, StoreNotFound, id_type_of
 from services.ecsim.zones import ZoneName
 from shared.dropzone import DropZoneUnavailable
 from shared.ids import IdType
@@ -100,7 +100,7 @@ class FilesAdmin:
         user_id = request.match_info["user_id"]
         found = self.sim.profiles.profile(user_id)
         if not found:
-            raise NotFound("no profile holds this user id")
+            raise StoreNotFound("no profile holds this user id")
         return _json({"userId": user_id, "dataSources": {str(k): v for k, v in found.items()}})
 
     async def trait_members(self, request: web.Request) -> web.Response:

@@ -40,7 +40,6 @@ from services.ecsim.store import AamStore, InvalidInput, Json, StoreError, id_ty
 from shared.dropzone import DropZone
 from shared.errors import TransientError
 from shared.formats import FormatError
-from shared.formats.lines import PartSummary
 from shared.formats.outbound import (
     DEFAULT_MAX_PART_BYTES,
     OutboundFileName,
@@ -50,6 +49,7 @@ from shared.formats.outbound import (
     SplitStyle,
     SyncType,
 )
+from shared.formats.parts import PartSummary
 from shared.ids import IdType
 from shared.logging import get_logger
 from shared.retry import Backoff

@@ -1,6 +1,6 @@
 """HTTP helpers shared by ecsim's route modules: JSON answers and request parsing.
 
-Every parsing problem raises the store's ``InvalidInput``/``NotFound``, which the routes' middleware turns
+Every parsing problem raises the store's ``InvalidInput``/``StoreNotFound``, which the routes' middleware turns
 into the platform's JSON error body.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from services.ecsim.store import InvalidInput, ListParams, NotFound
+from services.ecsim.store import InvalidInput, ListParams, StoreNotFound
 
 _STATUS_CODES: Final = {
     400: "bad_request",
@@ -80,7 +80,7 @@ def _list_params(request: web.Request) -> ListParams:
 def _path_id(request: web.Request, name: str = "id") -> int:
     value = request.match_info[name]
     if not value.isdigit():
-        raise NotFound(f"no such object: {value[:100]!r}")
+        raise StoreNotFound(f"no such object: {value[:100]!r}")
     return int(value)
 
 
@@ -91,7 +91,7 @@ def _path_ref(request: web.Request) -> int | str:
         return value[3:]
     if value.isdigit():
         return int(value)
-    raise NotFound(f"no such object: {value[:100]!r}")
+    raise StoreNotFound(f"no such object: {value[:100]!r}")
 
 
 async def _json_body(request: web.Request) -> Any:

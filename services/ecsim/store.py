@@ -85,17 +85,17 @@ class ReadOnly(StoreError):
     code = "read_only"
 
 
-class NotFound(StoreError):
+class StoreNotFound(StoreError):
     status = 404
     code = "not_found"
 
 
-class Conflict(StoreError):
+class StoreConflict(StoreError):
     status = 409
     code = "conflict"
 
 
-class InUse(Conflict):
+class InUse(StoreConflict):
     code = "in_use"
 
 
@@ -298,19 +298,19 @@ class _Collection:
         try:
             return self.items[obj_id]
         except KeyError:
-            raise NotFound(f"{self.kind} {obj_id} not found", id=obj_id) from None
+            raise StoreNotFound(f"{self.kind} {obj_id} not found", id=obj_id) from None
 
     def by_integration_code(self, code: str) -> Json:
         try:
             return self.items[self.by_code[code]]
         except KeyError:
-            raise NotFound(f"no {self.kind} with integration code {code!r}", integrationCode=code) from None
+            raise StoreNotFound(f"no {self.kind} with integration code {code!r}", integrationCode=code) from None
 
     def allocate(self, requested: int | None) -> int:
         if requested is None:
             obj_id = self.next_id
         elif requested in self.items:
-            raise Conflict(f"{self.kind} {requested} already exists", id=requested)
+            raise StoreConflict(f"{self.kind} {requested} already exists", id=requested)
         else:
             obj_id = requested
         self.next_id = max(self.next_id, obj_id + 1)
@@ -318,7 +318,7 @@ class _Collection:
 
     def check_code(self, code: str | None, owner: int | None = None) -> None:
         if code is not None and self.by_code.get(code, owner) != owner:
-            raise Conflict(
+            raise StoreConflict(
                 f"a {self.kind} with integration code {code!r} already exists",
                 integrationCode=code,
                 existing=self.by_code[code],

@@ -11,7 +11,6 @@ from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.events import SegmentEventHandler
 from services.ingest.files import FileImporter
 from services.ingest.governance import Governance
-from services.ingest.metrics import CountingStatusReporter
 from services.ingest.settings import IngestSettings
 from shared.dropzone import DropZone, open_dropzone
 from shared.kafka.consumer import Handler
@@ -19,8 +18,8 @@ from shared.logging import get_logger
 from shared.messages import Message, SegmentEvent
 from shared.platform import PlatformClient, PrometheusPlatformMetrics
 from shared.retry import Backoff, is_transient
+from shared.runs.reporter import RunReporter
 from shared.service import KafkaPostgresApp
-from shared.status import StatusReporter
 from shared.topics import AUDIENCE_MEMBERSHIP, SEGMENT_EVENTS
 
 log = get_logger(__name__)
@@ -32,8 +31,13 @@ class IngestApp(KafkaPostgresApp):
 
     def __init__(self, settings: IngestSettings) -> None:
         super().__init__(settings)
-        self.status: StatusReporter = CountingStatusReporter(
-            self.producer, service=self.name, topic_prefix=settings.topic_prefix, registry=self.metrics.registry
+        # Runs end in ingest when governance refuses them or their delivered batch is rejected: counted here.
+        self.status = RunReporter(
+            self.producer,
+            service=self.name,
+            topic_prefix=settings.topic_prefix,
+            registry=self.metrics.registry,
+            ends=(("import", "blocked"), ("import", "failed")),
         )
         # Parsed here so a malformed URL stops the service at start (no I/O happens).
         open_dropzone(settings.import_dropzone_url, s3=settings.s3_options())

@@ -10,20 +10,21 @@ derived from where its first event sits in the topic, so a redelivered poll reus
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.ingest.audiences import AudienceDirectory, ImportAudience
+from services.ingest.governance import GovernanceCheck
+from services.ingest.membership import membership_batches
+from services.ingest.run_ids import event_run_id
 from shared.errors import PermanentError
+from shared.id_batches import RunBatches
 from shared.ids import id_problem
-from shared.kafka import Delivery, OutgoingMessage, Producer, Rejected
-from shared.messages import MAX_IDS_PER_BATCH, AudienceMembership, SegmentEvent
-from shared.status import StatusReporter
-
-RUN_NAMESPACE = uuid.UUID("6f1c8a64-3d3b-4b7e-9a55-0d2f0c6b7a10")
-
-# Returns the reason an audience may not be imported (governance), or None.
-GovernanceCheck = Callable[[ImportAudience], Awaitable[str | None]]
+from shared.kafka import Delivery, Producer, Rejected
+from shared.kafka.window import WindowSender
+from shared.messages import MAX_IDS_PER_BATCH, SegmentEvent
+from shared.runs.outcome import RunOutcome
+from shared.runs.reporter import RunReporter
 
 
 class InvalidEvent(PermanentError):
@@ -45,7 +46,7 @@ class SegmentEventHandler:
         directory: AudienceDirectory,
         producer: Producer,
         membership_topic: str,
-        status: StatusReporter,
+        status: RunReporter,
         governance: GovernanceCheck,
         batch_size: int = 5000,
     ) -> None:
@@ -79,23 +80,28 @@ class SegmentEventHandler:
                 slot.ops[event.id] = event.op == "add"
                 slot.received += 1
 
-        out: list[OutgoingMessage] = []
         blocked: dict[str, str] = {}
-        for slot in pending.values():
-            reason = await self._governance(slot.audience)
-            if reason is not None:
-                blocked[slot.audience.audience_id] = reason
-                await self._status.report(
-                    self._run_id(slot),
-                    direction="import",
-                    state="blocked",
-                    audience_id=slot.audience.audience_id,
-                    counts={"received": slot.received},
-                    reason=reason,
-                )
-                continue
-            out.extend(self._batches(slot))
-        await self._producer.send(out)
+        sender = WindowSender(self._producer)
+        try:
+            for slot in pending.values():
+                reason = await self._governance(slot.audience)
+                if reason is not None:
+                    blocked[slot.audience.audience_id] = reason
+                    await self._status.report(
+                        RunOutcome(
+                            self._run_id(slot),
+                            "import",
+                            "blocked",
+                            slot.audience.audience_id,
+                            {"received": slot.received},
+                            reason=reason,
+                        )
+                    )
+                    continue
+                await self._emit(slot, sender)
+            await sender.flush()
+        finally:
+            await sender.close()
         # Nothing is written for a blocked audience; an event that fed only blocked audiences is kept in the
         # DLQ with the reason.
         for delivery in deliveries:
@@ -125,26 +131,11 @@ class SegmentEventHandler:
 
     def _run_id(self, slot: _Pending) -> uuid.UUID:
         first = slot.first
-        return uuid.uuid5(RUN_NAMESPACE, f"{first.topic}:{first.partition}:{first.offset}:{slot.audience.audience_id}")
+        return event_run_id(first.topic, first.partition, first.offset, slot.audience.audience_id)
 
-    def _batches(self, slot: _Pending) -> list[OutgoingMessage]:
-        run_id = self._run_id(slot)
-        items = list(slot.ops.items())
-        chunks = [items[i : i + self._batch_size] for i in range(0, len(items), self._batch_size)] or [[]]
-        messages = []
-        for seq, chunk in enumerate(chunks):
-            last = seq == len(chunks) - 1
-            batch = AudienceMembership(
-                run_id=run_id,
-                seq=seq,
-                last=last,
-                audience_id=slot.audience.audience_id,
-                data_source=slot.audience.data_source,
-                id_type=slot.audience.id_type,
-                mode="delta",
-                adds=[i for i, add in chunk if add],
-                removes=[i for i, add in chunk if not add],
-                totals={"received": slot.received, "batches": len(chunks)} if last else None,
-            )
-            messages.append(OutgoingMessage.of(self._topic, batch))
-        return messages
+    async def _emit(self, slot: _Pending, sender: WindowSender) -> None:
+        build = membership_batches(self._topic, slot.audience, self._run_id(slot), "delta")
+        batches = RunBatches(self._batch_size, build, sender)
+        for one_id, add in slot.ops.items():
+            await (batches.add(one_id) if add else batches.remove(one_id))
+        await batches.close({"received": slot.received})

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 
 from services.ingest.audiences import ImportAudience
 from shared.logging import get_logger
 from shared.platform import PlatformClient
 from shared.platform.errors import NotFound
+from shared.platform.models import PII
 
 log = get_logger(__name__)
 
-PII = "PII"
+# Why an audience may not be imported (None: it may): what the file and event flows ask before emitting.
+GovernanceCheck = Callable[[ImportAudience], Awaitable[str | None]]
 _TRAIT_IN_RULE = re.compile(r"(\d+)T\b")
 
 

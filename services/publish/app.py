@@ -6,14 +6,14 @@ from collections.abc import Mapping
 
 from services.publish.files import FileOptions
 from services.publish.metrics import PrometheusPublishMetrics
-from services.publish.runs import Publisher
+from services.publish.publisher import Publisher
 from services.publish.settings import PublishSettings
 from shared.dropzone import DropZone, open_dropzone
 from shared.kafka.consumer import Handler
 from shared.messages import AudienceExportBatch, Message
 from shared.platform import PlatformClient, PrometheusPlatformMetrics
+from shared.runs.reporter import RunReporter
 from shared.service import KafkaPostgresApp
-from shared.status import StatusReporter
 from shared.topics import AUDIENCE_EXPORT_BATCHES
 
 
@@ -23,11 +23,19 @@ class PublishApp(KafkaPostgresApp):
 
     def __init__(self, settings: PublishSettings) -> None:
         super().__init__(settings)
-        self.status = StatusReporter(self.producer, service=self.name, topic_prefix=settings.topic_prefix)
         # Parsed here so a malformed URL stops the service at start (no I/O happens).
         open_dropzone(settings.export_dropzone_url, s3=settings.s3_options())
         self.platform_metrics = PrometheusPlatformMetrics(self.metrics.registry)
         self.publish_metrics = PrometheusPublishMetrics(self.metrics.registry)
+        self.status = RunReporter(
+            self.producer,
+            service=self.name,
+            topic_prefix=settings.topic_prefix,
+            registry=self.metrics.registry,
+            ends=(("export", "succeeded"), ("export", "failed")),  # publish's own ends (PUBLISH_ENDS)
+            # ab_export_runs_total counts an ended run exactly when ab_runs_total does: they cannot disagree.
+            on_counted=lambda run: self.publish_metrics.run_reported(run.state),
+        )
         self.zone: DropZone | None = None
         self.platform: PlatformClient | None = None
         self._publisher: Publisher | None = None

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import asyncpg
 
-from services.publish.stage import ExportRun
+from services.publish.export_run import ExportRun
 from shared.logging import get_logger
 from shared.platform import ON_BOARDED_TRAIT, PlatformClient, SegmentSpec, TraitSpec, one_trait_rule
 

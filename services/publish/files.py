@@ -3,8 +3,8 @@
 Memory stays flat in the size of the run: for each file set the plan needs one aggregate (row count and
 longest line), then a server-side cursor feeds the parts a few staged batches (``.sync``) or
 ``FETCH_ROWS`` rows (``.overwrite``) at a time, each part being encoded (gzip) on the fly and uploaded
-atomically under its final name. The pre-count and the cursor run
-in one REPEATABLE READ transaction, so they see the same rows.
+atomically under its final name. The pre-count and the cursor run in one REPEATABLE READ transaction, so
+they see the same rows.
 
 Names are fixed per run (DPID, the run's file timestamp, mode, part), so writing again replaces the same
 objects. Each uploaded part is recorded in ``published_file``; a later attempt (a redelivered last batch
@@ -25,22 +25,19 @@ from typing import Any, Final
 
 import asyncpg
 
-from services.publish.metrics import PublishMetrics
-from services.publish.plan import (
+from services.publish.encoding import (
     OTHER_TRAIT_FIXED_BYTES,
-    FileSet,
     PartEncoder,
-    PartPlan,
-    file_sets,
-    object_key,
     overwrite_block,
     overwrite_overhead,
-    plan_parts,
     sync_block,
     sync_overhead,
 )
+from services.publish.export_run import ExportRun
+from services.publish.metrics import PublishMetrics
+from services.publish.parts import FileSet, PartPlan, file_sets, object_key, plan_parts
 from services.publish.settings import DEFAULT_EXPORT_PARTNER, PublishSettings
-from services.publish.stage import ExportRun, staged_ids
+from services.publish.stage import staged_ids
 from shared.dropzone import DropZone, DropZoneUnavailable
 from shared.errors import PermanentError
 from shared.formats.inbound import DEFAULT_MAX_PART_BYTES, InboundFileName
@@ -295,6 +292,34 @@ async def _part_chunks(rows: _SetRows, part: PartPlan, encoder: PartEncoder) -> 
                 compressing.exception()
 
 
+async def _write_part(
+    pool: asyncpg.Pool, zone: DropZone, run: ExportRun, key: str, rows: _SetRows, part: PartPlan, options: FileOptions
+) -> None:
+    """Upload one part under its final name, then record it (a crash in between: the next attempt uploads
+    the same lines again under the same name)."""
+    encoder = PartEncoder(gzip=options.gzip, level=options.gzip_level)
+    async with contextlib.aclosing(_part_chunks(rows, part, encoder)) as chunks:
+        await zone.write(key, chunks)
+    await pool.execute(
+        """INSERT INTO published_file (run_id, name, lines, bytes, md5) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (run_id, name) DO UPDATE
+           SET lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, md5 = EXCLUDED.md5, written_at = now()""",
+        run.run_id,
+        key,
+        encoder.lines,
+        encoder.stored_bytes,
+        encoder.md5,
+    )
+    log.info(
+        "export_file_written",
+        run_id=str(run.run_id),
+        file=key,
+        lines=encoder.lines,
+        bytes=encoder.stored_bytes,
+        content_bytes=encoder.content_bytes,
+    )
+
+
 async def write_run_files(
     pool: asyncpg.Pool,
     zone: DropZone,
@@ -362,31 +387,9 @@ async def _write_once(
                         await set_rows.skip(part.lines, part.name.name)
                         result.kept.append(key)
                         continue
-                    encoder = PartEncoder(gzip=options.gzip, level=options.gzip_level)
-                    async with contextlib.aclosing(_part_chunks(set_rows, part, encoder)) as chunks:
-                        await zone.write(key, chunks)
-                    await pool.execute(
-                        """INSERT INTO published_file (run_id, name, lines, bytes, md5)
-                           VALUES ($1, $2, $3, $4, $5)
-                           ON CONFLICT (run_id, name) DO UPDATE
-                           SET lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, md5 = EXCLUDED.md5,
-                               written_at = now()""",
-                        run.run_id,
-                        key,
-                        encoder.lines,
-                        encoder.stored_bytes,
-                        encoder.md5,
-                    )
+                    await _write_part(pool, zone, run, key, set_rows, part, options)
                     metrics.file_written(fs.mode)
                     result.written.append(key)
-                    log.info(
-                        "export_file_written",
-                        run_id=str(run.run_id),
-                        file=key,
-                        lines=encoder.lines,
-                        bytes=encoder.stored_bytes,
-                        content_bytes=encoder.content_bytes,
-                    )
             finally:
                 await set_rows.close()
     # Parts an earlier attempt wrote under a plan this one no longer has (e.g. an .overwrite whose lines

@@ -15,7 +15,8 @@ class PublishMetrics(Protocol):
         """One inbound data file (part) uploaded; ``mode`` is ``sync`` or ``overwrite``."""
 
     def run_reported(self, state: str) -> None:
-        """A run was reported ``started``, ``succeeded`` or ``failed``."""
+        """A run was reported ``started``, or ended ``succeeded`` or ``failed`` (once per run and state:
+        fed by the status reporter when it counts the run in ``ab_runs_total``)."""
 
 
 class NoPublishMetrics:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.dropzone.settings import S3Settings
-from shared.formats.inbound import DEFAULT_MAX_PART_BYTES
+from shared.formats.inbound.writer import DEFAULT_MAX_PART_BYTES
 from shared.platform import PlatformSettings
 from shared.settings import DEFAULT_VAR_DIR, DatabaseSettings, KafkaSettings
 

@@ -18,8 +18,8 @@ from shared.kafka.consumer import Handler
 from shared.logging import get_logger
 from shared.messages import AudienceExportRequest, AudienceMembership, Message
 from shared.retry import is_transient
+from shared.runs.reporter import RunReporter, import_ends
 from shared.service import KafkaPostgresApp
-from shared.status import StatusReporter
 from shared.topics import AUDIENCE_EXPORT_BATCHES, AUDIENCE_EXPORT_REQUESTS, AUDIENCE_MEMBERSHIP
 
 log = get_logger(__name__)
@@ -33,7 +33,15 @@ class ReconcileApp(KafkaPostgresApp):
         super().__init__(settings)
         # Read at construction so a bad catalog stops the service at start, not after connecting.
         self._catalog = load_catalog_file(settings.catalog_file) if settings.catalog_file else None
-        self.status = StatusReporter(self.producer, service=self.name, topic_prefix=settings.topic_prefix)
+        # The runs that end here: imports end in reconcile; exports only when it refuses or fails them (a run
+        # handed to publish is counted there when it ends).
+        self.reporter = RunReporter(
+            self.producer,
+            service=self.name,
+            topic_prefix=settings.topic_prefix,
+            registry=self.metrics.registry,
+            ends=[*import_ends(), ("export", "failed"), ("export", "blocked")],
+        )
         self.reconcile_metrics = PrometheusReconcileMetrics(self.metrics.registry)
         self._importer: Importer | None = None
         self._exporter: Exporter | None = None
@@ -49,7 +57,7 @@ class ReconcileApp(KafkaPostgresApp):
                 await apply_catalog(conn, self._catalog)
         self._importer = Importer(
             self.pool,
-            self.status,
+            self.reporter,
             ImportGuards(
                 max_removal_share=self.settings.full_import_max_removal_share,
                 min_list_size=self.settings.full_import_guard_min_list_size,
@@ -62,7 +70,7 @@ class ReconcileApp(KafkaPostgresApp):
             self.pool,
             self.producer,
             batches_topic=self.topic(AUDIENCE_EXPORT_BATCHES),
-            status=self.status,
+            reporter=self.reporter,
             batch_size=self.settings.export_batch_size,
             work_mem_mb=self.settings.export_work_mem_mb,
             metrics=self.reconcile_metrics,

@@ -14,7 +14,7 @@ import asyncpg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.reconcile.keys import declared_key_sql
+from services.reconcile.declared_keys import declared_key_sql
 from shared.errors import ConfigError
 from shared.ids import IdType, KeyTransform
 from shared.messages import Name
@@ -22,7 +22,7 @@ from shared.messages import Name
 ReconciliationKey = Literal["recipient_id", "email", "crm_id"]
 
 
-class DataSourceSpec(BaseModel):
+class CatalogDataSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name
@@ -33,7 +33,7 @@ class DataSourceSpec(BaseModel):
     export_controls: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _declared_needs_key(self) -> DataSourceSpec:
+    def _declared_needs_key(self) -> CatalogDataSource:
         if self.id_type == "declared" and self.reconciliation_key is None:
             raise ValueError("a declared-ID data source needs a reconciliation_key")
         if self.id_type == "ecid" and self.reconciliation_key is not None:
@@ -43,7 +43,7 @@ class DataSourceSpec(BaseModel):
         return self
 
 
-class ImportAudienceSpec(BaseModel):
+class CatalogImportAudience(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     audience_id: Name = Field(description="Stable id of the audience in the bridge (used as the Kafka key).")
@@ -56,8 +56,8 @@ class ImportAudienceSpec(BaseModel):
 class CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data_sources: list[DataSourceSpec] = Field(default_factory=list)
-    import_audiences: list[ImportAudienceSpec] = Field(default_factory=list)
+    data_sources: list[CatalogDataSource] = Field(default_factory=list)
+    import_audiences: list[CatalogImportAudience] = Field(default_factory=list)
 
 
 def load_catalog_file(path: Path) -> CatalogFile:
@@ -83,7 +83,7 @@ async def ensure_declared_key_index(conn: asyncpg.Connection[Any] | Any, key: st
     await conn.execute(f"CREATE INDEX IF NOT EXISTS recipient_key_{key}_{transform} ON recipient ({expression})")
 
 
-async def upsert_data_source(conn: asyncpg.Connection[Any] | Any, spec: DataSourceSpec) -> int:
+async def upsert_data_source(conn: asyncpg.Connection[Any] | Any, spec: CatalogDataSource) -> int:
     if spec.reconciliation_key is not None:
         await ensure_declared_key_index(conn, spec.reconciliation_key, spec.key_transform)
     data_source_id: int = await conn.fetchval(
@@ -112,7 +112,7 @@ async def ensure_list(conn: asyncpg.Connection[Any] | Any, name: str) -> int:
     return list_id
 
 
-async def upsert_import_audience(conn: asyncpg.Connection[Any] | Any, spec: ImportAudienceSpec) -> None:
+async def upsert_import_audience(conn: asyncpg.Connection[Any] | Any, spec: CatalogImportAudience) -> None:
     data_source_id = await conn.fetchval("SELECT data_source_id FROM data_source WHERE name = $1", spec.data_source)
     if data_source_id is None:
         raise ConfigError(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.reconcile.keys import KEY_TRANSFORMS, RECONCILIATION_KEYS, declared_key_sql
+from services.reconcile.declared_keys import RECONCILIATION_KEYS, declared_key_sql
+from shared.ids import KEY_TRANSFORMS
 from shared.logging import get_logger
 
 log = get_logger(__name__)

@@ -1,10 +1,14 @@
 """The platform's file formats, as pure functions over bytes (no I/O).
 
-* ``lines``: incremental line splitting with a hard line-length bound, incremental gzip decoding, and
-  the part writer both directions use to split large runs into parts of bounded size.
-* ``inbound``: the platform's *inbound* data files (``ftp_dpm_…``), which the bridge writes on export.
+* ``lines``: incremental line splitting with a hard line-length bound and incremental gzip decoding,
+  what every parser reads through.
+* ``parts``: the part writer both directions use to split large runs into parts of bounded size.
+* ``fields``: the field rules both directions share (ASCII digits, 64-bit ids, user ids in writers).
+* ``inbound``: the platform's *inbound* data files (``ftp_dpm_…``), which the bridge writes on export:
+  ``inbound.names``, ``inbound.records`` (a line), ``inbound.parser`` (a file), ``inbound.writer``.
 * ``outbound``: the platform's *outbound* batch files and their ``.info`` control files, which the
-  bridge reads on import.
+  bridge reads on import: ``outbound.names``, ``outbound.info``, ``outbound.records`` (a line),
+  ``outbound.parser`` (a part), ``outbound.writer``.
 
 The errors common to every format live here, so that a caller can catch ``FormatError`` (a
 ``PermanentError``: the file is wrong, retrying cannot help) for any of them. Problems with a single

@@ -18,7 +18,8 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
-from shared.logging import get_logger, redact_text
+from shared.logging import get_logger
+from shared.platform._exchange import UNREACHABLE, Answer, describe, exchange
 from shared.platform._http import retry_delay, retryable, safe_body
 from shared.platform.errors import AuthenticationFailed, PlatformProtocolError, PlatformUnavailable
 from shared.platform.metrics import NoMetrics, PlatformMetrics
@@ -163,54 +164,50 @@ class TokenProvider:
             attempt += 1
             self.requests += 1
             try:
-                async with self._http().post(
-                    self.ims_url, data=form, headers={"Accept": "application/json"}, timeout=self._timeout
-                ) as resp:
-                    status = resp.status
-                    raw = await resp.read()
-                    retry_after = resp.headers.get("Retry-After")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self._metrics.token("error")
-                error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
-                if attempt >= self.max_attempts:
-                    raise PlatformUnavailable(
-                        "IMS cannot be reached",
-                        method="POST",
-                        path=self.ims_url,
-                        attempts=attempt,
-                        error=error,
-                    ) from None
-                delay = retry_delay(backoff, None, self.retry_after_max_s)
-                log.warning("platform_token_retrying", error=error, attempt=attempt, retry_in_s=round(delay, 3))
-                await asyncio.sleep(delay)
-                continue
-
-            if status == 200:
-                token = self._parse(raw)
-                self._metrics.token("ok")
-                log.info(
-                    "platform_token_issued",
-                    reason=reason,
-                    expires_in=round(token.expires_at - self._clock()),
-                    attempts=attempt,
+                answer = await exchange(
+                    self._http(),
+                    "POST",
+                    self.ims_url,
+                    data=form,
+                    headers={"Accept": "application/json"},
+                    timeout=self._timeout,
                 )
-                return token
-            body = safe_body(raw, self.sensitive_values())
-            if retryable(status):
+            except UNREACHABLE as exc:
                 self._metrics.token("error")
-                if attempt >= self.max_attempts:
-                    raise PlatformUnavailable(
-                        "IMS keeps failing",
-                        method="POST",
-                        path=self.ims_url,
-                        status=status,
-                        body=body,
-                        attempts=attempt,
-                    )
-                delay = retry_delay(backoff, retry_after, self.retry_after_max_s)
-                log.warning("platform_token_retrying", status=status, attempt=attempt, retry_in_s=round(delay, 3))
-                await asyncio.sleep(delay)
+                await self._retry_unreachable(describe(exc), attempt, backoff)
                 continue
+            if answer.status == 200:
+                return self._issued(answer.raw, reason, attempt)
+            await self._retry_or_refuse(answer, attempt, backoff)
+
+    def _issued(self, raw: bytes, reason: str, attempt: int) -> _Token:
+        token = self._parse(raw)
+        self._metrics.token("ok")
+        log.info(
+            "platform_token_issued",
+            reason=reason,
+            expires_in=round(token.expires_at - self._clock()),
+            attempts=attempt,
+        )
+        return token
+
+    async def _retry_unreachable(self, error: str, attempt: int, backoff: Backoff) -> None:
+        """Wait before the next attempt, or raise :class:`PlatformUnavailable` if this was the last one."""
+        if attempt >= self.max_attempts:
+            raise PlatformUnavailable(
+                "IMS cannot be reached",
+                method="POST",
+                path=self.ims_url,
+                attempts=attempt,
+                error=error,
+            ) from None
+        await self._wait_to_retry(attempt, backoff, None, error=error)
+
+    async def _retry_or_refuse(self, answer: Answer, attempt: int, backoff: Backoff) -> None:
+        """Wait before the next attempt after a retryable status; otherwise raise: the credential is refused."""
+        status = answer.status
+        body = safe_body(answer.raw, self.sensitive_values())
+        if not retryable(status):
             self._metrics.token("refused")
             log.error("platform_token_refused", status=status, body=body, client_id=self.client_id)
             raise AuthenticationFailed(
@@ -220,6 +217,22 @@ class TokenProvider:
                 status=status,
                 body=body,
             )
+        self._metrics.token("error")
+        if attempt >= self.max_attempts:
+            raise PlatformUnavailable(
+                "IMS keeps failing",
+                method="POST",
+                path=self.ims_url,
+                status=status,
+                body=body,
+                attempts=attempt,
+            )
+        await self._wait_to_retry(attempt, backoff, answer.retry_after, status=status)
+
+    async def _wait_to_retry(self, attempt: int, backoff: Backoff, retry_after: str | None, **cause: Any) -> None:
+        delay = retry_delay(backoff, retry_after, self.retry_after_max_s)
+        log.warning("platform_token_retrying", **cause, attempt=attempt, retry_in_s=round(delay, 3))
+        await asyncio.sleep(delay)
 
     def _parse(self, raw: bytes) -> _Token:
         try:

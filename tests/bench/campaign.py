@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.reconcile.catalog import DataSourceSpec, ImportAudienceSpec, upsert_data_source, upsert_import_audience
+from services.reconcile.catalog import (
+    CatalogDataSource,
+    CatalogImportAudience,
+    upsert_data_source,
+    upsert_import_audience,
+)
 from shared.ids import declared_key
 
-VISITORS = DataSourceSpec(name="visitors", dpid=1001, id_type="ecid")
-HASHED_EMAILS = DataSourceSpec(
+VISITORS = CatalogDataSource(name="visitors", dpid=1001, id_type="ecid")
+HASHED_EMAILS = CatalogDataSource(
     name="hashed-emails", dpid=1002, id_type="declared", reconciliation_key="email", key_transform="sha256"
 )
 PLATFORM_SEED = {
@@ -60,7 +65,7 @@ async def load_recipients(pool: Any, count: int, chunk: int = 200_000) -> None:
         ):
             await upsert_import_audience(
                 conn,
-                ImportAudienceSpec(
+                CatalogImportAudience(
                     audience_id=audience_id,
                     name=audience_id,
                     platform_segment_id=segment,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.reconcile.keys import declared_key_sql
+from services.reconcile.declared_keys import declared_key_sql
 from shared.formats.lines import PartSummary
 from shared.formats.outbound import OutboundFileName, OutboundWriter
 from tests.bench.campaign import PLATFORM_SEED, ecid, hashed_email, load_recipients

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.reconcile.catalog import ImportAudienceSpec, ensure_list, upsert_import_audience
+from services.reconcile.catalog import CatalogImportAudience, ensure_list, upsert_import_audience
 from services.reconcile.exporting import export_audience_id
 from shared.errors import TransientError
 from shared.formats.outbound import OutboundRow
@@ -114,7 +114,7 @@ class Chaos:
             ):
                 await upsert_import_audience(
                     conn,
-                    ImportAudienceSpec(
+                    CatalogImportAudience(
                         audience_id=audience_id,
                         name=audience_id,
                         platform_segment_id=segment,

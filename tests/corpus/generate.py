@@ -40,8 +40,8 @@ import orjson
 import yaml
 
 from shared.formats.inbound import inbound_name
-from shared.formats.lines import PartSummary, PartWriter, collect_parts
 from shared.formats.outbound import OutboundFileName, build_info
+from shared.formats.parts import PartSummary, PartWriter, collect_parts
 from tests.fixtures.bridge_db import ecid_of, hashed_email_of
 
 CORPUS_DIR: Final = Path(__file__).resolve().parent

@@ -21,8 +21,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from services.reconcile.catalog import DataSourceSpec, ensure_list, upsert_data_source
-from services.reconcile.exporting import export_audience_id, run_id_for
+from services.reconcile.catalog import CatalogDataSource, ensure_list, upsert_data_source
+from services.reconcile.exporting import export_audience_id, export_run_id
 from shared.kafka import OutgoingMessage, Producer
 from shared.messages import AudienceExportRequest
 from shared.metrics import RuntimeMetrics
@@ -50,7 +50,7 @@ from tests.helpers import eventually
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 PARTNER = "acme"
-PII_SOURCE = DataSourceSpec(name="partner-pii", dpid=1009, id_type="ecid", export_controls=("PII",))
+PII_SOURCE = CatalogDataSource(name="partner-pii", dpid=1009, id_type="ecid", export_controls=("PII",))
 # Good exports alongside the bad requests: (list name, audience name, recipients). Hostile names too: they
 # must round-trip through Postgres, Kafka and the platform unchanged.
 GOOD_EXPORTS = [
@@ -220,7 +220,7 @@ async def test_export_requests_fail_clearly_and_good_exports_reach_the_platform(
     await stack.producer.send([OutgoingMessage.of(topic, r) for r in good[1:]])
 
     def request_run(case: corpus.CorpusCase) -> uuid.UUID:
-        return run_id_for(uuid.UUID(case["request_id"]), 0)
+        return export_run_id(uuid.UUID(case["request_id"]), 0)
 
     async def problems() -> dict[str, str]:
         return _problems(stack, "audience-export-requests", cases, request_run)

@@ -22,8 +22,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from services.ingest.files import file_run_id, run_id_for
-from services.reconcile.catalog import ImportAudienceSpec, upsert_import_audience
+from services.ingest.run_ids import file_run_id, rejected_batch_run_id
+from services.reconcile.catalog import CatalogImportAudience, upsert_import_audience
 from shared.dropzone import FileDropZone
 from shared.errors import PermanentError
 from shared.formats.lines import collect_parts
@@ -109,7 +109,7 @@ async def _audiences(pool: asyncpg.Pool) -> None:
     specs += [(c["audience"], c["segment"], c["data_source"]) for c in corpus.of_kind("outbound-batch")]
     async with pool.acquire() as conn:
         for audience, segment, data_source in specs:
-            spec = ImportAudienceSpec(
+            spec = CatalogImportAudience(
                 audience_id=audience,
                 name=audience,
                 platform_segment_id=segment,
@@ -225,7 +225,7 @@ async def _batch_problems(stack: Stack, case: corpus.CorpusCase) -> list[str]:
         failed = [
             s
             for s in stack.tail.statuses(stack.topic("audience-sync-status"))
-            if s.run_id == file_run_id(root) and s.state == "failed" and case.reason in (s.reason or "")
+            if s.run_id == rejected_batch_run_id(root) and s.state == "failed" and case.reason in (s.reason or "")
         ]
         if not failed:
             problems.append("no failed status event with the reason")
@@ -238,7 +238,7 @@ async def _batch_problems(stack: Stack, case: corpus.CorpusCase) -> list[str]:
         problems.append(f"ledger: {dict(ledger) if ledger else None}")
     if members != set(case["members"]):
         problems.append(f"members {sorted(members)} != {case['members']}")
-    run_id = run_id_for(root, case["audience"])
+    run_id = file_run_id(root, case["audience"])
     progress = [
         s
         for s in stack.tail.statuses(stack.topic("audience-sync-status"))

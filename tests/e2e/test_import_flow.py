@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 
 from shared.dropzone import FileDropZone
-from shared.formats.lines import collect_parts
 from shared.formats.outbound import OutboundFileName, OutboundWriter
+from shared.formats.parts import collect_parts
 from shared.kafka import OutgoingMessage, Producer
 from shared.messages import SegmentEvent
 from shared.metrics import RuntimeMetrics

@@ -19,15 +19,15 @@ import pytest
 import pytest_asyncio
 
 from services.publish.files import FileOptions
-from services.publish.runs import retry_run
+from services.publish.publisher import retry_run
 from shared.dropzone import FileDropZone
 from shared.formats.inbound import InboundParser, InboundRecord
 from shared.kafka import OutgoingMessage, Producer, ensure_topics
 from shared.messages import AudienceExportBatch, AudienceSyncStatus
 from shared.metrics import RuntimeMetrics
 from shared.platform import InboundReceipt, PlatformClient
+from shared.runs.reporter import RunReporter
 from shared.settings import KafkaSettings
-from shared.status import StatusReporter
 from tests.fixtures.bridge_db import Campaign, add_export_run, ecid_of, email_of, hashed_email_of
 from tests.fixtures.ecsim import EcsimEndpoint, EcsimFactory, ecsim_factory  # noqa: F401
 from tests.fixtures.stack import ServiceProcess, StartService, start_service  # noqa: F401
@@ -360,7 +360,7 @@ async def _retry(stack: PublishStack, run_id: uuid.UUID) -> dict[str, Any]:
                 stack.campaign.pool,
                 zone,
                 platform,
-                StatusReporter(producer, service="cli", topic_prefix=stack.topic_prefix),
+                RunReporter(producer, service="cli", topic_prefix=stack.topic_prefix),
                 run_id,
                 options=FileOptions(partner=PARTNER, max_part_bytes=PART_BYTES),
             )

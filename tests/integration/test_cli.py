@@ -15,8 +15,8 @@ from services.reconcile.importing import Importer, ImportGuards
 from shared.kafka import Producer
 from shared.messages import AudienceExportRequest, AudienceMembership
 from shared.metrics import RuntimeMetrics
+from shared.runs.reporter import RunReporter
 from shared.settings import KafkaSettings
-from shared.status import StatusReporter
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of
 from tests.helpers import read_topic
 
@@ -88,7 +88,7 @@ async def test_rematch_and_release(
     producer = Producer(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), "test", RuntimeMetrics("t"))
     importer = Importer(
         campaign.pool,
-        StatusReporter(producer, service="t", topic_prefix=topic_prefix),
+        RunReporter(producer, service="t", topic_prefix=topic_prefix),
         ImportGuards(max_removal_share=0.5, min_list_size=10),
     )
     late = "5" * 38

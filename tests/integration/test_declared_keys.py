@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 
 from services.reconcile.catalog import ensure_declared_key_index
-from services.reconcile.keys import (
-    KEY_TRANSFORMS,
+from services.reconcile.declared_keys import (
     RECONCILIATION_KEYS,
     STORED_KEYS,
     declared_key_sql,
     exportable_key_sql,
     unexportable_key_sql,
 )
-from shared.ids import InvalidId, declared_key
+from shared.ids import KEY_TRANSFORMS, InvalidId, declared_key
 from tests.fixtures.bridge_db import Campaign
 
 VALUES = [

@@ -14,7 +14,7 @@ import pytest
 
 from shared.dropzone import FileDropZone
 from shared.formats.inbound import InboundFileName, InboundWriter, inbound_object_key
-from shared.formats.lines import collect_parts
+from shared.formats.parts import collect_parts
 from shared.platform import PlatformClient
 from tests.fixtures.ecsim import EcsimEndpoint, ecsim, ecsim_server  # noqa: F401
 from tests.helpers import eventually

@@ -13,7 +13,7 @@ import pytest
 from shared.formats.lines import LineError
 from shared.formats.outbound import InfoFile, OutboundParser, OutboundRecord, parse_info, parse_outbound_name
 from shared.ids import IdType
-from shared.population import Population, PopulationSpec, SegmentSpec, chained
+from shared.population import Population, PopulationSegment, PopulationSpec, chained
 from tests.fixtures.ecsim import EcsimEndpoint, ecsim, ecsim_server  # noqa: F401
 
 MID, CRM = 500, 600
@@ -81,7 +81,7 @@ def _expected(pop: Population, segments: dict[int, str], id_type: IdType) -> Mem
 
 async def test_population_segments_are_delivered_full_for_each_id_type(seeded: EcsimEndpoint) -> None:
     segs = chained([400, 300], [120], names=["buyers", "browsers"])
-    everyone = SegmentSpec(name="everyone", size=1600 + 50 + 5, sid=S3)  # known + unknown + malformed
+    everyone = PopulationSegment(name="everyone", size=1600 + 50 + 5, sid=S3)  # known + unknown + malformed
     spec = PopulationSpec(
         seed=5,
         recipients=2000,

@@ -14,8 +14,8 @@ from shared.dropzone.file import FileDropZone
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceMembership
 from shared.metrics import RuntimeMetrics
+from shared.runs.reporter import RunReporter
 from shared.settings import KafkaSettings
-from shared.status import StatusReporter
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of
 from tests.helpers import deliver_outbound, read_topic
 
@@ -62,7 +62,7 @@ async def test_a_batch_that_fails_unexpectedly_does_not_hold_up_the_next(
             membership_topic=membership,
             directory=AudienceDirectory(campaign.pool),
             governance=allowed,
-            status=StatusReporter(producer, service="test", topic_prefix=topic_prefix),
+            status=RunReporter(producer, service="test", topic_prefix=topic_prefix),
         )
         assert await importer.scan() == 1  # the first batch failed; the second went through all the same
     finally:

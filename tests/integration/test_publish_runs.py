@@ -18,18 +18,23 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
 
 from services.ecsim.zones import FaultyDropZone, ZoneFault
+from services.publish.export_run import load_run
 from services.publish.files import FileOptions
-from services.publish.runs import Publisher, RunNotRetryable, retry_run
+from services.publish.metrics import PrometheusPublishMetrics
+from services.publish.publisher import STEP_FILES, Publisher, RunNotRetryable, retry_run
 from shared.dropzone import DropZoneUnavailable, FileDropZone, ObjectInfo
 from shared.formats.inbound import InboundParser, InboundRecord
 from shared.kafka import Delivery, Producer, ensure_topics
 from shared.messages import AudienceExportBatch, AudienceSyncStatus
 from shared.metrics import RuntimeMetrics
 from shared.platform import PlatformClient
+from shared.runs import store
+from shared.runs.reporter import RunReporter
+from shared.runs.states import IllegalTransition
 from shared.settings import KafkaSettings
-from shared.status import StatusReporter
 from tests.fixtures.bridge_db import Campaign, add_export_run, ecid_of, email_of, hashed_email_of
 from tests.fixtures.ecsim import EcsimEndpoint, ecsim, ecsim_server  # noqa: F401
 from tests.helpers import read_topic
@@ -114,7 +119,9 @@ class Rig:
     root: Path
     zone: FaultyDropZone
     platform: PlatformClient
-    status: StatusReporter
+    status: RunReporter
+    producer: Producer
+    topic_prefix: str
     bootstrap: str
     status_topic: str
 
@@ -179,7 +186,9 @@ async def rig(
         root=root,
         zone=zone,
         platform=platform,
-        status=StatusReporter(producer, service="publish", topic_prefix=topic_prefix),
+        status=RunReporter(producer, service="publish", topic_prefix=topic_prefix),
+        producer=producer,
+        topic_prefix=topic_prefix,
         bootstrap=kafka_bootstrap,
         status_topic=status_topic,
     )
@@ -468,3 +477,55 @@ async def test_an_upload_broken_mid_part_is_written_again_whole(rig: Rig, monkey
     assert len(files) == 3
     assert sorted(r.user_id for records in files.values() for r in records) == sorted(adds)
     assert not [p for p in rig.root.rglob("*") if p.is_file() and not p.name.startswith("ftp_dpm_")]
+
+
+async def test_a_succeeded_run_is_never_failed_and_is_counted_once(rig: Rig) -> None:
+    # Wired as the service wires it: ab_export_runs_total fed from where ab_runs_total counts.
+    registry = CollectorRegistry()
+    metrics = PrometheusPublishMetrics(registry)
+    reporter = RunReporter(
+        rig.producer,
+        service="publish",
+        topic_prefix=rig.topic_prefix,
+        registry=registry,
+        ends=(("export", "succeeded"), ("export", "failed")),
+        on_counted=lambda run: metrics.run_reported(run.state),
+    )
+    publisher = Publisher(
+        rig.campaign.pool, rig.zone, rig.platform, reporter, options=FileOptions(partner=PARTNER), metrics=metrics
+    )
+    adds = [ecid_of(i) for i in range(1, 21)]
+    run_id = await add_export_run(rig.campaign.pool, audience_id="ab-once", data_source="visitors")
+    batches = export_batches(run_id, "ab-once", adds=adds, size=10)
+    await rig.publish(batches, publisher)
+    before = await rig.run(run_id)
+    assert before["state"] == "succeeded"
+
+    # The lifecycle refuses to fail it, in the store ...
+    async with rig.campaign.pool.acquire() as conn, conn.transaction():
+        with pytest.raises(IllegalTransition):
+            await store.move(conn, run_id, "failed", reason="late failure (test)")
+    # ... and on the publisher's fail path (a replica whose write failed after another one finished the
+    # run): the run keeps its state, reason and finish time, and nothing is announced.
+    run = await load_run(rig.campaign.pool, run_id)
+    assert run is not None
+    outcome = await publisher._fail(run, STEP_FILES, RuntimeError("zone lost (test)"))
+    assert (outcome.state, outcome.reason) == ("succeeded", None)
+    after = await rig.run(run_id)
+    assert {k: after[k] for k in ("state", "reason", "finished_at")} == {
+        k: before[k] for k in ("state", "reason", "finished_at")
+    }
+
+    # A redelivered run says again how it ended, but is still one succeeded run in both metrics.
+    await rig.publish(batches, publisher)
+    assert [e.state for e in await rig.statuses(3)] == ["started", "succeeded", "succeeded"]
+
+    def sample(name: str, **labels: str) -> float | None:
+        value: float | None = registry.get_sample_value(name, labels)
+        return value
+
+    assert sample("ab_runs_total", direction="export", state="succeeded") == 1
+    assert sample("ab_export_runs_total", state="succeeded") == 1
+    assert sample("ab_export_runs_total", state="started") == 1
+    assert sample("ab_runs_total", direction="export", state="failed") == 0
+    assert sample("ab_export_runs_total", state="failed") is None

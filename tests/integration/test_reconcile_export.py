@@ -8,15 +8,16 @@ from dataclasses import dataclass
 import orjson
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
 
-from services.reconcile.catalog import DataSourceSpec, ensure_list, upsert_data_source
-from services.reconcile.exporting import Exporter, export_audience_id
+from services.reconcile.catalog import CatalogDataSource, ensure_list, upsert_data_source
+from services.reconcile.exporting import Exporter, export_audience_id, export_run_id
 from shared.errors import TransientError
 from shared.kafka import Delivery, Producer, ensure_topics
-from shared.messages import AudienceExportBatch, AudienceExportRequest
+from shared.messages import AudienceExportBatch, AudienceExportRequest, AudienceSyncStatus
 from shared.metrics import RuntimeMetrics
+from shared.runs.reporter import RunReporter
 from shared.settings import KafkaSettings
-from shared.status import StatusReporter
 from tests.fixtures.bridge_db import Campaign, ecid_of, email_of, hashed_email_of
 from tests.helpers import read_topic
 
@@ -29,6 +30,7 @@ class ExportRig:
     exporter: Exporter
     topic: str
     bootstrap: str
+    registry: CollectorRegistry
     seen: int = 0
 
     async def make_list(self, name: str, recipients: range | list[int]) -> None:
@@ -44,6 +46,16 @@ class ExportRig:
         records = await read_topic(self.bootstrap, self.topic, expect=self.seen + expect)
         self.seen += expect
         return [AudienceExportBatch.model_validate_json(r.value) for r in records[self.seen - expect :]]
+
+    async def statuses(self, expect: int) -> list[AudienceSyncStatus]:
+        """The first ``expect`` status events reported (all runs share one key per run, read from the start)."""
+        topic = self.topic.replace("audience-export-batches", "audience-sync-status")
+        records = await read_topic(self.bootstrap, topic, expect=expect)
+        return [AudienceSyncStatus.model_validate_json(r.value) for r in records]
+
+    def runs_counted(self, state: str) -> float | None:
+        value: float | None = self.registry.get_sample_value("ab_runs_total", {"direction": "export", "state": state})
+        return value
 
     async def confirm(self, batches: list[AudienceExportBatch]) -> None:
         """What publish does once the files are written: record what the platform now holds."""
@@ -68,14 +80,16 @@ async def rig(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str) -> As
     await ensure_topics(settings, [topic, f"{topic_prefix}audience-sync-status"])
     producer = Producer(settings, "test", RuntimeMetrics("test"))
     await producer.start()
-    exporter = Exporter(
-        campaign.pool,
+    registry = CollectorRegistry()
+    reporter = RunReporter(
         producer,
-        batches_topic=topic,
-        status=StatusReporter(producer, service="test", topic_prefix=topic_prefix),
-        batch_size=40,
+        service="test",
+        topic_prefix=topic_prefix,
+        registry=registry,
+        ends=[("export", "failed"), ("export", "blocked")],
     )
-    yield ExportRig(campaign=campaign, exporter=exporter, topic=topic, bootstrap=kafka_bootstrap)
+    exporter = Exporter(campaign.pool, producer, batches_topic=topic, reporter=reporter, batch_size=40)
+    yield ExportRig(campaign=campaign, exporter=exporter, topic=topic, bootstrap=kafka_bootstrap, registry=registry)
     await producer.stop()
 
 
@@ -164,12 +178,19 @@ async def test_invalid_requests_fail_with_a_reason(rig: ExportRig) -> None:
         "unknown list (list='no-such-list')",
         "unknown data source (data_source='no-such-source')",
     ]
+    # One event per request, under its attempt 0 run id (keyed by run: partitions read in any order).
+    events = {e.run_id: (e.state, e.reason) for e in await rig.statuses(expect=2)}
+    assert events == {
+        export_run_id(r.request_id, 0): ("failed", str(rejection.error))
+        for r, rejection in zip(bad, rejected, strict=True)
+    }
+    assert rig.runs_counted("failed") == 2
 
 
 async def test_a_pii_restricted_data_source_is_blocked(rig: ExportRig) -> None:
     async with rig.campaign.pool.acquire() as conn:
         await upsert_data_source(
-            conn, DataSourceSpec(name="restricted", dpid=1099, id_type="ecid", export_controls=("PII",))
+            conn, CatalogDataSource(name="restricted", dpid=1099, id_type="ecid", export_controls=("PII",))
         )
     await rig.make_list("blocked", [1])
     delivery = Delivery(
@@ -177,6 +198,10 @@ async def test_a_pii_restricted_data_source_is_blocked(rig: ExportRig) -> None:
     )
     assert await rig.exporter.handle([delivery]) == []  # refused by governance, not a bad message
     assert await rig.campaign.pool.fetchval("SELECT count(*) FROM run") == 0
+    [event] = await rig.statuses(expect=1)
+    assert (event.run_id, event.state) == (export_run_id(delivery.message.request_id, 0), "blocked")
+    assert "PII export restriction" in (event.reason or "")
+    assert (rig.runs_counted("blocked"), rig.runs_counted("failed")) == (1, 0)
 
 
 async def test_an_audience_waits_for_its_previous_run_to_be_confirmed(rig: ExportRig) -> None:
@@ -204,3 +229,71 @@ async def test_a_redelivered_emitted_request_never_waits_for_a_newer_run(rig: Ex
     await rig.exporter.export(second)  # emitted, not confirmed yet
     await rig.batches(expect=1)
     assert await rig.exporter.export(first) is None
+
+
+async def test_an_emitted_run_is_reported_started_then_progress_and_counted_by_publish(rig: ExportRig) -> None:
+    await rig.make_list("st", range(1, 81))
+    run_id = await rig.exporter.export(_request("st", "crm-ids"))
+    assert run_id is not None
+    batches = await rig.batches(expect=2)
+    # Exactly two full batches: a full batch leaves only once another ID follows, so the last one is known.
+    assert [(len(b.adds), b.last) for b in batches] == [(40, False), (40, True)]
+    assert batches[-1].totals == {"received": 80, "excluded": 0, "adds": 80, "removes": 0, "batches": 2}
+    events = await rig.statuses(expect=2)
+    assert [(e.run_id, e.state, e.audience_id) for e in events] == [
+        (run_id, "started", batches[0].audience_id),
+        (run_id, "progress", batches[0].audience_id),
+    ]
+    assert (events[0].counts.received, events[0].counts.added) == (80, 0)
+    assert (events[1].counts.received, events[1].counts.added, events[1].counts.removed) == (80, 80, 0)
+    row = await rig.campaign.pool.fetchrow("SELECT state, counts FROM run WHERE run_id = $1", run_id)
+    assert row is not None
+    assert row["state"] == "progress"
+    assert orjson.loads(row["counts"]) == {"received": 80, "excluded": 0, "added": 80, "removed": 0, "batches": 2}
+    # Handed to publish, which counts how it ends: not a run that ended here.
+    assert rig.runs_counted("progress") is None
+    assert (rig.runs_counted("failed"), rig.runs_counted("blocked")) == (0, 0)
+
+
+async def test_adds_and_removes_share_batches_in_the_order_they_are_read(rig: ExportRig) -> None:
+    await rig.make_list("mix", range(1, 51))
+    await rig.exporter.export(_request("mix", "crm-ids", "mirror"))
+    await rig.confirm(await rig.batches(expect=2))
+    await rig.make_list("mix", range(31, 81))  # 1..30 leave, 51..80 join
+    run_id = await rig.exporter.export(_request("mix", "crm-ids", "mirror"))
+    first, last = await rig.batches(expect=2)
+    # The adds are read first; the first batch is topped up with removes.
+    assert (len(first.adds), len(first.removes), first.last) == (30, 10, False)
+    assert (len(last.adds), len(last.removes), last.last) == (0, 20, True)
+    assert sorted(first.adds) == [f"CRM{i:06d}" for i in range(51, 81)]
+    assert sorted(first.removes + last.removes) == [f"CRM{i:06d}" for i in range(1, 31)]
+    assert last.totals == {"received": 50, "excluded": 0, "adds": 30, "removes": 30, "batches": 2}
+    counts = await rig.campaign.pool.fetchval("SELECT counts FROM run WHERE run_id = $1", run_id)
+    assert orjson.loads(counts)["batches"] == 2
+
+
+async def test_a_new_attempt_fails_the_unfinished_run_of_its_request(rig: ExportRig) -> None:
+    await rig.make_list("again", range(1, 5))
+    request = _request("again", "crm-ids")
+    # An attempt that never finished emitting (the process died while sending its batches).
+    await rig.campaign.pool.execute(
+        "INSERT INTO export_request (request_id, audience_id, attempts, requested_by) VALUES ($1, $2, 1, 't')",
+        request.request_id,
+        export_audience_id("crm-ids", "VIP"),
+    )
+    stale = export_run_id(request.request_id, 1)
+    await rig.campaign.pool.execute(
+        """INSERT INTO run (run_id, direction, audience_id, mode, state, request_id)
+           VALUES ($1, 'export', $2, 'append', 'progress', $3)""",
+        stale,
+        export_audience_id("crm-ids", "VIP"),
+        request.request_id,
+    )
+    run_id = await rig.exporter.export(request)
+    assert run_id == export_run_id(request.request_id, 2)
+    await rig.batches(expect=1)
+    rows = await rig.campaign.pool.fetch(
+        "SELECT run_id, state, reason FROM run WHERE request_id = $1", request.request_id
+    )
+    states = {r["run_id"]: (r["state"], r["reason"]) for r in rows}
+    assert states == {stale: ("failed", "superseded by a new attempt of its request"), run_id: ("progress", None)}

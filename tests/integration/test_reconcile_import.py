@@ -9,27 +9,36 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
 
-from services.reconcile.importing import Importer, ImportGuards, RunOutcome
-from shared.errors import TransientError
+from services.reconcile.importing import Importer, ImportGuards, release_run
+from shared.errors import PermanentError, TransientError
 from shared.kafka import Delivery, Producer, ensure_topics
-from shared.messages import AudienceMembership
+from shared.messages import AudienceMembership, AudienceSyncStatus
 from shared.metrics import RuntimeMetrics
+from shared.runs.outcome import RunOutcome
+from shared.runs.reporter import RunReporter, import_ends
 from shared.settings import KafkaSettings
-from shared.status import StatusReporter
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of, hashed_email_of
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
 @pytest_asyncio.fixture
-async def importer(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[Importer]:
+async def importer(
+    campaign: Campaign, kafka_bootstrap: str, topic_prefix: str, registry: CollectorRegistry
+) -> AsyncIterator[Importer]:
     settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
     producer = Producer(settings, "test", RuntimeMetrics("test"))
     yield Importer(
         campaign.pool,
-        StatusReporter(producer, service="test", topic_prefix=topic_prefix),
+        RunReporter(producer, service="test", topic_prefix=topic_prefix, registry=registry, ends=import_ends()),
         ImportGuards(max_removal_share=0.5, min_list_size=10),
     )
     await producer.stop()
@@ -395,3 +404,73 @@ async def test_ids_with_copy_escapes_are_staged_and_kept_as_they_are(campaign: C
     assert (delta.counts["matched"], delta.counts["unmatched"]) == (1, 2)
     assert await _members(campaign, "seg-esc") == {1, 2}
     assert await _unmatched(campaign, "seg-esc") == dict.fromkeys([*odd[1:], "g\\th"], "unknown_declared_id")
+
+
+async def test_a_released_snapshot_succeeds_without_its_held_back_reason(
+    campaign: Campaign, importer: Importer
+) -> None:
+    await add_import_audience(campaign.pool, "seg-rel", "visitors", 5008)
+    seed = await importer.apply(
+        _batch("seg-rel", uuid.uuid4(), 0, mode="full", adds=[ecid_of(i) for i in range(1, 21)])
+    )
+    assert seed is not None
+    assert seed.state == "succeeded"
+    run = uuid.uuid4()
+    held = await importer.apply(_batch("seg-rel", run, 0, mode="full", adds=[ecid_of(1), ecid_of(2)]))
+    assert held is not None
+    assert (held.state, held.counts["matched"]) == ("blocked", 2)
+    assert "18 of 20" in (held.reason or "")
+    assert await _members(campaign, "seg-rel") == set(range(1, 21))  # nothing applied while held back
+
+    async with campaign.pool.acquire() as conn:
+        released = await release_run(conn, run, "ops")
+        assert (released.state, released.reason) == ("succeeded", None)
+        assert (released.counts["added"], released.counts["removed"]) == (0, 18)
+        assert released.match_rate == {"ecid": 1.0}
+        with pytest.raises(PermanentError, match="only a blocked run can be released"):
+            await release_run(conn, run, "ops")
+        with pytest.raises(PermanentError, match="no import run with this id"):
+            await release_run(conn, uuid.uuid4(), "ops")
+    row = await campaign.pool.fetchrow("SELECT state, reason, released_by, finished_at FROM run WHERE run_id = $1", run)
+    assert row is not None
+    assert (row["state"], row["reason"], row["released_by"]) == ("succeeded", None, "ops")
+    assert row["finished_at"] is not None
+    assert await _members(campaign, "seg-rel") == {1, 2}
+
+
+async def test_handled_runs_are_reported_after_commit_and_counted_once_where_they_end(
+    campaign: Campaign, importer: Importer, kafka_bootstrap: str, topic_prefix: str, registry: CollectorRegistry
+) -> None:
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    status_topic = f"{topic_prefix}audience-sync-status"
+    await ensure_topics(settings, [status_topic])
+    await add_import_audience(campaign.pool, "seg-st", "visitors", 5009)
+    good, bad = uuid.uuid4(), uuid.uuid4()
+    poll = [
+        _batch("seg-st", good, 0, last=False, adds=[ecid_of(1)]),  # nothing to say yet
+        _batch("seg-st", good, 1, adds=[ecid_of(2), "9" * 38]),
+        _batch("seg-st", bad, 0, id_type="declared", data_source="hashed-emails", adds=["a"]),
+        _batch("seg-st", bad, 1, id_type="declared", data_source="hashed-emails", adds=["b"]),
+    ]
+    rejected = await importer.handle([_delivery(b, n) for n, b in enumerate(poll)])
+    assert [r.delivery.offset for r in rejected] == [2, 3]
+    records = await read_topic(kafka_bootstrap, status_topic, expect=3)
+    # Keyed by run: in order within a run, the runs' partitions read in any order.
+    events: dict[uuid.UUID, list[AudienceSyncStatus]] = {}
+    for record in records:
+        event = AudienceSyncStatus.model_validate_json(record.value)
+        events.setdefault(event.run_id, []).append(event)
+    assert {run: [e.state for e in reported] for run, reported in events.items()} == {
+        good: ["succeeded"],
+        bad: ["failed", "failed"],
+    }
+    [done] = events[good]
+    assert (done.counts.received, done.counts.matched, done.counts.unmatched) == (3, 2, 1)
+    assert done.match_rate == {"ecid": round(2 / 3, 4)}
+    assert all("id type differs" in (e.reason or "") for e in events[bad])
+    # Every batch of the bad run failed: still one failed run.
+    assert registry.get_sample_value("ab_runs_total", {"direction": "import", "state": "succeeded"}) == 1
+    assert registry.get_sample_value("ab_runs_total", {"direction": "import", "state": "failed"}) == 1
+    assert registry.get_sample_value("ab_runs_total", {"direction": "import", "state": "blocked"}) == 0
+    # The failed run left nothing behind: its batches' transactions rolled back.
+    assert await campaign.pool.fetchval("SELECT count(*) FROM run WHERE run_id = $1", bad) == 0

@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 
 from services.reconcile.catalog import (
-    DataSourceSpec,
-    ImportAudienceSpec,
+    CatalogDataSource,
+    CatalogImportAudience,
     ensure_list,
     upsert_data_source,
     upsert_import_audience,
@@ -29,8 +29,8 @@ from shared.errors import PermanentError
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceExportBatch, AudienceExportRequest, AudienceMembership
 from shared.metrics import RuntimeMetrics
+from shared.runs.reporter import RunReporter
 from shared.settings import KafkaSettings
-from shared.status import StatusReporter
 from tests.fixtures.bridge_db import Campaign, ecid_of
 from tests.helpers import read_topic
 
@@ -77,10 +77,10 @@ async def _table_state(pool: asyncpg.Pool) -> dict[str, int]:
     return counts
 
 
-def _status(kafka_bootstrap: str, topic_prefix: str) -> tuple[Producer, StatusReporter]:
+def _status(kafka_bootstrap: str, topic_prefix: str) -> tuple[Producer, RunReporter]:
     settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
     producer = Producer(settings, "test", RuntimeMetrics("test"))
-    return producer, StatusReporter(producer, service="test", topic_prefix=topic_prefix)
+    return producer, RunReporter(producer, service="test", topic_prefix=topic_prefix)
 
 
 async def test_hostile_names_and_ids_through_the_import_path(
@@ -93,10 +93,10 @@ async def test_hostile_names_and_ids_through_the_import_path(
     try:
         for n, name in enumerate(HOSTILE_NAMES):
             async with pool.acquire() as conn:
-                await upsert_data_source(conn, DataSourceSpec(name=name, dpid=5000 + n, id_type="ecid"))
+                await upsert_data_source(conn, CatalogDataSource(name=name, dpid=5000 + n, id_type="ecid"))
                 await upsert_import_audience(
                     conn,
-                    ImportAudienceSpec(
+                    CatalogImportAudience(
                         audience_id=name, name=name, platform_segment_id=8000 + n, data_source=name, list=name
                     ),
                 )
@@ -148,11 +148,11 @@ async def test_hostile_names_through_the_export_path(
     topic = f"{topic_prefix}audience-export-batches"
     await ensure_topics(settings, [topic, f"{topic_prefix}audience-sync-status"])
     producer, status = _status(kafka_bootstrap, topic_prefix)
-    exporter = Exporter(pool, producer, batches_topic=topic, status=status, batch_size=100)
+    exporter = Exporter(pool, producer, batches_topic=topic, reporter=status, batch_size=100)
     try:
         for n, name in enumerate(HOSTILE_NAMES):
             async with pool.acquire() as conn:
-                await upsert_data_source(conn, DataSourceSpec(name=name, dpid=6000 + n, id_type="ecid"))
+                await upsert_data_source(conn, CatalogDataSource(name=name, dpid=6000 + n, id_type="ecid"))
                 list_id = await ensure_list(conn, name)
                 await conn.executemany(
                     "INSERT INTO list_member (list_id, recipient_id) VALUES ($1, $2)",

@@ -144,7 +144,7 @@ def test_the_embedded_schema_rejects_what_the_model_rejects(doc: dict[str, Any])
 
 
 def test_dead_letter_headers_are_the_ones_the_consumer_writes() -> None:
-    source = (REPO_ROOT / "shared" / "kafka" / "consumer.py").read_text()
+    source = (REPO_ROOT / "shared" / "kafka" / "dead_letters.py").read_text()
     written = set(re.findall(r'\(\s*"(dlq\.[a-z_.]+)"', source))
     assert written == set(DLQ_HEADERS)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.reconcile.keys import declared_key_sql, exportable_key_sql, unexportable_key_sql
+from services.reconcile.declared_keys import declared_key_sql, exportable_key_sql, unexportable_key_sql
 from shared.errors import PermanentError
 
 

@@ -299,6 +299,10 @@ def test_dev_overlay_runs_ecsim_on_the_shared_drop_zones() -> None:
         assert env["PLATFORM_API_URL"] == f"http://ecsim:{ecsim_port}/v1"
     # Both sides of the one credential read the same file.
     assert ecsim_env["ECSIM_CLIENT_SECRET_FILE"] == ingest_env["PLATFORM_CLIENT_SECRET_FILE"]
+    # ecsim runs from the dev image (the Dockerfile's dev target): the bridge's runtime image leaves it out.
+    assert container(ecsim)["image"] == "audience-bridge-dev:local"
+    for name in BRIDGE:
+        assert container(one(docs, "Deployment", name))["image"] == "audience-bridge:local"
 
 
 def test_production_overlay_uses_s3_tls_and_the_catalog(tmp_path: Path) -> None:

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from services.ecsim import rules
 from services.ecsim.store import (
     AamStore,
-    Conflict,
     InUse,
     InvalidInput,
     LimitExceeded,
     Limits,
     ListParams,
-    NotFound,
     ReadOnly,
+    StoreConflict,
+    StoreNotFound,
 )
 
 
@@ -79,9 +79,9 @@ def test_data_source_crud_keeps_creation_audit_and_times(store: AamStore, clock:
     assert [d["dataSourceId"] for d in store.list_datasources(integration_code="mid2").items] == [ds_id]
 
     store.delete_datasource(ds_id)
-    with pytest.raises(NotFound):
+    with pytest.raises(StoreNotFound):
         store.get_datasource(ds_id)
-    with pytest.raises(NotFound):
+    with pytest.raises(StoreNotFound):
         store.delete_datasource(ds_id)
 
 
@@ -103,17 +103,17 @@ def test_reads_are_copies(store: AamStore) -> None:
 
 def test_duplicate_integration_codes_conflict_per_kind(store: AamStore) -> None:
     ds_id = _ds(store, "shared-code")
-    with pytest.raises(Conflict):
+    with pytest.raises(StoreConflict):
         _ds(store, "shared-code")
     # A trait may reuse a data source's code: uniqueness is per kind of object.
     sid = _trait(store, ds_id, "shared-code")
-    with pytest.raises(Conflict) as err:
+    with pytest.raises(StoreConflict) as err:
         _trait(store, ds_id, "shared-code")
     assert err.value.status == 409
     assert err.value.body()["code"] == "conflict"
     other = _trait(store, ds_id, "other")
     body = {"name": "x", "traitType": "ON_BOARDED_TRAIT", "dataSourceId": ds_id, "folderId": 0}
-    with pytest.raises(Conflict):
+    with pytest.raises(StoreConflict):
         store.update_trait(other, {**body, "integrationCode": "shared-code"})
     # Keeping one's own code is no conflict; blank codes are no code at all.
     store.update_trait(sid, {**body, "integrationCode": "shared-code"})
@@ -157,11 +157,11 @@ def test_trait_by_integration_code_follows_updates(store: AamStore) -> None:
     body = {"name": "t", "traitType": "ON_BOARDED_TRAIT", "dataSourceId": ds_id, "folderId": 0}
     updated = store.update_trait(sid, {**body, "integrationCode": "aud-2", "traitRule": 'ic=="2"'})
     assert updated["traitRuleVersion"] == 2
-    with pytest.raises(NotFound):
+    with pytest.raises(StoreNotFound):
         store.get_trait_by_code("aud-1")
     assert store.get_trait_by_code("aud-2")["sid"] == sid
     store.delete_trait(sid)
-    with pytest.raises(NotFound):
+    with pytest.raises(StoreNotFound):
         store.get_trait_by_code("aud-2")
 
 
@@ -306,7 +306,7 @@ def test_segment_rule_validation_in_the_store(store: AamStore) -> None:
         _segment(store, ds_id, f"{sid}T OR 999999T")
     with pytest.raises(InvalidInput):
         _segment(store, 424242, f"{sid}T")
-    with pytest.raises(Conflict):
+    with pytest.raises(StoreConflict):
         _segment(store, ds_id, f"{sid}T", "seg")
 
 
@@ -374,7 +374,7 @@ def test_limits_block_creation(clock: Clock) -> None:
 
 def test_receipts_are_appended_and_filtered(store: AamStore, clock: Clock) -> None:
     ds_id = _ds(store)
-    with pytest.raises(NotFound):
+    with pytest.raises(StoreNotFound):
         store.add_receipt(1, {"dataFileName": "x"})
     store.add_receipt(ds_id, {"dataFileName": "ftp_dpm_1_1700000000.sync", "recordsReceived": 3})
     store.add_receipt(ds_id, {"dataFileName": "ftp_dpm_1_1700000001.sync", "recordsReceived": 4})
@@ -408,7 +408,7 @@ def test_seed_keeps_given_ids_and_ordering(store: AamStore) -> None:
     assert store.get_segment(8)["segmentRule"] == "9T"
     assert store.get_destination(3)["destinationType"] == "S2S"
     assert len(store.inbound_history(500).items) == 1
-    with pytest.raises(Conflict):
+    with pytest.raises(StoreConflict):
         store.seed({"datasources": [{"dataSourceId": 20, "name": "again"}]})
     with pytest.raises(InvalidInput):
         store.seed({"users": []})

@@ -32,7 +32,8 @@ from shared.formats.inbound import (
     parse_inbound_name,
     write_inbound,
 )
-from shared.formats.lines import LineError, collect_parts
+from shared.formats.lines import LineError
+from shared.formats.parts import collect_parts
 
 # No deadline nor speed health check: the suite also runs on loaded CI machines.
 FAST = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -487,3 +488,40 @@ def test_fast_and_general_trait_paths_agree(tokens: list[tuple[bool, int]], over
     assert isinstance(fast, InboundRecord)
     assert fast.adds == tuple(n for un, n in tokens if not un)
     assert fast.removes == (() if overwrite else tuple(n for un, n in tokens if un))
+
+
+def test_the_package_keeps_the_names_of_the_former_module() -> None:
+    """``shared.formats.inbound`` was one module; its public names stay importable from the package."""
+    from shared.formats import inbound
+
+    names = [
+        "DEFAULT_MAX_PART_BYTES",
+        "MAX_LINES_PER_USER",
+        "MAX_LINE_BYTES",
+        "MAX_TRAIT_ID",
+        "PREFIX",
+        "R_BAD_TOKEN",
+        "R_EMPTY_USER_ID",
+        "R_INVALID_ID",
+        "R_NOT_UTF8",
+        "R_NO_TAB",
+        "R_OVER_USER_LIMIT",
+        "R_TOO_LONG",
+        "R_TWO_TABS",
+        "InboundCounters",
+        "InboundFileName",
+        "InboundItem",
+        "InboundMode",
+        "InboundParser",
+        "InboundRecord",
+        "InboundRow",
+        "InboundWriter",
+        "format_inbound_line",
+        "inbound_name",
+        "inbound_object_key",
+        "parse_inbound_line",
+        "parse_inbound_name",
+        "write_inbound",
+    ]
+    assert sorted(inbound.__all__) == sorted(names)
+    assert all(hasattr(inbound, n) for n in names)

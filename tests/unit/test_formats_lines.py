@@ -10,16 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import PermanentError
-from shared.formats import CorruptGzip, FormatError, InvalidRecord
-from shared.formats.lines import (
-    GzipDecoder,
-    Line,
-    LineSplitter,
-    PartSummary,
-    PartWriter,
-    collect_parts,
-    decode_chunks,
-)
+from shared.formats import CorruptGzip, FormatError, InvalidRecord, lines, parts
+from shared.formats.lines import GzipDecoder, Line, LineSplitter, decode_chunks
+from shared.formats.parts import PartSummary, PartWriter, collect_parts
 
 # No deadline nor speed health check: the suite also runs on loaded CI machines.
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -253,3 +246,8 @@ def test_gzip_parts_are_deterministic() -> None:
     a = write_parts([b"hello\n"] * 10, gz=True, limit=1000)
     b = write_parts([b"hello\n"] * 10, gz=True, limit=1000)
     assert a == b
+
+
+def test_the_part_writer_stays_importable_from_lines() -> None:
+    for name in ("DEFAULT_CHUNK_BYTES", "Part", "PartEvent", "PartSummary", "PartWriter", "collect_parts"):
+        assert getattr(lines, name) is getattr(parts, name)

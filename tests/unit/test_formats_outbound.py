@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.formats import BadFileName, CorruptGzip, FormatError, InvalidRecord
-from shared.formats.lines import UTF8_BOM, LineError, collect_parts
+from shared.formats.lines import UTF8_BOM, LineError
 from shared.formats.outbound import (
     MAX_LINE_BYTES,
     R_BAD_SEGMENT,
@@ -40,6 +40,7 @@ from shared.formats.outbound import (
     parse_outbound_line,
     parse_outbound_name,
 )
+from shared.formats.parts import collect_parts
 
 # No deadline nor speed health check: the suite also runs on loaded CI machines.
 FAST = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -621,3 +622,49 @@ def test_empty_batch_has_an_info_listing_no_file() -> None:
 def test_writer_refuses_a_named_part() -> None:
     with pytest.raises(BadFileName):
         OutboundWriter(BATCH.with_part(2))
+
+
+def test_the_package_keeps_the_names_of_the_former_module() -> None:
+    """``shared.formats.outbound`` was one module; its public names stay importable from the package."""
+    from shared.formats import outbound
+
+    names = [
+        "DEFAULT_MAX_PART_BYTES",
+        "INFO_SUFFIX",
+        "MAX_LINE_BYTES",
+        "MAX_SEGMENT_ID",
+        "R_BAD_SEGMENT",
+        "R_EMPTY_USER_ID",
+        "R_FIELDS",
+        "R_INVALID_ID",
+        "R_NOT_UTF8",
+        "R_NO_SEGMENTS",
+        "R_TOO_LONG",
+        "SYNC_TYPES",
+        "BadInfoFile",
+        "InfoFile",
+        "InfoFileEntry",
+        "InfoTotals",
+        "OutboundCounters",
+        "OutboundFileName",
+        "OutboundItem",
+        "OutboundMode",
+        "OutboundParser",
+        "OutboundRecord",
+        "OutboundRow",
+        "OutboundWriter",
+        "RecordBlock",
+        "SplitStyle",
+        "SyncType",
+        "batch_root_of",
+        "build_info",
+        "format_outbound_line",
+        "info_name_for",
+        "is_info_name",
+        "outbound_name",
+        "parse_info",
+        "parse_outbound_line",
+        "parse_outbound_name",
+    ]
+    assert sorted(outbound.__all__) == sorted(names)
+    assert all(hasattr(outbound, n) for n in names)

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.audiences import ImportAudience
-from services.ingest.files import FileImporter, group_names
+from services.ingest.files import FileImporter
+from services.ingest.outbound_batches import group_names, ready_parts
 from shared.dropzone.file import FileDropZone
 from shared.formats.outbound import OutboundRow
 from shared.kafka import OutgoingMessage
@@ -108,7 +109,7 @@ def emit(tmp: Path, rows: list[OutboundRow], mode: str, batch_size: int, piece: 
     async def run() -> None:
         batches, _bad = group_names(await importer._zone.list())
         [batch] = batches.values()
-        ready = await importer._ready(batch)
+        ready = await ready_parts(importer._zone, batch, parts_timeout_s=600)
         assert ready is not None
         await importer._emit(batch, ready[1])
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.ids import declared_key, id_problem, is_ecid
-from shared.population import Population, PopulationSpec, SegmentSpec, _Permutation, chained
+from shared.population import Population, PopulationSegment, PopulationSpec, _Permutation, chained
 
 
 def _spec(**overrides: object) -> PopulationSpec:
@@ -114,7 +114,7 @@ def test_the_shuffle_is_a_bijection(n: int, seed: int) -> None:
 
 
 def test_generators_stream_a_huge_population_without_building_it() -> None:
-    huge = Population(_spec(recipients=10_000_000, segments=[SegmentSpec(name="big", size=5_000_000, start=100)]))
+    huge = Population(_spec(recipients=10_000_000, segments=[PopulationSegment(name="big", size=5_000_000, start=100)]))
     started = time.monotonic()
     stream = huge.segment_members("big")
     assert isinstance(stream, Iterator)
@@ -126,9 +126,9 @@ def test_generators_stream_a_huge_population_without_building_it() -> None:
 
 def test_spec_validation() -> None:
     with pytest.raises(ValidationError, match="beyond"):
-        _spec(recipients=10, unknown_profiles=0, malformed_profiles=0, segments=[SegmentSpec(name="x", size=9)])
+        _spec(recipients=10, unknown_profiles=0, malformed_profiles=0, segments=[PopulationSegment(name="x", size=9)])
     with pytest.raises(ValidationError, match="unique"):
-        _spec(segments=[SegmentSpec(name="x", size=1), SegmentSpec(name="x", size=2)])
+        _spec(segments=[PopulationSegment(name="x", size=1), PopulationSegment(name="x", size=2)])
     with pytest.raises(ValueError, match="overlap"):
         chained([10, 5], [6])
     with pytest.raises(ValueError, match="one overlap per"):

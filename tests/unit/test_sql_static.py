@@ -47,18 +47,21 @@ class Site:
 
 _KEYS = "from the fixed whitelists ('recipient_id', 'email', 'crm_id') x ('none', 'sha256')"
 REVIEWED: Final[dict[Site, str]] = {
-    # reconcile: declared keys, all written by services/reconcile/keys.py declared_key_sql(), which raises for
-    # anything off the whitelists.
-    Site("services/reconcile/importing.py", "_DECLARED_MATCH", "interpolates", "declared_key_sql(key, transform)"): (
+    # reconcile: declared keys, all written by services/reconcile/declared_keys.py declared_key_sql(), which
+    # raises for anything off the whitelists.
+    Site("services/reconcile/import_delta.py", "_DECLARED_MATCH", "interpolates", "declared_key_sql(key, transform)"): (
         f"declared_key_sql over {_KEYS}"
     ),
-    Site("services/reconcile/importing.py", "Importer._apply_ids", "interpolates", "match_join(target)"): (
+    Site("services/reconcile/import_delta.py", "apply_delta", "interpolates", "match_join(target)"): (
         "one of the prebuilt statements of _ECID_MATCH/_DECLARED_MATCH, looked up, never built from the target"
     ),
-    Site("services/reconcile/importing.py", "_DECLARED_SNAPSHOT", "interpolates", "declared_key_sql(key, transform)"): (
-        f"declared_key_sql over {_KEYS}"
-    ),
-    Site("services/reconcile/importing.py", "match_snapshot", "interpolates", "snapshot_join(target)"): (
+    Site(
+        "services/reconcile/import_snapshot.py",
+        "_DECLARED_SNAPSHOT",
+        "interpolates",
+        "declared_key_sql(key, transform)",
+    ): f"declared_key_sql over {_KEYS}",
+    Site("services/reconcile/import_snapshot.py", "match_snapshot", "interpolates", "snapshot_join(target)"): (
         "one of the prebuilt statements of _ECID_SNAPSHOT/_DECLARED_SNAPSHOT, looked up, never built from the target"
     ),
     # reconcile: the export diff.
@@ -66,10 +69,10 @@ REVIEWED: Final[dict[Site, str]] = {
         f"declared_key_sql over {_KEYS}"
     ),
     Site("services/reconcile/exporting.py", "_CURRENT_IDS", "interpolates", "exportable_key_sql(key, transform)"): (
-        f"keys.py's condition over the same declared_key_sql, {_KEYS}"
+        f"declared_keys.py's condition over the same declared_key_sql, {_KEYS}"
     ),
     Site("services/reconcile/exporting.py", "_EXCLUDED", "interpolates", "unexportable_key_sql(key, transform)"): (
-        f"keys.py's condition over the same declared_key_sql, {_KEYS}"
+        f"declared_keys.py's condition over the same declared_key_sql, {_KEYS}"
     ),
     Site("services/reconcile/exporting.py", "diff_sql", "interpolates", "current_ids"): (
         "one of the prebuilt _CURRENT_IDS statements, chosen by the data source's kind"
@@ -110,18 +113,22 @@ REVIEWED: Final[dict[Site, str]] = {
 }
 
 # Every S608 noqa comment in services/ and shared/, by file and scope. Each silences ruff on a statement whose
-# run-time pieces are in REVIEWED, or that is put together from literals only (_OVERWRITE_ROWS).
+# run-time pieces are in REVIEWED, or that is put together from literals only (_OVERWRITE_ROWS, the run store's).
 NOQA_S608: Final = {
     ("services/publish/files.py", "_OVERWRITE_ROWS"),
-    ("services/reconcile/importing.py", "_DECLARED_MATCH"),
-    ("services/reconcile/importing.py", "_DECLARED_SNAPSHOT"),
-    ("services/reconcile/importing.py", "match_snapshot"),
-    ("services/reconcile/importing.py", "_ECID_SNAPSHOT"),
+    ("services/reconcile/import_delta.py", "_DECLARED_MATCH"),
+    ("services/reconcile/import_snapshot.py", "_DECLARED_SNAPSHOT"),
+    ("services/reconcile/import_snapshot.py", "match_snapshot"),
+    ("services/reconcile/import_snapshot.py", "_ECID_SNAPSHOT"),
     ("services/reconcile/rematch.py", "_declared"),
     ("services/reconcile/exporting.py", "_CURRENT_IDS"),
     ("services/reconcile/exporting.py", "_EXCLUDED"),
     ("services/reconcile/exporting.py", "diff_sql"),
     ("services/reconcile/exporting.py", "Exporter._open_run"),
+    # The run table's reads and move: the column list is the module constant _COLUMNS.
+    ("shared/runs/store.py", "move"),
+    ("shared/runs/store.py", "load"),
+    ("shared/runs/store.py", "latest_of_request"),
 }
 
 

@@ -11,17 +11,9 @@ from html.parser import HTMLParser
 import orjson
 import pytest
 
-from services.reconcile.status_page import (
-    AudienceRow,
-    RunRow,
-    StatusSnapshot,
-    UnmatchedRow,
-    fmt_duration,
-    nice_ceiling,
-    render_chart,
-    render_page,
-    snapshot_json,
-)
+from services.reconcile.status_chart import nice_ceiling, render_chart
+from services.reconcile.status_page import fmt_duration, render_page, snapshot_json
+from services.reconcile.status_queries import AudienceRow, RunRow, StatusSnapshot, UnmatchedRow
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 HOSTILE = "<script>alert(1)</script>"

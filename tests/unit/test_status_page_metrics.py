@@ -1,4 +1,4 @@
-"""reconcile's and ingest's run and ID counters (the ones the status page's e2e test scrapes from a process)."""
+"""The run metric (shared.runs.reporter) and reconcile's ID counters, as the status page's e2e test scrapes them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from services.ingest.metrics import CountingStatusReporter
 from services.reconcile.metrics import PrometheusReconcileMetrics
 from shared.kafka import OutgoingMessage, Producer
+from shared.runs.outcome import RunOutcome
+from shared.runs.reporter import RunReporter
+from shared.runs.states import Direction, RunState
 from shared.settings import KafkaSettings
 
 
@@ -29,18 +31,15 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
     return value
 
 
-def test_reconcile_metrics_count_runs_once_and_ids_by_type() -> None:
+def test_reconcile_metrics_count_ids_by_type_and_list_changes() -> None:
+    # Runs (ab_runs_total) are counted by shared.runs.reporter.RunReporter, where they are reported.
     registry = CollectorRegistry()
     metrics = PrometheusReconcileMetrics(registry)
-    run_id = uuid.uuid4()
-    for _ in range(3):  # every batch of a bad run is rejected: still one failed run
-        metrics.run_finished("import", "failed", run_id)
     metrics.import_batch("ecid", {"received": 10, "matched": 7, "unmatched": 2, "invalid": 1, "added": 7, "removed": 0})
     metrics.members_changed(3, 4)
     metrics.export_excluded(5)
 
-    assert sample(registry, "ab_runs_total", direction="import", state="failed") == 1
-    assert sample(registry, "ab_runs_total", direction="import", state="succeeded") == 0
+    assert sample(registry, "ab_runs_total", direction="import", state="failed") is None
     assert sample(registry, "ab_import_ids_total", id_type="ecid", outcome="matched") == 7
     assert sample(registry, "ab_import_ids_total", id_type="declared", outcome="received") == 0
     assert sample(registry, "ab_list_members_changed_total", change="added") == 10
@@ -48,17 +47,21 @@ def test_reconcile_metrics_count_runs_once_and_ids_by_type() -> None:
     assert sample(registry, "ab_export_ids_excluded_total") == 5
 
 
-async def test_ingest_counts_the_runs_that_end_there() -> None:
+async def test_a_service_counts_the_runs_that_end_there_once() -> None:
     registry = CollectorRegistry()
     producer = _RecordingProducer()
-    status = CountingStatusReporter(producer, service="ingest", topic_prefix="p.", registry=registry)
-    run_id = uuid.uuid4()
-    await status.report(run_id, direction="import", state="started", audience_id="a")
-    await status.report(run_id, direction="import", state="progress", audience_id="a", counts={"received": 3})
-    await status.report(uuid.uuid4(), direction="import", state="blocked", audience_id="b", reason="PII")
-    await status.report(uuid.uuid4(), direction="import", state="failed", reason="md5 differs")
-    assert [m.topic for m in producer.sent] == ["p.audience-sync-status"] * 4  # still reported, as before
-    # Runs handed to reconcile are counted there when they end; only ingest's own ends count here.
+    ends: tuple[tuple[Direction, RunState], ...] = (("import", "blocked"), ("import", "failed"))
+    status = RunReporter(producer, service="ingest", topic_prefix="p.", registry=registry, ends=ends)
+    assert sample(registry, "ab_runs_total", direction="import", state="blocked") == 0  # exists before any run
+    run_id, failed = uuid.uuid4(), uuid.uuid4()
+    await status.report(RunOutcome(run_id, "import", "started", "a"))
+    await status.report(RunOutcome(run_id, "import", "progress", "a", {"received": 3}))
+    await status.report(RunOutcome(uuid.uuid4(), "import", "blocked", "b", reason="PII"))
+    await status.report(RunOutcome(failed, "import", "failed", reason="md5 differs"))
+    await status.report(RunOutcome(failed, "import", "failed", reason="md5 differs"))  # batch after batch
+    assert [m.topic for m in producer.sent] == ["p.audience-sync-status"] * 5  # every move is announced
+    # Runs handed on are counted where they end; only the ends reached here count, each run once.
     assert sample(registry, "ab_runs_total", direction="import", state="blocked") == 1
     assert sample(registry, "ab_runs_total", direction="import", state="failed") == 1
     assert sample(registry, "ab_runs_total", direction="import", state="progress") is None
+    assert sample(registry, "ab_runs_total", direction="import", state="started") is None

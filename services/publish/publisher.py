@@ -16,59 +16,55 @@ the reason, keeps its staged rows, and the batch returns normally so the partiti
 finished later by :func:`retry_run` (``audience-bridge retry RUN``) or superseded by the next export
 request's run. Postgres or Kafka being unavailable is not a run failure: the batch is retried as a whole
 and, every step being idempotent, goes on where it stopped.
+
+Every change of the run's state is a :func:`shared.runs.store.move`, which the lifecycle table guards (a
+run that already succeeded is never failed), and is announced by the :class:`RunReporter` only once the
+transaction that made it has committed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
-import orjson
 
 from services.publish.audience import ensure_audience
+from services.publish.export_run import PUBLISH_ENDS, BatchRefused, ExportRun, check_batch, load_run, run_counts
 from services.publish.files import FileOptions, WrittenFiles, write_run_files
 from services.publish.metrics import NoPublishMetrics, PublishMetrics
-from services.publish.plan import failure_reason, file_timestamp, run_counts
-from services.publish.stage import (
-    TERMINAL_STATES,
-    BatchRefused,
-    ExportRun,
-    allocate_file_ts,
-    check_batch,
-    load_run,
-    stage_batches,
-)
+from services.publish.parts import file_timestamp
+from services.publish.stage import allocate_file_ts, stage_batches
 from shared.dropzone import DropZone, DropZoneUnavailable
 from shared.errors import PermanentError
 from shared.kafka import Delivery, Rejected
-from shared.logging import get_logger
-from shared.messages import AudienceExportBatch, RunState
+from shared.logging import get_logger, redact_text
+from shared.messages import AudienceExportBatch
 from shared.platform import PlatformClient, PlatformError
-from shared.status import StatusReporter
+from shared.runs import store
+from shared.runs.outcome import RunOutcome
+from shared.runs.reporter import RunReporter
+from shared.runs.states import IllegalTransition
 
 log = get_logger(__name__)
 
 STEP_AUDIENCE = "creating the shared audience on the platform"
 STEP_FILES = "writing the inbound data files"
+MAX_REASON_CHARS: Final = 1000
 
 
 class RunNotRetryable(PermanentError):
     """``retry_run`` refuses: the run is unknown, superseded by a newer successful run, or incomplete."""
 
 
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    run_id: uuid.UUID
-    audience_id: str
-    state: str
-    counts: dict[str, int]
-    reason: str | None = None
-    files: tuple[str, ...] = ()
+def failure_reason(step: str, exc: BaseException) -> str:
+    """Why a run failed, fit for the run row and a status event: bounded, secrets masked."""
+    detail = redact_text(str(exc)) or type(exc).__name__
+    return f"{step}: {detail}"[:MAX_REASON_CHARS]
 
 
 # The run's adds into exported_member, in the index's key order (DISTINCT ON sorts and de-duplicates in
@@ -92,13 +88,18 @@ DELETE FROM exported_member em
 """
 
 
-def _outcome(run: ExportRun, files: Sequence[str] = ()) -> RunOutcome:
-    counts = run_counts(run.totals, run.counts, added=run.counts.get("added", 0), removed=run.counts.get("removed", 0))
-    return RunOutcome(run.run_id, run.audience_id, run.state, counts, run.reason, tuple(files))
-
-
 def _lock_key(run_id: uuid.UUID) -> int:
     return int.from_bytes(run_id.bytes[:8], "big", signed=True)
+
+
+def _require_complete(run: ExportRun) -> None:
+    if not run.complete:
+        raise RunNotRetryable(
+            "the run's batches are not all staged yet",
+            run_id=str(run.run_id),
+            staged=run.staged_batches,
+            last_seq=run.last_seq,
+        )
 
 
 class Publisher:
@@ -109,7 +110,7 @@ class Publisher:
         pool: asyncpg.Pool,
         zone: DropZone,
         platform: PlatformClient,
-        status: StatusReporter,
+        status: RunReporter,
         *,
         options: FileOptions,
         metrics: PublishMetrics | None = None,
@@ -134,14 +135,10 @@ class Publisher:
                 refused = [(d, error) for d in group_deliveries]
             for delivery, exc in refused:
                 rejected.append(Rejected(delivery, exc))
-                await self._status.report(
-                    delivery.message.run_id,
-                    direction="export",
-                    state="failed",
-                    audience_id=delivery.message.audience_id,
-                    reason=failure_reason("batch refused", exc),
-                )
-                self._metrics.run_reported("failed")
+                # Said on the status topic only: the run row (if there is one) is not this batch's to end.
+                batch = delivery.message
+                reason = failure_reason("batch refused", exc)
+                await self._report(RunOutcome(batch.run_id, "export", "failed", batch.audience_id, reason=reason))
         return rejected
 
     async def _publish_group(
@@ -172,10 +169,6 @@ class Publisher:
             )
         check_batch(run, batch)
 
-    async def publish_batch(self, batch: AudienceExportBatch) -> RunOutcome | None:
-        """Stage one batch; finish its run when it completes it. Returns the run's outcome when it ended."""
-        return await self.publish_batches([batch])
-
     async def publish_batches(self, batches: Sequence[AudienceExportBatch]) -> RunOutcome | None:
         """Stage batches of one run; finish the run when they complete it. Returns the run's outcome when
         it ended. Raises :class:`BatchRefused` when the run is unknown or a batch disagrees with it."""
@@ -184,7 +177,7 @@ class Publisher:
             self._check(run, batch)
         assert run is not None
         if run.live and run.staged_batches == 0:
-            await self._report(run, "started")
+            await self._report(run.started())
         if run.live and (run.trait_id is None or run.segment_id is None):
             try:
                 run = await ensure_audience(self._pool, self._platform, run)
@@ -204,11 +197,12 @@ class Publisher:
             return None
         if run.live:
             return await self.finish(run.run_id)
-        if not staged.fresh and any(b.last for b in batches) and run.state in TERMINAL_STATES:
-            # Redelivered after the run ended (a crash before the offset commit may also have lost the
-            # status event): say again how it ended, change nothing.
-            await self._report_outcome(_outcome(run))
-            return _outcome(run)
+        if not staged.fresh and any(b.last for b in batches) and run.state in PUBLISH_ENDS:
+            # Redelivered after publish ended the run (a crash before the offset commit may also have lost
+            # the status event): say again how it ended, change nothing.
+            outcome = run.outcome()
+            await self._report(outcome)
+            return outcome
         return None
 
     # --- write and apply -------------------------------------------------------------------------------
@@ -219,14 +213,8 @@ class Publisher:
         async with self._run_lock(run_id):
             run = await self._reload(run_id)
             if run.state == "succeeded" or not (run.live or (retrying and run.state == "failed")):
-                return _outcome(run)
-            if not run.complete:
-                raise RunNotRetryable(
-                    "the run's batches are not all staged yet",
-                    run_id=str(run_id),
-                    staged=run.staged_batches,
-                    last_seq=run.last_seq,
-                )
+                return run.outcome()
+            _require_complete(run)
             try:
                 run = await ensure_audience(self._pool, self._platform, run)
             except PlatformError as exc:
@@ -250,15 +238,15 @@ class Publisher:
             if outcome.state == "succeeded":
                 self._metrics.ids_sent("add", outcome.counts["added"])
                 self._metrics.ids_sent("remove", outcome.counts["removed"])
-            await self._report_outcome(outcome)
+            await self._report(outcome)
             return outcome
 
     async def _apply(self, run: ExportRun, files: WrittenFiles) -> RunOutcome:
         """In one transaction: exported_member follows the run, the run succeeds, its staging goes."""
         async with self._pool.acquire() as conn, conn.transaction():
-            state = await conn.fetchval("SELECT state FROM run WHERE run_id = $1 FOR UPDATE", run.run_id)
-            if state == "succeeded":
-                return _outcome(await self._reload(run.run_id, conn))
+            locked = await store.lock(conn, run.run_id, "export")
+            if locked["state"] == "succeeded":  # finished meanwhile (by a retry): its members stand as applied
+                return (await self._reload(run.run_id, conn)).outcome()
             sizes = await conn.fetchrow(
                 """SELECT coalesce(sum(adds_n), 0) AS adds, coalesce(sum(removes_n), 0) AS removes
                      FROM publish_stage_batch WHERE run_id = $1""",
@@ -272,13 +260,7 @@ class Publisher:
                 await conn.execute(_DELETE_REMOVED, run.run_id, run.audience_id)
             await conn.execute(_INSERT_ADDED, run.run_id, run.audience_id)
             counts = run_counts(run.totals, run.counts, added=sizes["adds"], removed=sizes["removes"])
-            await conn.execute(
-                """UPDATE run SET state = 'succeeded', reason = NULL, counts = counts || $2::jsonb,
-                                  finished_at = now(), updated_at = now()
-                    WHERE run_id = $1""",
-                run.run_id,
-                orjson.dumps(counts).decode(),
-            )
+            moved = await store.move(conn, run.run_id, "succeeded", counts=counts)
             await conn.execute("DELETE FROM publish_stage_batch WHERE run_id = $1", run.run_id)
             # Older failed runs of this audience are superseded (this run was diffed after them, and
             # retrying them now could undo it): their staged rows are no longer needed.
@@ -297,19 +279,18 @@ class Publisher:
             files_kept=len(files.kept),
             **counts,
         )
-        return RunOutcome(run.run_id, run.audience_id, "succeeded", counts, None, tuple(files.keys))
+        # The counts publish reports (the row may hold more, such as reconcile's batch totals).
+        return dataclasses.replace(moved, counts=counts, files=tuple(files.keys))
 
     async def _fail(self, run: ExportRun, step: str, exc: BaseException) -> RunOutcome:
+        """End the run as ``failed`` with why, unless it succeeded meanwhile (a retry or another replica
+        finished it): a succeeded run stays succeeded, and its outcome is returned unannounced."""
         reason = failure_reason(step, exc)
-        updated = await self._pool.fetchval(
-            """UPDATE run SET state = 'failed', reason = $2, finished_at = now(), updated_at = now()
-                WHERE run_id = $1 AND state <> 'succeeded' RETURNING run_id""",
-            run.run_id,
-            reason,
-        )
-        current = await self._reload(run.run_id)
-        if updated is None:
-            return _outcome(current)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await store.move(conn, run.run_id, "failed", reason=reason)
+        except IllegalTransition:
+            return (await self._reload(run.run_id)).outcome()
         log.warning(
             "export_run_failed",
             run_id=str(run.run_id),
@@ -317,8 +298,8 @@ class Publisher:
             error=type(exc).__name__,
             reason=reason,
         )
-        outcome = _outcome(current)
-        await self._report_outcome(outcome)
+        outcome = (await self._reload(run.run_id)).outcome()
+        await self._report(outcome)
         return outcome
 
     # --- retry -----------------------------------------------------------------------------------------
@@ -328,7 +309,7 @@ class Publisher:
         if run is None:
             raise RunNotRetryable("no export run with this id", run_id=str(run_id))
         if run.state == "succeeded":
-            return _outcome(run)
+            return run.outcome()
         newer = await self._pool.fetchval(
             """SELECT run_id FROM run WHERE direction = 'export' AND audience_id = $1 AND state = 'succeeded'
                   AND started_at > $2 ORDER BY started_at DESC LIMIT 1""",
@@ -341,13 +322,7 @@ class Publisher:
                 run_id=str(run_id),
                 newer_run_id=str(newer),
             )
-        if not run.complete:
-            raise RunNotRetryable(
-                "the run's batches are not all staged yet",
-                run_id=str(run_id),
-                staged=run.staged_batches,
-                last_seq=run.last_seq,
-            )
+        _require_complete(run)
         log.info("export_run_retrying", run_id=str(run_id), audience_id=run.audience_id, state=run.state)
         return await self.finish(run_id, retrying=True)
 
@@ -371,31 +346,20 @@ class Publisher:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
-    async def _report(self, run: ExportRun, state: RunState) -> None:
-        counts = run_counts(run.totals, run.counts, added=0, removed=0)
-        await self._status.report(
-            run.run_id, direction="export", state=state, audience_id=run.audience_id, counts=counts
-        )
-        self._metrics.run_reported(state)
-
-    async def _report_outcome(self, outcome: RunOutcome) -> None:
-        state: RunState = "succeeded" if outcome.state == "succeeded" else "failed"
-        await self._status.report(
-            outcome.run_id,
-            direction="export",
-            state=state,
-            audience_id=outcome.audience_id,
-            counts=outcome.counts,
-            reason=outcome.reason,
-        )
-        self._metrics.run_reported(state)
+    async def _report(self, outcome: RunOutcome) -> None:
+        """Announce where the run stands, once its move has committed. The reporter counts an ended run
+        in ``ab_runs_total`` and, through the hook the service gives it, in ``ab_export_runs_total``
+        (so the two agree); ``started`` ends nothing and is publish's own count."""
+        await self._status.report(outcome)
+        if outcome.state == "started":
+            self._metrics.run_reported(outcome.state)
 
 
 async def retry_run(
     pool: asyncpg.Pool,
     zone: DropZone,
     platform: PlatformClient,
-    status: StatusReporter,
+    status: RunReporter,
     run_id: uuid.UUID,
     *,
     options: FileOptions | None = None,

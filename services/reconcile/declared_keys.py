@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Final
 
 from shared.errors import PermanentError
+from shared.ids import KEY_TRANSFORMS  # one list of transforms: Python computes the same keys (shared.ids)
 
 RECONCILIATION_KEYS: Final = ("recipient_id", "email", "crm_id")
-KEY_TRANSFORMS: Final = ("none", "sha256")
 
 # (key, transform) -> the stored generated column holding ab_declared_key(key, transform).
 STORED_KEYS: Final = {("email", "sha256"): "key_email_sha256", ("crm_id", "none"): "key_crm_id_none"}

@@ -1,0 +1,184 @@
+"""Runs and exports: list and show runs, re-match, release a held-back import, request and retry exports."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+import typer
+from rich.table import Table
+
+from services.cli.common import app, cli_settings, console, err, run_sync, validated, with_db
+from services.publish.files import FileOptions
+from services.publish.publisher import retry_run
+from services.publish.settings import PublishSettings
+from services.reconcile.importing import release_run
+from services.reconcile.rematch import rematch as rematch_ids
+from shared.dropzone import open_dropzone
+from shared.errors import TransientError
+from shared.kafka import Producer, ensure_topics
+from shared.messages import AudienceExportRequest
+from shared.platform import PlatformClient
+from shared.runs import store
+from shared.runs.outcome import RunOutcome
+from shared.runs.reporter import RunReporter
+from shared.runs.states import ENDED_STATES
+from shared.settings import load_settings
+from shared.topics import AUDIENCE_EXPORT_REQUESTS, topic_name
+
+
+@app.command("runs")
+def runs_cmd(
+    audience: Annotated[str | None, typer.Option(help="Only this audience.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only runs in this state.")] = None,
+    limit: int = 20,
+) -> None:
+    """Recent runs, newest first."""
+    rows = run_sync(
+        with_db(
+            lambda conn: conn.fetch(
+                """SELECT * FROM run WHERE ($1::text IS NULL OR audience_id = $1) AND ($2::text IS NULL OR state = $2)
+                    ORDER BY started_at DESC LIMIT $3""",
+                audience,
+                state,
+                limit,
+            )
+        )
+    )
+    table = Table("run", "direction", "audience", "mode", "state", "counts", "reason")
+    for r in rows:
+        table.add_row(
+            str(r["run_id"]),
+            r["direction"],
+            r["audience_id"],
+            r["mode"],
+            r["state"],
+            r["counts"],
+            (r["reason"] or "")[:80],
+        )
+    console.print(table)
+
+
+@app.command("run")
+def run_cmd(run_id: uuid.UUID) -> None:
+    """Show one run."""
+    row = run_sync(with_db(lambda conn: conn.fetchrow("SELECT * FROM run WHERE run_id = $1", run_id)))
+    if row is None:
+        err.print(f"[red]error:[/red] no run {run_id}")
+        raise typer.Exit(1)
+    data = {k: (str(v) if not isinstance(v, int | str | type(None)) else v) for k, v in dict(row).items()}
+    console.print_json(orjson.dumps(data).decode())
+
+
+@app.command("rematch")
+def rematch_cmd() -> None:
+    """Match unmatched IDs again against current recipients and visitor links."""
+    result = run_sync(with_db(rematch_ids))
+    console.print(f"{result['matched']} IDs matched, {result['added']} list members added")
+
+
+@app.command("release")
+def release_cmd(run_id: uuid.UUID, by: Annotated[str, typer.Option(help="Who releases it.")] = "cli") -> None:
+    """Apply a full import run that the guards held back (empty or mass-removal snapshot)."""
+
+    async def release() -> RunOutcome:
+        outcome = await with_db(lambda conn: release_run(conn, run_id, by))
+        await _announce(outcome)
+        return outcome
+
+    outcome = run_sync(release())
+    console.print(f"run {run_id} released: {outcome.count('added')} added, {outcome.count('removed')} removed")
+
+
+async def _announce(outcome: RunOutcome) -> None:
+    """Say on audience-sync-status what the command did to a run (it is committed whatever Kafka answers)."""
+    settings = cli_settings()
+    producer = Producer(settings, "cli")
+    try:
+        await RunReporter(producer, service="cli", topic_prefix=settings.topic_prefix).report(outcome)
+    except TransientError as exc:
+        err.print(f"[yellow]warning:[/yellow] the run's status event was not sent ({exc})")
+    finally:
+        await producer.stop()
+
+
+@app.command("export")
+def export_cmd(
+    list_ref: Annotated[str, typer.Option("--list", help="Campaign list (name or id).")],
+    audience: Annotated[str, typer.Option(help="Name of the shared audience on the platform.")],
+    data_source: Annotated[str, typer.Option(help="Data source whose IDs identify the audience.")],
+    mode: Annotated[str, typer.Option(help="append, mirror or full.")] = "append",
+    requested_by: Annotated[str, typer.Option(help="Who asks (for the audit trail).")] = "cli",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the run to finish (0: don't wait).")] = 0.0,
+) -> None:
+    """Share a campaign list as a shared audience (puts a request on audience-export-requests)."""
+    request = validated(
+        AudienceExportRequest,
+        {
+            "list_id": list_ref,
+            "audience_name": audience,
+            "data_source": data_source,
+            "mode": mode,
+            "requested_by": requested_by,
+        },
+    )
+    settings = cli_settings()
+
+    async def send() -> None:
+        topic = topic_name(settings.topic_prefix, AUDIENCE_EXPORT_REQUESTS)
+        await ensure_topics(settings, [topic])
+        producer = Producer(settings, "cli")
+        try:
+            await producer.send_model(topic, request)
+        finally:
+            await producer.stop()
+
+    run_sync(send())
+    console.print(f"export requested: request {request.request_id}")
+    if wait > 0:
+        state = run_sync(_wait_for_export(request.request_id, wait))
+        console.print(f"run state: {state}")
+        if state != "succeeded":
+            raise typer.Exit(1)
+
+
+async def _wait_for_export(request_id: uuid.UUID, timeout: float) -> str:
+    async def poll(conn: Any) -> str:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            run = await store.latest_of_request(conn, request_id)
+            if (run is not None and run.state in ENDED_STATES) or asyncio.get_running_loop().time() > deadline:
+                return run.state if run is not None else "not started"
+            await asyncio.sleep(0.25)
+
+    return await with_db(poll)
+
+
+@app.command("retry")
+def retry_cmd(run_id: uuid.UUID) -> None:
+    """Finish a failed export run from its staged batches (platform calls and file writing again)."""
+    settings = load_settings(PublishSettings)
+
+    async def retry() -> RunOutcome:
+        pool = await asyncpg.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
+        assert pool is not None
+        zone = open_dropzone(settings.export_dropzone_url, s3=settings.s3_options())
+        producer = Producer(settings, "cli")
+        try:
+            async with PlatformClient(settings) as platform:
+                status = RunReporter(producer, service="cli", topic_prefix=settings.topic_prefix)
+                return await retry_run(
+                    pool, zone, platform, status, run_id, options=FileOptions.from_settings(settings)
+                )
+        finally:
+            await producer.stop()
+            await zone.close()
+            await pool.close()
+
+    outcome = run_sync(retry())
+    console.print(f"run {run_id}: {outcome.state}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    if outcome.state != "succeeded":
+        raise typer.Exit(1)

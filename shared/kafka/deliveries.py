@@ -1,0 +1,67 @@
+"""What a consumer's handler receives and answers: decoded deliveries in, rejected ones out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from aiokafka import ConsumerRecord
+
+from shared.errors import PoisonMessage
+from shared.messages import Message, decode
+
+M = TypeVar("M", bound=Message)
+
+# One partition's records from a poll, in offset order.
+Records = list[ConsumerRecord[bytes, bytes]]
+# A record that is dead-lettered, and why.
+Failure = tuple[ConsumerRecord[bytes, bytes], BaseException]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[M]):
+    """A decoded message and where it came from."""
+
+    message: M
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message the handler refuses for good (it goes to the DLQ) while the rest of its batch goes on."""
+
+    delivery: Delivery[Any]
+    error: BaseException
+
+
+# A handler processes a batch of one partition, in order. It may return the messages it rejects;
+# raising a transient error retries the whole batch, raising a permanent one isolates the guilty message.
+Handler = Callable[[Sequence[Delivery[Any]]], Awaitable[Sequence[Rejected] | None]]
+
+
+def decode_records(model: type[Message], records: Records) -> tuple[list[Delivery[Any]], list[Failure]]:
+    """The records ``model`` can read, as deliveries, and the poison ones with the reason each is unreadable."""
+    good: list[Delivery[Any]] = []
+    poison: list[Failure] = []
+    for record in records:
+        try:
+            message = decode(model, record.value)
+        except PoisonMessage as exc:
+            poison.append((record, exc))
+            continue
+        good.append(
+            Delivery(
+                message=message,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                headers=tuple(record.headers or ()),
+            )
+        )
+    return good, poison
