@@ -17,6 +17,27 @@ from shared.settings import KafkaSettings
 log = get_logger(__name__)
 
 
+async def _until_visible(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float) -> None:
+    """Wait until the brokers' metadata shows every new topic with a leader for each partition. The
+    controller answers before the brokers know: a consumer subscribing in that gap is assigned no partition
+    and, aiokafka refreshing metadata every few minutes only, stays idle that long (seen under load)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = await asyncio.wait_for(admin.describe_topics(topics), timeout_s)
+        ready = {
+            t["topic"]
+            for t in described
+            if t.get("error_code") == 0
+            and t.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in t["partitions"])
+        }
+        if ready >= set(topics):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TransientError("new topics not visible in the cluster's metadata", topics=sorted(set(topics) - ready))
+        await asyncio.sleep(0.1)
+
+
 async def ensure_topics(settings: KafkaSettings, topics: Iterable[str], *, timeout_s: float = 30.0) -> None:
     """Create the topics that do not exist yet. Existing topics are left as they are."""
     names = sorted(set(topics))
@@ -44,6 +65,7 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str], *, timeo
                 raise TransientError("topic creation failed", topic=name, error=for_code(code).__name__)
         if created:
             log.info("topics_created", topics=created, partitions=settings.kafka_topic_partitions)
+            await _until_visible(admin, created, timeout_s)
     except (KafkaError, OSError, TimeoutError) as exc:
         raise TransientError("Kafka unavailable for topic creation", error=type(exc).__name__) from exc
     finally:
