@@ -7,18 +7,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 LOCAL := deploy/local
+# The stack's ports: STACK_PORT_OFFSET=N moves them all (a second stack beside the first), or the settings one by
+# one (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, *_HTTP_PORT...); `make up` records them in var/stack.env for the
+# next commands. `$(STACK) run CMD` runs CMD with them (README "Two stacks side by side").
+STACK := $(PYTHON) $(LOCAL)/stack.py
 SERVICES := ecsim ingest reconcile publish
 PYTEST_ARGS ?=
 
-.PHONY: help venv infra up down status run demo logs test lint unit schemas docs fmt bench chaos chaos-short browser tools clean
+.PHONY: help venv infra up down status doctor run demo logs test lint unit schemas docs fmt bench chaos chaos-short browser tools clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@$(STACK) check python
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
+	{ $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -c constraints.txt -e '.[dev]'; } \
+	  || { $(STACK) diagnose pip; exit 1; }
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP) ## create .venv with the pinned dependencies
@@ -26,6 +31,7 @@ venv: $(STAMP) ## create .venv with the pinned dependencies
 infra: ## start the local Kafka broker and Postgres (fetching/installing them on first use)
 	$(LOCAL)/kafka.sh start
 	$(LOCAL)/postgres.sh start
+	@$(STACK) save
 
 up: venv infra ## start Kafka, Postgres, ecsim and the three services in the background; return when all are ready
 	$(LOCAL)/services.sh start $(SERVICES)
@@ -36,17 +42,20 @@ down: ## stop everything `make up` started (and nothing else)
 	-$(LOCAL)/kafka.sh stop
 	-$(LOCAL)/postgres.sh stop
 
-status: ## what runs, and whether it is ready
-	@-$(LOCAL)/kafka.sh status; $(LOCAL)/postgres.sh status; $(LOCAL)/services.sh status $(SERVICES); true
+status: ## what runs, and whether it is ready (and on which ports)
+	@-$(STACK) describe; $(LOCAL)/kafka.sh status; $(LOCAL)/postgres.sh status; $(LOCAL)/services.sh status $(SERVICES); true
+
+doctor: ## check what `make run` and `make test` need (tools, ports, disk, network), changing nothing
+	@$(STACK) doctor
 
 run: up ## set up, start the stack, run the demo, keep it running until Ctrl-C (which stops everything)
 	@trap '$(MAKE) --no-print-directory down' INT TERM EXIT; \
-	  $(VENV)/bin/audience-bridge demo; \
+	  $(STACK) run $(VENV)/bin/audience-bridge demo; \
 	  echo "The stack keeps running (logs: var/log/*.log). Ctrl-C stops everything."; \
 	  tail -n 0 -F var/log/ecsim.log var/log/ingest.log var/log/reconcile.log var/log/publish.log > /dev/null
 
 demo: up ## set up, start the stack, run the demo and exit 0 only if every run succeeded and checked out
-	$(VENV)/bin/audience-bridge demo
+	$(STACK) run $(VENV)/bin/audience-bridge demo
 
 logs: ## follow the services' logs
 	tail -F var/log/*.log
@@ -71,16 +80,16 @@ unit: venv ## the unit tests only (no Kafka or Postgres needed)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 test: venv infra browser tools lint ## set up everything, lint, and run the whole suite against real Kafka and Postgres
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(STACK) run $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: venv infra ## benchmarks on the local stack -> var/bench/results.json (BENCH_SCENARIOS=import_1m,...)
-	$(PY) -m tests.bench
+	$(STACK) run $(PY) -m tests.bench
 
 chaos: venv infra ## the fault scenario: SIGKILLs, broker and Postgres restarts, platform faults; exact checks
-	$(PY) -m tests.chaos
+	$(STACK) run $(PY) -m tests.chaos
 
 chaos-short: venv infra ## the same scenario, shortened (what CI runs)
-	CHAOS_RECIPIENTS=20000 CHAOS_IDS_PER_IMPORT=10000 CHAOS_KILLS=2 CHAOS_BATCH_SIZE=300 $(PY) -m tests.chaos
+	CHAOS_RECIPIENTS=20000 CHAOS_IDS_PER_IMPORT=10000 CHAOS_KILLS=2 CHAOS_BATCH_SIZE=300 $(STACK) run $(PY) -m tests.chaos
 
 browser: ## install Debian's chromium for the status page's browser test (when missing)
 	deploy/local/browser.sh install
@@ -88,5 +97,6 @@ browser: ## install Debian's chromium for the status page's browser test (when m
 tools: ## build kustomize (for the k8s manifest tests) into the cache, once
 	deploy/local/kustomize.sh install >/dev/null
 
-clean: down ## stop everything and remove local state (var/) and the venv
+clean: down ## stop everything and remove local state (var/, the private cluster wherever it lives) and the venv
+	-$(LOCAL)/postgres.sh clean
 	rm -rf var $(VENV)

@@ -127,11 +127,19 @@ async def drop_database(admin_dsn: str, name: str, *, timeout: float = 60.0) -> 
 
 
 def deliver_outbound(
-    zone: Path, mode: Literal["full", "iter"], rows: Sequence[OutboundRow], ts: int, *, max_part_bytes: int = 256 << 10
+    zone: Path,
+    mode: Literal["full", "iter"],
+    rows: Sequence[OutboundRow],
+    ts: int,
+    *,
+    max_part_bytes: int = 256 << 10,
+    master_dpid: int = 1001,
+    destination_id: int = 7001,
 ) -> OutboundFileName:
     """Deliver a batch of the platform's outbound files into an import zone as the platform does: each file
-    written aside (``<zone>/../staging``) and renamed in, parts first, the ``.info`` last."""
-    batch = OutboundFileName("s3", 7001, 1001, mode, ts)
+    written aside (``<zone>/../staging``) and renamed in, parts first, the ``.info`` last. The master DPID
+    is the data source whose IDs the rows hold (1001: the fixtures' ``visitors``, 1002: ``hashed-emails``)."""
+    batch = OutboundFileName("s3", destination_id, master_dpid, mode, ts)
     writer = OutboundWriter(batch, max_part_bytes=max_part_bytes)
     staging = zone.parent / "staging"
     staging.mkdir(parents=True, exist_ok=True)

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # A real Apache Kafka broker (single KRaft node) for the local stack and the tests, without Docker.
 #   kafka.sh fetch   resolve the broker's jars from Maven Central into the cache (once per version)
-#   kafka.sh start   format the storage on first use, start kafka.Kafka in the background, wait until it answers
+#   kafka.sh start   format the storage on first use, start kafka.Kafka in the background, wait until it answers;
+#                    first checks (one line each when they fail): its two ports, Java 17+, disk, and on first use
+#                    Maven and the network to Maven Central
 #   kafka.sh stop    stop the broker started from this checkout (and nothing else)
 #   kafka.sh status  exit 0 and say so when the broker answers
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+source "$here/lib.sh"
+load_stack_env kafka
 KAFKA_VERSION="${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka/pom.xml")}"
 CACHE_DIR="${AB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/audience-bridge}"
 LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 VAR_DIR="${AB_VAR_DIR:-$root/var}"
-# The listener follows KAFKA_BOOTSTRAP_SERVERS (the services' setting) unless KAFKA_PORT is given.
-bootstrap="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
-KAFKA_PORT="${KAFKA_PORT:-${bootstrap##*:}}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
+# The listener follows KAFKA_BOOTSTRAP_SERVERS (the services' setting; its first host:port), the controller
+# KAFKA_CONTROLLER_PORT (default: that port + 1); STACK_PORT_OFFSET moves both (lib.sh, stack.py).
+bootstrap="${KAFKA_BOOTSTRAP_SERVERS%%,*}"
+KAFKA_PORT="${bootstrap##*:}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
 DATA_DIR="$VAR_DIR/kafka/data"
 CONF="$VAR_DIR/kafka/server.properties"
@@ -36,12 +40,12 @@ running_pid() {
 
 fetch() {
   if [ -f "$LIBS/.complete" ]; then return 0; fi
-  command -v mvn >/dev/null || { log "Maven (mvn) is required to fetch the broker's jars"; exit 1; }
-  command -v java >/dev/null || { log "Java 17+ is required to run the broker"; exit 1; }
+  stack_py check java maven || exit 1
   log "fetching Apache Kafka $KAFKA_VERSION and its runtime dependencies from Maven Central into $LIBS"
   rm -rf "$LIBS.tmp"; mkdir -p "$LIBS.tmp"
   mvn -q -B -Dstyle.color=never -f "$here/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
-      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp"
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp" \
+    || { rm -rf "$LIBS.tmp"; stack_py diagnose maven; exit 1; }
   touch "$LIBS.tmp/.complete"
   rm -rf "$LIBS"; mv "$LIBS.tmp" "$LIBS"
 }
@@ -59,9 +63,28 @@ configure() {
   fi
 }
 
+# The port this checkout's broker was configured with when it started (server.properties' listener).
+configured_port() { sed -n 's#^listeners=PLAINTEXT://[^,]*:\([0-9]*\),.*#\1#p' "$CONF" 2>/dev/null; }
+
 start() {
-  if pid="$(running_pid)"; then log "already running (pid $pid)"; wait_ready; return 0; fi
-  if port_open; then log "127.0.0.1:$KAFKA_PORT already answers: using that broker"; return 0; fi
+  if pid="$(running_pid)"; then
+    local was; was="$(configured_port)"
+    if [ -n "$was" ] && [ "$was" != "$KAFKA_PORT" ]; then
+      log "this checkout's broker already runs on 127.0.0.1:$was, not $KAFKA_PORT (KAFKA_BOOTSTRAP_SERVERS): stop it first (make down), then start again"
+      exit 1
+    fi
+    log "already running (pid $pid)"; wait_ready; return 0
+  fi
+  # Before anything is fetched or started: the ports (free, or a broker to use), Java, disk.
+  local rc=0; stack_py port kafka >&2 || rc=$?
+  case $rc in
+    0) ;;
+    3) log "$KAFKA_BOOTSTRAP_SERVERS already answers (a broker no checkout started): using that broker"; return 0 ;;
+    4) return 0 ;;  # another checkout's broker (stack_py said so): shared by tests and benchmarks only
+    *) exit 1 ;;
+  esac
+  stack_py port controller || exit 1
+  stack_py check java disk-kafka || exit 1
   fetch
   configure
   log "starting broker on 127.0.0.1:$KAFKA_PORT (log $LOG)"
@@ -100,8 +123,16 @@ stop() {
 }
 
 status() {
-  if pid="$(running_pid)" && port_open; then echo "kafka      ready    127.0.0.1:$KAFKA_PORT (pid $pid)"; return 0; fi
-  if port_open; then echo "kafka      ready    127.0.0.1:$KAFKA_PORT (not started from this checkout)"; return 0; fi
+  if pid="$(running_pid)"; then
+    local was; was="$(configured_port)"
+    if [ -n "$was" ] && [ "$was" != "$KAFKA_PORT" ]; then echo "kafka      running  127.0.0.1:$was, not $KAFKA_PORT as set (pid $pid)"; return 1; fi
+    if port_open; then echo "kafka      ready    127.0.0.1:$KAFKA_PORT (pid $pid)"; return 0; fi
+  fi
+  if port_open; then
+    local rc=0 why; why="$(stack_py port kafka 2>&1)" || rc=$?
+    if [ $rc -eq 1 ]; then echo "kafka      taken    ${why#kafka: }"; return 1; fi
+    echo "kafka      ready    127.0.0.1:$KAFKA_PORT (not started from this checkout)"; return 0
+  fi
   echo "kafka      stopped"; return 1
 }
 

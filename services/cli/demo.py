@@ -40,6 +40,7 @@ from shared.errors import BridgeError
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceExportRequest
 from shared.migrations import migrate
+from shared.runs.states import ENDED_STATES
 from shared.settings import KafkaSettings
 from shared.topics import AUDIENCE_EXPORT_REQUESTS, topic_name
 
@@ -191,7 +192,7 @@ class Demo:
             rows = await conn.fetch(
                 "SELECT audience_id, state, reason FROM run WHERE direction = $1 AND started_at >= $2", direction, since
             )
-            final = [r for r in rows if r["state"] in ("succeeded", "failed", "blocked")]
+            final = [r for r in rows if r["state"] in ENDED_STATES]
             if len(final) >= count:
                 bad = [f"{r['audience_id']}: {r['state']} ({r['reason']})" for r in final if r["state"] != "succeeded"]
                 if bad:

@@ -6,8 +6,10 @@ The commands live by role: :mod:`services.cli.setup_commands` (catalog, data sou
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -40,13 +42,20 @@ def demo_cmd(
         timeout_s=timeout,
     )
     result = run_sync(demo.run(recipients, seed))
+    # The ports the stack really uses (deploy/local/services.sh's settings; STACK_PORT_OFFSET moves them all).
+    ingest, reconcile, publish = (
+        os.environ.get(f"{name}_HTTP_PORT", default)
+        for name, default in (("INGEST", "8081"), ("RECONCILE", "8082"), ("PUBLISH", "8083"))
+    )
+    database = urlsplit(settings.database_url.get_secret_value())
     render(
         result,
         console,
         urls={
-            "status page": "http://127.0.0.1:8082/",
-            "metrics": "http://127.0.0.1:8081/metrics, :8082/metrics, :8083/metrics",
+            "status page": f"http://127.0.0.1:{reconcile}/",
+            "metrics": f"http://127.0.0.1:{ingest}/metrics, :{reconcile}/metrics, :{publish}/metrics",
             "platform (ecsim)": ecsim_url + "/sim/state",
+            "kafka, postgres": f"{settings.kafka_bootstrap_servers}, {database.hostname}:{database.port or 5432}",
         },
     )
     if not result.ok:

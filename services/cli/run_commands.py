@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from typing import Annotated, Any
 
@@ -15,8 +16,13 @@ from services.cli.common import app, cli_settings, console, err, run_sync, valid
 from services.publish.files import FileOptions
 from services.publish.publisher import retry_run
 from services.publish.settings import PublishSettings
-from services.reconcile.importing import release_run
+from services.reconcile.export_release import release_export, release_plan
+from services.reconcile.exporting import Exporter
+from services.reconcile.release import ReleasePlan, plan_release, release_run
 from services.reconcile.rematch import rematch as rematch_ids
+from services.reconcile.run_cancel import cancel_run
+from services.reconcile.settings import ReconcileSettings
+from services.reconcile.status_files import RUN_FILES_SQL, file_json, file_row
 from shared.dropzone import open_dropzone
 from shared.errors import TransientError
 from shared.kafka import Producer, ensure_topics
@@ -27,7 +33,7 @@ from shared.runs.outcome import RunOutcome
 from shared.runs.reporter import RunReporter
 from shared.runs.states import ENDED_STATES
 from shared.settings import load_settings
-from shared.topics import AUDIENCE_EXPORT_REQUESTS, topic_name
+from shared.topics import AUDIENCE_EXPORT_BATCHES, AUDIENCE_EXPORT_REQUESTS, topic_name
 
 
 @app.command("runs")
@@ -64,12 +70,21 @@ def runs_cmd(
 
 @app.command("run")
 def run_cmd(run_id: uuid.UUID) -> None:
-    """Show one run."""
-    row = run_sync(with_db(lambda conn: conn.fetchrow("SELECT * FROM run WHERE run_id = $1", run_id)))
+    """Show one run (an export's files too: lines uploaded, and applied or rejected by the platform)."""
+
+    async def read(conn: Any) -> tuple[Any, list[Any]]:
+        row = await conn.fetchrow("SELECT * FROM run WHERE run_id = $1", run_id)
+        return row, await conn.fetch(RUN_FILES_SQL, run_id)
+
+    row, files = run_sync(with_db(read))
     if row is None:
         err.print(f"[red]error:[/red] no run {run_id}")
         raise typer.Exit(1)
-    data = {k: (str(v) if not isinstance(v, int | str | type(None)) else v) for k, v in dict(row).items()}
+    data: dict[str, Any] = {
+        k: (str(v) if not isinstance(v, int | str | type(None)) else v) for k, v in dict(row).items()
+    }
+    if files:
+        data["files"] = [file_json(file_row(f)) for f in files]
     console.print_json(orjson.dumps(data).decode())
 
 
@@ -81,8 +96,23 @@ def rematch_cmd() -> None:
 
 
 @app.command("release")
-def release_cmd(run_id: uuid.UUID, by: Annotated[str, typer.Option(help="Who releases it.")] = "cli") -> None:
-    """Apply a full import run that the guards held back (empty or mass-removal snapshot)."""
+def release_cmd(
+    run_id: uuid.UUID,
+    by: Annotated[str, typer.Option(help="Who releases it.")] = "cli",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Release without asking (scripts).")] = False,
+) -> None:
+    """Apply a run the guards held back. Shows first what it will do (members added and removed, the list's
+    size before and after) and asks; without a terminal to ask on, only --yes releases."""
+    direction = run_sync(with_db(lambda conn: conn.fetchval("SELECT direction FROM run WHERE run_id = $1", run_id)))
+    if direction == "export":
+        release_export_cmd(run_id, by, yes)
+        return
+    plan = run_sync(with_db(lambda conn: plan_release(conn, run_id)))
+    for line in release_plan_lines(plan):
+        console.print(line, highlight=False, markup=False)
+    if not _confirmed(yes):
+        console.print("not released")
+        raise typer.Exit(1)
 
     async def release() -> RunOutcome:
         outcome = await with_db(lambda conn: release_run(conn, run_id, by))
@@ -91,6 +121,31 @@ def release_cmd(run_id: uuid.UUID, by: Annotated[str, typer.Option(help="Who rel
 
     outcome = run_sync(release())
     console.print(f"run {run_id} released: {outcome.count('added')} added, {outcome.count('removed')} removed")
+
+
+def release_plan_lines(plan: ReleasePlan) -> list[str]:
+    """The plan as the operator reads it before saying yes."""
+    changes = plan.changes
+    lines = [f"import run {plan.run_id}: audience {plan.audience_id}, list {plan.list_name!r}"]
+    if plan.held_because:
+        lines.append(f"held back: {plan.held_because}")
+    lines += [
+        f"matched again now: {plan.matched} of {plan.matched + plan.unmatched} IDs match a recipient",
+        f"releasing it adds {changes.added} and removes {changes.removed} members: "
+        f"the list goes from {plan.size_before} to {plan.size_after} members",
+    ]
+    return lines
+
+
+def _confirmed(yes: bool) -> bool:
+    """The operator's word: --yes, or yes at the prompt. With no terminal to ask on (a script, a pipe) and no
+    --yes, nothing is released: exit 2 with the reason, rather than a prompt that reads the end of the input."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        err.print("[red]error:[/red] not released: no terminal to confirm on (give --yes to release without asking)")
+        raise typer.Exit(2)
+    return typer.confirm("release it?", default=False)
 
 
 async def _announce(outcome: RunOutcome) -> None:
@@ -180,5 +235,61 @@ def retry_cmd(run_id: uuid.UUID) -> None:
 
     outcome = run_sync(retry())
     console.print(f"run {run_id}: {outcome.state}" + (f" ({outcome.reason})" if outcome.reason else ""))
-    if outcome.state != "succeeded":
+    if outcome.state == "uploaded":
+        console.print("files uploaded: the run ends when the platform's receipts are in (`audience-bridge run`)")
+    elif outcome.state != "succeeded":
         raise typer.Exit(1)
+
+
+@app.command("cancel")
+def cancel_cmd(run_id: uuid.UUID, by: Annotated[str, typer.Option(help="Who cancels it.")] = "cli") -> None:
+    """End, for good, a run an operator gives up on: an export not on the platform yet (under way, held back
+    or failed) or a held-back import. What the platform applied stays recorded as it is."""
+
+    async def cancel() -> RunOutcome:
+        outcome = await with_db(lambda conn: cancel_run(conn, run_id, by))
+        await _announce(outcome)
+        return outcome
+
+    run_sync(cancel())
+    console.print(f"run {run_id} cancelled")
+
+
+def release_export_cmd(run_id: uuid.UUID, by: str, yes: bool) -> None:
+    """Release an export run the mass-removal guard held back: show the plan, ask, then emit it (diffed now)."""
+    plan = run_sync(with_db(lambda conn: release_plan(conn, run_id)))
+    lines = [
+        f"export run {run_id}: audience {plan.audience_name!r} ({plan.audience_id}), list {plan.list_name!r}, "
+        f"mode {plan.mode}",
+        *([f"held back: {plan.reason}"] if plan.reason else []),
+        f"the platform holds {plan.shared} IDs from the bridge; releasing adds {plan.adds} and removes "
+        f"{plan.removes}: {plan.after} after",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    if not _confirmed(yes):
+        console.print("not released")
+        raise typer.Exit(1)
+    outcome = run_sync(_emit_released(run_id, by))
+    console.print(
+        f"run {run_id} released: {outcome.count('added')} IDs to add, {outcome.count('removed')} to remove, "
+        "handed to publish"
+    )
+
+
+async def _emit_released(run_id: uuid.UUID, by: str) -> RunOutcome:
+    settings = load_settings(ReconcileSettings)
+    topic = topic_name(settings.topic_prefix, AUDIENCE_EXPORT_BATCHES)
+    await ensure_topics(settings, [topic])
+    pool = await asyncpg.create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
+    assert pool is not None
+    producer = Producer(settings, "cli")
+    try:
+        reporter = RunReporter(producer, service="cli", topic_prefix=settings.topic_prefix)
+        exporter = Exporter(
+            pool, producer, batches_topic=topic, reporter=reporter, batch_size=settings.export_batch_size
+        )
+        return await release_export(exporter, pool, run_id, by)
+    finally:
+        await producer.stop()
+        await pool.close()

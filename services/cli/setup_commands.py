@@ -21,6 +21,7 @@ from services.reconcile.catalog import (
     upsert_data_source,
     upsert_import_audience,
 )
+from services.reconcile.export_binding import rebind
 
 
 @app.command("migrate")
@@ -158,3 +159,19 @@ def load_recipients_cmd(path: Annotated[Path, typer.Argument(exists=True, dir_ok
 def load_links_cmd(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
     """Load visitor links from CSV (header: ecid,recipient_id)."""
     _load("visitor links", path, load_visitor_links)
+
+
+@audience_app.command("rebind")
+def audience_rebind(
+    audience: Annotated[str, typer.Argument(help="Export audience: its id (ab-...) or its name.")],
+    list_name: Annotated[str, typer.Option("--list", help="The campaign list it follows from now on.")],
+    data_source: Annotated[str | None, typer.Option(help="The audience's data source, when names repeat.")] = None,
+    by: Annotated[str, typer.Option(help="Who rebinds it (recorded).")] = "cli",
+) -> None:
+    """Move an export audience to another list (recorded; refused while one of its runs is under way). Its
+    next mirror removes what the new list lacks, under the mass-removal guard."""
+    rebound = run_sync(with_db(lambda conn: rebind(conn, audience, list_name, rebound_by=by, data_source=data_source)))
+    console.print(
+        f"audience {rebound.audience_name!r} ({rebound.audience_id}) now follows list {rebound.to_list!r} "
+        f"(was {rebound.from_list!r})"
+    )

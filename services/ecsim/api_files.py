@@ -3,6 +3,8 @@
 * ``POST /sim/inbound/scan``: process every file now in the export zone; ``{"files": [receipts]}``
   (503 when the zone is unavailable). ``GET /sim/inbound``: counts, pending moves, latest receipts (also
   those of unknown data sources).
+* ``GET``/``PUT``/``DELETE /sim/inbound/faults``: processing delay, hold, whole-file and per-line
+  rejections (body: :class:`~services.ecsim.inbound_faults.InboundFaultRequest`).
 * ``GET /sim/profiles/{user_id}``: ``{"userId", "dataSources": {"<dpid>": [trait ids]}}``, 404 if unknown.
 * ``GET /sim/traits/{sid}/members``: ``{"sid", "count"}``; with ``ids=true`` also ``ids`` (sorted,
   paged by ``page``/``pageSize``).
@@ -10,7 +12,8 @@
   "idType"}``) a segment's members.
 * ``POST /sim/population``: fill segments from a synthetic population (body: ``PopulationSpec``);
   ``GET`` shows the current spec.
-* ``POST /sim/deliveries``: write an outbound batch (body: ``DeliveryRequest``); ``GET`` lists the latest.
+* ``POST /sim/deliveries``: write an outbound batch (body: ``DeliveryRequest``, strict by default or in a
+  documented variant: ``DeliveryVariants``); ``GET`` lists the latest.
 * ``GET /sim/dropzones``: both zones' URLs and fault state; ``PUT``/``DELETE /sim/dropzones/faults``
   makes zones unavailable for a while: ``{"zone": "export"|"import"|"both", "seconds": 2}``.
 """
@@ -25,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.ecsim.deliveries import DeliveryRequest
 from services.ecsim.http_util import _json, _json_body, _path_id, _query_bool, _query_int
+from services.ecsim.inbound_faults import InboundFaultRequest
 from services.ecsim.segments import check_id_type, population_members
 from services.ecsim.simulator import Simulator
 from services.ecsim.store import InvalidInput, StoreNotFound, id_type_of
@@ -70,6 +74,9 @@ class FilesAdmin:
     def add_routes(self, r: web.UrlDispatcher) -> None:
         r.add_post("/inbound/scan", self.scan)
         r.add_get("/inbound", self.inbound_state)
+        r.add_get("/inbound/faults", self.inbound_faults)
+        r.add_put("/inbound/faults", self.set_inbound_faults)
+        r.add_delete("/inbound/faults", self.clear_inbound_faults)
         r.add_get("/profiles/{user_id}", self.profile)
         r.add_get("/traits/{id}/members", self.trait_members)
         r.add_get("/segments/{id}/members", self.segment_members)
@@ -95,6 +102,19 @@ class FilesAdmin:
         limit = _query_int(request, "limit") or 100
         recent = list(self.sim.inbound.recent)[-limit:]
         return _json({**self.sim.inbound.state(), "receipts": recent})
+
+    async def inbound_faults(self, _: web.Request) -> web.Response:
+        return _json(self.sim.inbound.schedule.state())
+
+    async def set_inbound_faults(self, request: web.Request) -> web.Response:
+        faults = InboundFaultRequest.model_validate(await _json_body(request))
+        self.sim.inbound.schedule.set_faults(faults)
+        log.warning("ecsim_inbound_faults_set", **faults.model_dump())
+        return _json(self.sim.inbound.schedule.state())
+
+    async def clear_inbound_faults(self, _: web.Request) -> web.Response:
+        self.sim.inbound.schedule.clear()
+        return _json(self.sim.inbound.schedule.state())
 
     async def profile(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]

@@ -6,6 +6,10 @@ and writes one batch with :class:`~shared.formats.outbound.OutboundWriter`::
 
     <type>_<destination>_<master DPID>[_<alias>]_(iter|full)_<13-digit ms>[NNN].sync[.gz]  + <root>.info
 
+in the strict forms by default, or in any variant the platform's documentation shows (two-space separators,
+CRLF, a byte order mark, header rows, blank lines, a JavaScript-style ``.info``, a destination's own name
+template: :mod:`services.ecsim.delivery_variants`).
+
 * ``full``: every current member of the named segments, one line per user with all the named segments
   they are in (``include_removals_in_full`` also lists users who left since the last delivery);
 * ``iter``: only changes since the last delivery of those segments to that destination: a line per
@@ -31,9 +35,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from services.ecsim.delivery_variants import BadTemplate, DeliveryVariants
 from services.ecsim.profiles import Key, decode_id
 from services.ecsim.segments import SegmentMembers
 from services.ecsim.store import AamStore, InvalidInput, Json, StoreError, id_type_of, now_ms
@@ -65,8 +70,9 @@ class DeliveryUnavailable(StoreError):
     code = "dropzone_unavailable"
 
 
-class DeliveryRequest(BaseModel):
-    """The body of ``POST /sim/deliveries`` (snake_case or camelCase keys)."""
+class DeliveryRequest(DeliveryVariants):
+    """The body of ``POST /sim/deliveries`` (snake_case or camelCase keys); the variant options are
+    :class:`~services.ecsim.delivery_variants.DeliveryVariants`'."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -126,9 +132,11 @@ def plan_rows(
                 yield decode_id(key), [], [s for s in sids[k:] if key in previous[s]]
 
 
-def _spool(batch: OutboundFileName, rows: Iterator[OutboundRow], max_part_bytes: int, folder: Path) -> OutboundWriter:
+def _spool(
+    batch: OutboundFileName, rows: Iterator[OutboundRow], request: DeliveryRequest, folder: Path
+) -> OutboundWriter:
     """Write the batch's parts to files in ``folder`` (named like the parts). Runs in a worker thread."""
-    writer = OutboundWriter(batch, max_part_bytes=max_part_bytes)
+    writer = OutboundWriter(batch, max_part_bytes=request.max_part_bytes, layout=request.layout(batch))
     handle = (folder / "current").open("wb")
     try:
         for event in writer.write(rows):
@@ -205,11 +213,16 @@ class DeliveryService:
             (paused if segment.get("status") == "INACTIVE" else active).append(sid)
         return dest, master, id_type_of(ds), active, paused
 
-    def _timestamp(self, requested: int | None) -> int:
+    def _timestamp(self, requested: int | None, step_ms: int) -> int:
         if requested is not None:
             return requested
-        # Two batches in the same millisecond would share a name: keep stamps strictly increasing.
-        self._last_ts = max(self._clock(), self._last_ts + 1)
+
+        # Two batches in the same millisecond (second, for names in seconds) would share a name: keep stamps
+        # strictly increasing.
+        def up(ms: int) -> int:
+            return -(-ms // step_ms) * step_ms
+
+        self._last_ts = max(up(self._clock()), up(self._last_ts + 1))
         return self._last_ts
 
     # --- delivering --------------------------------------------------------------------------------------
@@ -229,31 +242,39 @@ class DeliveryService:
         current = {sid: set(self.members.live(sid, id_type)) for sid in sids}
         previous = {sid: self._last.get((dest_id, sid, id_type), set()) for sid in sids}
         try:
+            template = request.template(dest_id)
+            step = 1000 if template is not None and template.unit == "s" else 1
+            # A template naming both: DPID is the destination's data provider, MASTER_DPID its IDs' source.
+            both = template is not None and {"DPID", "MASTER_DPID"} <= template.fields
+            provider = dest.get("dataSourceId")
+            dpid = (master if provider is None else int(provider)) if both else None
             batch = OutboundFileName(
                 request.sync_type or dest.get("syncType") or "ftp",
                 dest_id,
                 master,
                 request.mode,
-                self._timestamp(request.timestamp_ms),
+                self._timestamp(request.timestamp_ms, step),
                 None,
                 request.gzip,
                 request.pid_alias,
                 request.split_style,
+                dpid,
+                template,
             )
-        except FormatError as exc:
+        except (FormatError, BadTemplate) as exc:
             raise InvalidInput(f"cannot name the batch: {exc}") from None
         rows = plan_rows(request.mode, sids, current, previous, include_removals=request.include_removals_in_full)
         folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ecsim-delivery-"))
         try:
             try:
-                writer = await asyncio.to_thread(_spool, batch, rows, request.max_part_bytes, folder)
+                writer = await asyncio.to_thread(_spool, batch, rows, request, folder)
             except FormatError as exc:
                 raise InvalidInput(f"cannot write the batch: {exc}") from None
             parts = writer.parts
             info = writer.info()
             if request.skip_if_empty and not parts:
                 return {"destinationId": dest_id, "skipped": "nothing to deliver", "files": []}
-            written = await self._publish(batch, parts, info.to_json(), folder, request)
+            written = await self._publish(batch, parts, request.info_bytes(info), folder, request)
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
         for sid in sids:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Final
 
+from services.ecsim.inbound_faults import REASON_COUNTERS, InboundSchedule, rejects_record
 from services.ecsim.profiles import Key, ProfileStore, Transaction, encode_id
 from services.ecsim.store import AamStore, Json, id_type_of, now_ms
 from shared.dropzone import Area, DropZone, ObjectNotFound
@@ -88,6 +89,14 @@ class _Stats:
     users_failed: int = 0
     devices: set[Key] = field(default_factory=set)
     samples: dict[str, list[Json]] = field(default_factory=dict)
+    records: int = 0  # records seen so far (the index line rejections are chosen by)
+    injected: int = 0  # records rejected by an injected fault
+
+    def inject(self, line_number: int, reason: str) -> None:
+        self.injected += 1
+        kept = self.samples.setdefault(reason, [])
+        if len(kept) < MAX_ERROR_SAMPLES:
+            kept.append({"line": line_number, "reason": reason, "detail": "rejected (injected fault)"})
 
     def sample(self, err: LineError) -> None:
         kept = self.samples.setdefault(err.reason, [])
@@ -110,11 +119,13 @@ class InboundProcessor:
         zone: DropZone,
         *,
         clock: Callable[[], int] = now_ms,
+        schedule: InboundSchedule | None = None,
     ) -> None:
         self.store = store
         self.profiles = profiles
         self.zone = zone
         self._clock = clock
+        self.schedule = schedule or InboundSchedule()
         self._lock = asyncio.Lock()
         self.reset()
 
@@ -123,14 +134,22 @@ class InboundProcessor:
         self._pending: dict[str, tuple[Area, str | None]] = {}
         self.recent: deque[Json] = deque(maxlen=MAX_RECENT)
         self.counts = {"processed": 0, "rejected": 0, "scans": 0, "scan_failures": 0}
+        if hasattr(self, "schedule"):
+            self.schedule.reset()
 
     def state(self) -> Json:
-        return {**self.counts, "pending_moves": sorted(self._pending), "zone": self.zone.url}
+        return {
+            **self.counts,
+            "pending_moves": sorted(self._pending),
+            "zone": self.zone.url,
+            "schedule": self.schedule.state(),
+        }
 
     # --- scanning ------------------------------------------------------------------------------------
 
-    async def scan(self) -> list[Json]:
-        """Handle every file now in the zone; the receipts of the files handled by this call.
+    async def scan(self, *, on_request: bool = True) -> list[Json]:
+        """Handle every file now in the zone that is due (:class:`InboundSchedule`); the receipts of the
+        files handled by this call. ``on_request``: an explicit scan, which skips the default delay.
 
         Raises ``DropZoneUnavailable`` (transient) when the zone cannot be used; what was handled before
         stays handled, the rest waits for the next scan.
@@ -143,6 +162,13 @@ class InboundProcessor:
                 if key in self._pending:
                     await self._move(key)
                     continue
+                loose = _LOOSE_DPID.match(key.rsplit("/", 1)[-1])
+                dpid = int(loose.group(1)) if loose else None
+                if key not in self._processed and not self.schedule.ready(
+                    key, dpid, self._clock() / 1000, on_request=on_request
+                ):
+                    continue
+                self.schedule.forget(key)
                 receipt = await self._handle(key)
                 if receipt is None:
                     continue
@@ -155,7 +181,7 @@ class InboundProcessor:
         backoff = Backoff(interval_s, max(30.0, interval_s))
         while True:
             try:
-                await self.scan()
+                await self.scan(on_request=False)
                 backoff.reset()
                 delay = interval_s
             except TransientError as exc:
@@ -186,6 +212,9 @@ class InboundProcessor:
             target = self._resolve(key)
         except _Rejected as rejected:
             return self._reject(key, rejected.reason, rejected.dpid, started)
+        injected = self.schedule.take_file_rejection(target.dpid)
+        if injected is not None:
+            return self._reject(key, injected, target.dpid, started)
         tx = self.profiles.transaction()
         parser = InboundParser(target.name, id_type=target.id_type)
         stats = _Stats()
@@ -241,10 +270,16 @@ class InboundProcessor:
         onboarded = self.store.trait_ids_of(target.owner, trait_type=ON_BOARDED)
         overwrite = target.name.mode == "overwrite"
         replace = self.store.trait_ids_of(target.owner) if overwrite else None
+        share = self.schedule.line_share(target.dpid)
+        reason = self.schedule.faults.reject_line_reason
 
         def take(item: InboundRecord | LineError) -> None:
             if isinstance(item, LineError):
                 stats.sample(item)
+                return
+            stats.records += 1
+            if share and rejects_record(stats.records, share):
+                stats.inject(item.line_number, reason)
                 return
             adds = [t for t in item.adds if t in onboarded]
             removes = [t for t in item.removes if t in onboarded]
@@ -289,6 +324,9 @@ class InboundProcessor:
             "totalTraitsFailedValidation": stats.traits_failed,
             "totalUsersWithTraitsFailedValidation": stats.users_failed,
         }
+        if stats.injected:
+            counter = REASON_COUNTERS[self.schedule.faults.reject_line_reason]
+            counters[counter] += stats.injected
         # The e-mail receipt's own wording, for whoever compares with a real one.
         platform = {
             "File name": [target.name.name],

@@ -77,6 +77,13 @@ class EcsimSettings(BaseServiceSettings):
     ecsim_inbound_poll_interval_s: float = Field(
         2.0, ge=0, description="How often the export drop zone is scanned for inbound files (0: only on request)."
     )
+    ecsim_inbound_delay_s: float = Field(
+        0.5,
+        ge=0,
+        le=7 * 86400,
+        description="The background poller processes an inbound file no sooner than this after first seeing it "
+        "(the platform takes hours; POST /sim/inbound/scan skips it).",
+    )
     ecsim_delivery_interval_s: float | None = Field(
         None,
         gt=0,

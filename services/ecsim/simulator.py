@@ -10,6 +10,7 @@ from services.ecsim.deliveries import DeliveryService
 from services.ecsim.faults import FaultInjector
 from services.ecsim.ims import TokenStore
 from services.ecsim.inbound import InboundProcessor
+from services.ecsim.inbound_faults import InboundSchedule
 from services.ecsim.profiles import ProfileStore
 from services.ecsim.segments import SegmentMembers
 from services.ecsim.settings import EcsimSettings
@@ -41,7 +42,12 @@ class Simulator:
             "export": FaultyDropZone(open_dropzone(settings.export_dropzone_url, s3=s3), self.zone_faults["export"]),
             "import": FaultyDropZone(open_dropzone(settings.import_dropzone_url, s3=s3), self.zone_faults["import"]),
         }
-        self.inbound = InboundProcessor(self.store, self.profiles, self.zones["export"])
+        self.inbound = InboundProcessor(
+            self.store,
+            self.profiles,
+            self.zones["export"],
+            schedule=InboundSchedule(default_delay_s=settings.ecsim_inbound_delay_s),
+        )
         self.deliveries = DeliveryService(
             self.store, self.members, self.zones["import"], retry_max_s=settings.ecsim_dropzone_retry_max_s
         )

@@ -11,6 +11,7 @@ from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.events import SegmentEventHandler
 from services.ingest.files import FileImporter
 from services.ingest.governance import Governance
+from services.ingest.outbound_batches import names_from_settings
 from services.ingest.settings import IngestSettings
 from shared.dropzone import DropZone, open_dropzone
 from shared.kafka.consumer import Handler
@@ -46,10 +47,13 @@ class IngestApp(KafkaPostgresApp):
         self.platform: PlatformClient | None = None
         self.files_total = Counter(
             "ab_dropzone_files_total",
-            "Drop-zone files handled, by outcome (processed, rejected).",
+            "Drop-zone files handled, by outcome (processed, rejected; unknown_data_source and unrouted: filed "
+            "unread, no import audience takes them).",
             ["outcome"],
             registry=self.metrics.registry,
         )
+        for outcome in ("processed", "rejected", "unknown_data_source", "unrouted"):
+            self.files_total.labels(outcome)  # at 0 from the start, for rate() and absent-vs-zero alerts
         self._directory: AudienceDirectory | None = None
         self._governance: Governance | None = None
         self._files: FileImporter | None = None
@@ -85,6 +89,8 @@ class IngestApp(KafkaPostgresApp):
             status=self.status,
             batch_size=self.settings.membership_batch_size,
             parts_timeout_s=self.settings.import_parts_timeout_s,
+            quiet_period_s=self.settings.import_quiet_period_s,
+            names=names_from_settings(self.settings.import_name_templates),
             on_file=lambda _name, outcome: self.files_total.labels(outcome).inc(),
         )
         self.spawn(self._watch_dropzone(), "watch-import-dropzone")

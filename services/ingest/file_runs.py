@@ -17,7 +17,7 @@ from itertools import compress
 from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.governance import GovernanceCheck
 from services.ingest.membership import membership_batches
-from services.ingest.routing import AudienceRun, RunPlanner, SegmentKey
+from services.ingest.routing import AudienceRun, RunPlanner, SegmentKey, origin_of
 from services.ingest.run_ids import file_run_id
 from shared.errors import PermanentError
 from shared.formats.outbound import (
@@ -74,8 +74,11 @@ async def emit_file_runs(
     def batches(audience: ImportAudience, run_id: uuid.UUID) -> RunBatches:
         return RunBatches(ctx.batch_size, membership_batches(ctx.topic, audience, run_id, mode), sender)
 
+    if not parts:
+        return []
     planner = RunPlanner(
         mode=mode,
+        origin=origin_of(parts[0][0]),  # the parts of a batch share its root, hence its origin
         directory=ctx.directory,
         governance=ctx.governance,
         reporter=ctx.reporter,

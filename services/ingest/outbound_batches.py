@@ -3,6 +3,9 @@
 A batch is its ``.info`` control file plus the parts it lists (the ``.info`` may come first). It is ready
 when every listed part is present, and trusted only once every part matches the ``.info`` (size, line
 count, md5): a batch that lies or is damaged is rejected whole, never half-imported.
+
+Names are read by the deployment's :class:`~shared.formats.outbound.OutboundNames` (``IMPORT_NAME_TEMPLATES``:
+each destination's name template, the documented default for the others; :func:`names_from_settings`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from shared.errors import PermanentError
 from shared.formats import BadFileName
 from shared.formats.lines import GzipDecoder
 from shared.formats.outbound.info import InfoFile, parse_info
-from shared.formats.outbound.names import OutboundFileName, batch_root_of, is_info_name, parse_outbound_name
+from shared.formats.outbound.name_grammar import DEFAULT_NAMES, OutboundNames
+from shared.formats.outbound.names import OutboundFileName, is_info_name
 
 Parts = list[tuple[ObjectInfo, OutboundFileName]]
 
@@ -41,16 +45,21 @@ class OutboundBatch:
         return min(times) if times else time.time()
 
 
-def group_names(objects: list[ObjectInfo]) -> tuple[dict[str, OutboundBatch], list[tuple[ObjectInfo, str]]]:
+def names_from_settings(templates: dict[str, str]) -> OutboundNames:
+    """The names ingest reads, from ``IMPORT_NAME_TEMPLATES`` (validated by the settings model already)."""
+    return OutboundNames(templates)
+
+
+def group_names(
+    objects: list[ObjectInfo], names: OutboundNames = DEFAULT_NAMES
+) -> tuple[dict[str, OutboundBatch], list[tuple[ObjectInfo, str]]]:
     """Group a listing into batches by root; names that break the grammar come back with the reason."""
     batches: dict[str, OutboundBatch] = {}
     bad: list[tuple[ObjectInfo, str]] = []
     for obj in objects:
         base = obj.name.rsplit("/", 1)[-1]
         try:
-            root = batch_root_of(base)
-            if not is_info_name(base):
-                parse_outbound_name(base)
+            root = names.batch_root_of(base)
         except BadFileName as exc:
             bad.append((obj, str(exc)))
             continue
@@ -63,7 +72,9 @@ def group_names(objects: list[ObjectInfo]) -> tuple[dict[str, OutboundBatch], li
     return batches, bad
 
 
-async def ready_parts(zone: DropZone, batch: OutboundBatch, *, parts_timeout_s: float) -> tuple[InfoFile, Parts] | None:
+async def ready_parts(
+    zone: DropZone, batch: OutboundBatch, *, parts_timeout_s: float, names: OutboundNames = DEFAULT_NAMES
+) -> tuple[InfoFile, Parts] | None:
     """The batch's ``.info`` and its parts in order, or None while some are still to come. Raises
     :class:`BatchRejected` when the batch cannot become whole (lies, strays, or waited too long)."""
     overdue = time.time() - batch.oldest() > parts_timeout_s
@@ -87,8 +98,8 @@ async def ready_parts(zone: DropZone, batch: OutboundBatch, *, parts_timeout_s: 
                 "the .info names a file outside the drop zone", file_name=entry.file_name[:200]
             ) from None
         name = entry.file_name.rsplit("/", 1)[-1]
-        parsed = parse_outbound_name(name)
-        if batch_root_of(name) != batch.root.rsplit("/", 1)[-1]:
+        parsed = names.parse(name)
+        if parsed.batch_root != batch.root.rsplit("/", 1)[-1]:
             raise BatchRejected("the .info lists a part of another batch", part=name)
         obj = batch.parts.get(name)
         if obj is None:

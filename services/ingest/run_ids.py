@@ -18,9 +18,15 @@ def file_run_id(batch_root: str, audience_id: str) -> uuid.UUID:
     return uuid.uuid5(_FILES, f"{batch_root}\n{audience_id}")
 
 
-def rejected_batch_run_id(batch_root: str) -> uuid.UUID:
-    """The run that reports a delivered batch rejected whole (before any audience was known)."""
+def batch_run_id(batch_root: str) -> uuid.UUID:
+    """The run that reports what became of a delivered batch as a whole when it fed no audience: rejected
+    (it lies, is damaged, its name breaks the grammar), or filed unread because no import audience takes its
+    data source. Such a report is a status event only, ``failed`` with the reason and no audience: it is no
+    run of any audience, and nothing is written to the ``run`` table."""
     return uuid.uuid5(_FILES, batch_root)
+
+
+rejected_batch_run_id = batch_run_id  # its earlier name
 
 
 def event_run_id(topic: str, partition: int, offset: int, audience_id: str) -> uuid.UUID:

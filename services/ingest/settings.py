@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.dropzone.settings import S3Settings
+from shared.formats.outbound import BadTemplate, OutboundNames
 from shared.platform import PlatformSettings
 from shared.settings import DEFAULT_VAR_DIR, DatabaseSettings, KafkaSettings
 
@@ -19,6 +20,22 @@ class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settin
     import_parts_timeout_s: float = Field(
         600.0, gt=0, description="A batch whose .info or parts are still missing after this long is rejected."
     )
+    import_quiet_period_s: float = Field(
+        30.0,
+        ge=0,
+        description="A file whose name breaks the outbound grammar is rejected only once its size and modification "
+        "time have not changed for this long (a writer may still be uploading it; 0: at once). Hidden and "
+        "partial-upload names (.x, *.tmp, *.part, *.filepart, *.partial, *~) are never touched.",
+    )
+    import_name_templates: dict[str, str] = Field(
+        {},
+        description="How each platform destination names its outbound files, as JSON: destination id (or * for "
+        "the others) -> template of the platform's file-name macros, e.g. "
+        '`{"7001": "<SYNC_TYPE>_<ORDER_ID>_<DPID>_<SYNC_MODE>_<TIMESTAMP>SPLITNUM.sync"}` (`<TIMESTAMP>`: '
+        '10-digit seconds, `<TIMESTAMP; unit="ms">`: 13-digit milliseconds). Unlisted destinations follow the '
+        "documented default `[SYNC_TYPE][_DID][_MASTER_DPID][_PID_ALIAS][_SYNC_MODE][_TIMESTAMP]SPLITNUM.sync[.gz]` "
+        "(13-digit milliseconds). A template the bridge cannot read names with stops the service.",
+    )
     membership_batch_size: int = Field(5000, ge=1, le=10000, description="IDs per audience-membership message.")
     segment_events_max_poll: int = Field(
         5000, ge=1, description="Segment events coalesced per poll into membership batches."
@@ -29,3 +46,12 @@ class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settin
     metadata_refresh_s: float = Field(
         300.0, gt=0, description="How long platform metadata (segments, traits, data sources) is cached."
     )
+
+    @field_validator("import_name_templates")
+    @classmethod
+    def _readable_templates(cls, templates: dict[str, str]) -> dict[str, str]:
+        try:
+            OutboundNames(templates)
+        except BadTemplate as exc:
+            raise ValueError(str(exc)) from None
+        return templates

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from services.publish.files import FileOptions
 from services.publish.metrics import PrometheusPublishMetrics
 from services.publish.publisher import Publisher
+from services.publish.receipt_poller import ReceiptPoller
+from services.publish.receipts import ReceiptOptions
 from services.publish.settings import PublishSettings
 from shared.dropzone import DropZone, open_dropzone
 from shared.kafka.consumer import Handler
@@ -32,7 +34,8 @@ class PublishApp(KafkaPostgresApp):
             service=self.name,
             topic_prefix=settings.topic_prefix,
             registry=self.metrics.registry,
-            ends=(("export", "succeeded"), ("export", "failed")),  # publish's own ends (PUBLISH_ENDS)
+            # publish's own ends (PUBLISH_ENDS)
+            ends=(("export", "succeeded"), ("export", "partial"), ("export", "failed")),
             # ab_export_runs_total counts an ended run exactly when ab_runs_total does: they cannot disagree.
             on_counted=lambda run: self.publish_metrics.run_reported(run.state),
         )
@@ -52,6 +55,20 @@ class PublishApp(KafkaPostgresApp):
             options=FileOptions.from_settings(self.settings),
             metrics=self.publish_metrics,
         )
+        if self.settings.export_await_receipts:
+            poller = ReceiptPoller(
+                self.pool,
+                self.platform,
+                self.zone,
+                self.status,
+                ReceiptOptions(
+                    poll_s=self.settings.export_receipt_poll_s,
+                    poll_max_s=self.settings.export_receipt_poll_max_s,
+                    timeout_s=self.settings.export_receipt_timeout_s,
+                ),
+                metrics=self.publish_metrics,
+            )
+            self.spawn(poller.run(), "publish-receipts")
 
     def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:
         assert self._publisher is not None

@@ -1,10 +1,11 @@
 """The export run as publish sees it: the run reconcile recorded, with its audience and data source.
 
 Publish works on a run by itself while it is live (``started``, ``progress``: its batches arriving, its
-files being written). Once ended it leaves it alone: a ``succeeded`` run is done; a ``failed`` one waits
-for ``audience-bridge retry`` (or the next request's run); a ``blocked`` one was stopped by reconcile
-before any batch was emitted. Publish itself only ends runs as ``succeeded`` or ``failed``
-(:data:`PUBLISH_ENDS`): those are the states it announces and counts.
+files being written; ``uploaded``: the platform's receipts awaited). Once ended it leaves it alone: a
+``succeeded`` or ``partial`` run is done; a ``failed`` one waits for ``audience-bridge retry`` (or the next
+request's run); a ``blocked`` one was stopped by reconcile before any batch was emitted. Publish itself
+only ends runs as ``succeeded``, ``partial`` or ``failed`` (:data:`PUBLISH_ENDS`): those are the states it
+announces and counts.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import asyncpg
 from shared.errors import PermanentError
 from shared.messages import AudienceExportBatch, ExportMode
 from shared.runs.outcome import RunOutcome, int_map
-from shared.runs.states import ENDED_STATES, LIVE_STATES, RunState
+from shared.runs.states import LIVE_STATES, RunState
 
 Connection = Any  # asyncpg.Connection or a pool's proxy of one
 
-# ``blocked`` is reconcile's end (a PII data source, decided before any batch): publish neither
-# announces it again nor counts it, or the run would be counted in two services.
-PUBLISH_ENDS: Final[frozenset[RunState]] = ENDED_STATES - {"blocked"}
+# ``blocked`` is reconcile's end (a PII data source, decided before any batch) and ``cancelled`` an
+# operator's: publish neither announces them again nor counts them, or the run would be counted twice.
+PUBLISH_ENDS: Final[frozenset[RunState]] = frozenset({"succeeded", "partial", "failed"})
 
 
 class BatchRefused(PermanentError):

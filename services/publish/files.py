@@ -62,6 +62,8 @@ class FileOptions:
     write_attempts: int = 3
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
+    # Then: wait for the platform's receipts (``uploaded``), or count the run applied at once (``succeeded``).
+    await_receipts: bool = False
 
     @classmethod
     def from_settings(cls, settings: PublishSettings) -> FileOptions:
@@ -73,6 +75,7 @@ class FileOptions:
             write_attempts=settings.export_write_attempts,
             backoff_initial_s=settings.retry_backoff_initial_s,
             backoff_max_s=settings.retry_backoff_max_s,
+            await_receipts=settings.export_await_receipts,
         )
 
 
@@ -301,14 +304,18 @@ async def _write_part(
     async with contextlib.aclosing(_part_chunks(rows, part, encoder)) as chunks:
         await zone.write(key, chunks)
     await pool.execute(
-        """INSERT INTO published_file (run_id, name, lines, bytes, md5) VALUES ($1, $2, $3, $4, $5)
+        """INSERT INTO published_file (run_id, name, lines, bytes, md5, file_set, first_line)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (run_id, name) DO UPDATE
-           SET lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, md5 = EXCLUDED.md5, written_at = now()""",
+           SET lines = EXCLUDED.lines, bytes = EXCLUDED.bytes, md5 = EXCLUDED.md5, written_at = now(),
+               file_set = EXCLUDED.file_set, first_line = EXCLUDED.first_line""",
         run.run_id,
         key,
         encoder.lines,
         encoder.stored_bytes,
         encoder.md5,
+        part.name.mode,
+        part.first_line,
     )
     log.info(
         "export_file_written",

@@ -15,8 +15,14 @@ class PublishMetrics(Protocol):
         """One inbound data file (part) uploaded; ``mode`` is ``sync`` or ``overwrite``."""
 
     def run_reported(self, state: str) -> None:
-        """A run was reported ``started``, or ended ``succeeded`` or ``failed`` (once per run and state:
-        fed by the status reporter when it counts the run in ``ab_runs_total``)."""
+        """A run was reported ``started``, or ended ``succeeded``, ``partial`` or ``failed`` (once per run and
+        state: fed by the status reporter when it counts the run in ``ab_runs_total``)."""
+
+    def receipt_timed_out(self) -> None:
+        """A file had no receipt within ``EXPORT_RECEIPT_TIMEOUT_S`` (its run ends ``failed``)."""
+
+    def lines_rejected(self, reason: str, count: int) -> None:
+        """Lines of uploaded files the platform did not apply, by reason."""
 
 
 class NoPublishMetrics:
@@ -27,6 +33,12 @@ class NoPublishMetrics:
         pass
 
     def run_reported(self, state: str) -> None:
+        pass
+
+    def receipt_timed_out(self) -> None:
+        pass
+
+    def lines_rejected(self, reason: str, count: int) -> None:
         pass
 
 
@@ -46,8 +58,19 @@ class PrometheusPublishMetrics:
         )
         self._runs = Counter(
             "ab_export_runs_total",
-            "Export runs by the state publish reported (started, succeeded, failed).",
+            "Export runs by the state publish reported (started, succeeded, partial, failed).",
             ["state"],
+            registry=registry,
+        )
+        self._timeouts = Counter(
+            "ab_export_receipt_timeouts_total",
+            "Inbound files the platform had not processed within EXPORT_RECEIPT_TIMEOUT_S (alert on any).",
+            registry=registry,
+        )
+        self._rejected = Counter(
+            "ab_export_lines_rejected_total",
+            "Lines of uploaded inbound files the platform did not apply, by reason.",
+            ["reason"],
             registry=registry,
         )
 
@@ -59,3 +82,9 @@ class PrometheusPublishMetrics:
 
     def run_reported(self, state: str) -> None:
         self._runs.labels(state).inc()
+
+    def receipt_timed_out(self) -> None:
+        self._timeouts.inc()
+
+    def lines_rejected(self, reason: str, count: int) -> None:
+        self._rejected.labels(reason).inc(count)

@@ -7,9 +7,11 @@ Per batch (``Publisher.handle``):
 2. on the run's first batch: ``started`` is reported, and the shared audience is made sure of on the
    platform (trait + segment, ids recorded in ``shared_audience``) if it is not yet;
 3. the batch is staged exactly once (:mod:`services.publish.stage`);
-4. once every batch is staged: the files are written (:mod:`services.publish.files`), then one transaction
-   applies the run to ``exported_member``, marks it ``succeeded`` with its counts and drops its staged rows,
-   and ``succeeded`` is reported.
+4. once every batch is staged: the files are written (:mod:`services.publish.files`), then the run moves
+   to ``uploaded`` and waits for the platform's receipts (:mod:`services.publish.receipt_poller` ends it
+   ``succeeded``, ``partial`` or ``failed`` and applies what the platform applied to ``exported_member``).
+   Without receipts (``EXPORT_AWAIT_RECEIPTS=false``) one transaction applies the run to
+   ``exported_member``, marks it ``succeeded`` with its counts and drops its staged rows at once.
 
 A run whose platform calls or drop-zone writes still fail after their retries is marked ``failed`` with
 the reason, keeps its staged rows, and the batch returns normally so the partition moves on; it is
@@ -33,6 +35,7 @@ from typing import Final
 
 import asyncpg
 
+from services.publish.apply_sql import apply_whole_run, drop_staging
 from services.publish.audience import ensure_audience
 from services.publish.export_run import PUBLISH_ENDS, BatchRefused, ExportRun, check_batch, load_run, run_counts
 from services.publish.files import FileOptions, WrittenFiles, write_run_files
@@ -65,27 +68,6 @@ def failure_reason(step: str, exc: BaseException) -> str:
     """Why a run failed, fit for the run row and a status event: bounded, secrets masked."""
     detail = redact_text(str(exc)) or type(exc).__name__
     return f"{step}: {detail}"[:MAX_REASON_CHARS]
-
-
-# The run's adds into exported_member, in the index's key order (DISTINCT ON sorts and de-duplicates in
-# one pass): a million inserts then append to the primary key instead of landing all over it. ON CONFLICT
-# rather than an anti-join on the table being inserted into: the same anti-join on list_member (import)
-# once ran CPU-bound for over ten minutes in the chaos scenario.
-_INSERT_ADDED: Final = """
-INSERT INTO exported_member (audience_id, id, run_id, exported_at)
-SELECT $2::text, a.id, $1::uuid, now()
-  FROM (SELECT DISTINCT ON (s.id COLLATE "C") s.id COLLATE "C" AS id
-          FROM publish_stage_batch b, string_to_table(b.adds, E'\\n') AS s(id)
-         WHERE b.run_id = $1 AND b.adds_n > 0
-         ORDER BY s.id COLLATE "C") a
-ON CONFLICT (audience_id, id) DO UPDATE SET run_id = EXCLUDED.run_id, exported_at = EXCLUDED.exported_at
-"""
-_DELETE_REMOVED: Final = """
-DELETE FROM exported_member em
- WHERE em.audience_id = $2
-   AND em.id IN (SELECT r.id FROM publish_stage_batch b, string_to_table(b.removes, E'\\n') AS r(id)
-                  WHERE b.run_id = $1 AND b.removes_n > 0)
-"""
 
 
 def _lock_key(run_id: uuid.UUID) -> int:
@@ -212,7 +194,7 @@ class Publisher:
         ``audience-bridge retry`` may meet), and a no-op for a run that already succeeded."""
         async with self._run_lock(run_id):
             run = await self._reload(run_id)
-            if run.state == "succeeded" or not (run.live or (retrying and run.state == "failed")):
+            if run.state in ("succeeded", "uploaded") or not (run.live or (retrying and run.state == "failed")):
                 return run.outcome()
             _require_complete(run)
             try:
@@ -234,6 +216,10 @@ class Publisher:
             except (DropZoneUnavailable, PermanentError) as exc:
                 # PermanentError here: the zone refused a name, or a line the platform cannot take.
                 return await self._fail(run, STEP_FILES, exc)
+            if self._options.await_receipts:
+                outcome = await self._mark_uploaded(run, files)
+                await self._report(outcome)
+                return outcome
             outcome = await self._apply(run, files)
             if outcome.state == "succeeded":
                 self._metrics.ids_sent("add", outcome.counts["added"])
@@ -253,24 +239,10 @@ class Publisher:
                 run.run_id,
             )
             assert sizes is not None
-            if run.mode == "full":
-                # A full run is the complete audience: what the bridge shared before is replaced by it.
-                await conn.execute("DELETE FROM exported_member WHERE audience_id = $1", run.audience_id)
-            else:
-                await conn.execute(_DELETE_REMOVED, run.run_id, run.audience_id)
-            await conn.execute(_INSERT_ADDED, run.run_id, run.audience_id)
+            await apply_whole_run(conn, run.run_id, run.audience_id, full=run.mode == "full")
             counts = run_counts(run.totals, run.counts, added=sizes["adds"], removed=sizes["removes"])
             moved = await store.move(conn, run.run_id, "succeeded", counts=counts)
-            await conn.execute("DELETE FROM publish_stage_batch WHERE run_id = $1", run.run_id)
-            # Older failed runs of this audience are superseded (this run was diffed after them, and
-            # retrying them now could undo it): their staged rows are no longer needed.
-            await conn.execute(
-                """DELETE FROM publish_stage_batch WHERE run_id IN (
-                       SELECT run_id FROM run WHERE direction = 'export' AND audience_id = $1
-                          AND state = 'failed' AND started_at < $2)""",
-                run.audience_id,
-                run.started_at,
-            )
+            await drop_staging(conn, run.run_id, run.audience_id, run.started_at)
         log.info(
             "export_run_succeeded",
             run_id=str(run.run_id),
@@ -280,6 +252,26 @@ class Publisher:
             **counts,
         )
         # The counts publish reports (the row may hold more, such as reconcile's batch totals).
+        return dataclasses.replace(moved, counts=counts, files=tuple(files.keys))
+
+    async def _mark_uploaded(self, run: ExportRun, files: WrittenFiles) -> RunOutcome:
+        """The files are in the zone: the run waits for the platform's receipts, its IDs pending (staged)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = await store.lock(conn, run.run_id, "export")
+            if locked["state"] not in ("started", "progress", "failed"):  # ended or uploaded meanwhile
+                return (await self._reload(run.run_id, conn)).outcome()
+            sizes = await conn.fetchrow(
+                """SELECT coalesce(sum(adds_n), 0) AS adds, coalesce(sum(removes_n), 0) AS removes
+                     FROM publish_stage_batch WHERE run_id = $1""",
+                run.run_id,
+            )
+            lines = await conn.fetchval(
+                "SELECT coalesce(sum(lines), 0) FROM published_file WHERE run_id = $1", run.run_id
+            )
+            assert sizes is not None
+            counts = run_counts(run.totals, run.counts, added=sizes["adds"], removed=sizes["removes"])
+            moved = await store.move(conn, run.run_id, "uploaded", counts={**counts, "uploaded": int(lines)})
+        log.info("export_run_uploaded", run_id=str(run.run_id), files=len(files.keys), lines=int(lines), **counts)
         return dataclasses.replace(moved, counts=counts, files=tuple(files.keys))
 
     async def _fail(self, run: ExportRun, step: str, exc: BaseException) -> RunOutcome:
@@ -323,6 +315,14 @@ class Publisher:
                 newer_run_id=str(newer),
             )
         _require_complete(run)
+        if await self._pool.fetchval(
+            "SELECT true FROM published_file WHERE run_id = $1 AND receipt_status IS NOT NULL LIMIT 1", run_id
+        ):
+            raise RunNotRetryable(
+                "the platform processed (or the bridge withdrew) this run's files: request a new export, which "
+                "sends again what the platform did not apply",
+                run_id=str(run_id),
+            )
         log.info("export_run_retrying", run_id=str(run_id), audience_id=run.audience_id, state=run.state)
         return await self.finish(run_id, retrying=True)
 

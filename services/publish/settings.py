@@ -47,3 +47,27 @@ class PublishSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Setti
     export_write_attempts: int = Field(
         3, ge=1, le=20, description="Attempts to write a run's files while the export drop zone is unavailable."
     )
+    export_await_receipts: bool = Field(
+        True,
+        description="An export run ends only once the platform's processing receipts of its files are in "
+        "(`uploaded` until then); false: `succeeded` as soon as its files are uploaded (the former behaviour).",
+    )
+    export_receipt_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="How often the receipts of uploaded runs are polled while they come (one call per data "
+        "source, whatever the number of files).",
+    )
+    export_receipt_poll_max_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="Polls back off (doubling) up to this while no receipt comes; a receipt resets them.",
+    )
+    export_receipt_timeout_s: float = Field(
+        172800.0,
+        gt=0,
+        description="A file with no receipt this long after its upload ends its run `failed` (the platform "
+        "processes inbound files within 48 h; make it short against ecsim).",
+    )

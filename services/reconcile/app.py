@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from services.reconcile.catalog import apply_catalog, load_catalog_file
+from services.reconcile.export_guard import ExportGuards
+from services.reconcile.export_waiting import ExportQueue
 from services.reconcile.exporting import Exporter
 from services.reconcile.importing import Importer, ImportGuards
 from services.reconcile.metrics import PrometheusReconcileMetrics
@@ -74,8 +76,16 @@ class ReconcileApp(KafkaPostgresApp):
             batch_size=self.settings.export_batch_size,
             work_mem_mb=self.settings.export_work_mem_mb,
             metrics=self.reconcile_metrics,
+            guards=ExportGuards(
+                max_removal_share=self.settings.export_max_removal_share,
+                min_size=self.settings.export_guard_min_size,
+            ),
+            concurrency=self.settings.export_concurrency,
         )
         self.spawn(self._rematch_periodically(), "rematch")
+        # Requests waiting for an earlier run of their audience, and runs that never end: off the consumer.
+        queue = ExportQueue(self.pool, self._exporter, self.reporter, run_timeout_s=self.settings.export_run_timeout_s)
+        self.spawn(queue.run(self.settings.export_wait_poll_s), "export-queue")
 
     async def _rematch_periodically(self) -> None:
         assert self.pool is not None
@@ -94,8 +104,11 @@ class ReconcileApp(KafkaPostgresApp):
         return {"temp_buffers": f"{self.settings.import_temp_buffers_mb}MB"}
 
     def partition_concurrency(self, base_topic: str) -> int:
-        # One audience's run ending (a whole snapshot matched and applied) must not hold up the others'.
-        return self.settings.import_concurrency if base_topic == AUDIENCE_MEMBERSHIP else 1
+        # One audience's run ending (a whole snapshot matched and applied) must not hold up the others', nor a
+        # large export a small one.
+        if base_topic == AUDIENCE_MEMBERSHIP:
+            return self.settings.import_concurrency
+        return self.settings.export_concurrency if base_topic == AUDIENCE_EXPORT_REQUESTS else 1
 
     def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:
         assert self._importer is not None

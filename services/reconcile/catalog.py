@@ -51,6 +51,12 @@ class CatalogImportAudience(BaseModel):
     platform_segment_id: int = Field(ge=1)
     data_source: Name
     list: Name = Field(description="The campaign list the segment feeds (created if missing).")
+    platform_destination_id: int | None = Field(
+        None,
+        ge=1,
+        description="Only outbound files of this platform destination feed the audience (unset: any destination "
+        "delivering files of the data source).",
+    )
 
 
 class CatalogFile(BaseModel):
@@ -122,16 +128,19 @@ async def upsert_import_audience(conn: asyncpg.Connection[Any] | Any, spec: Cata
         )
     list_id = await ensure_list(conn, spec.list)
     await conn.execute(
-        """INSERT INTO shared_audience (audience_id, name, direction, data_source_id, list_id, platform_segment_id)
-           VALUES ($1, $2, 'import', $3, $4, $5)
+        """INSERT INTO shared_audience (audience_id, name, direction, data_source_id, list_id, platform_segment_id,
+                                        platform_destination_id)
+           VALUES ($1, $2, 'import', $3, $4, $5, $6)
            ON CONFLICT (audience_id) DO UPDATE SET name = EXCLUDED.name, data_source_id = EXCLUDED.data_source_id,
-               list_id = EXCLUDED.list_id, platform_segment_id = EXCLUDED.platform_segment_id, updated_at = now()
+               list_id = EXCLUDED.list_id, platform_segment_id = EXCLUDED.platform_segment_id,
+               platform_destination_id = EXCLUDED.platform_destination_id, updated_at = now()
            WHERE shared_audience.direction = 'import'""",
         spec.audience_id,
         spec.name,
         data_source_id,
         list_id,
         spec.platform_segment_id,
+        spec.platform_destination_id,
     )
 
 

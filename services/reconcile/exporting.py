@@ -3,40 +3,57 @@
 Per request: resolve the list's recipients to IDs of the data source set-wise (declared IDs through the
 reconciliation key and its transform, so raw PII never leaves; visitor IDs through ``visitor_link``, all
 of a recipient's ECIDs), diff them against ``exported_member`` (what the bridge shared before), and emit
-``audience-export-batches``. Recipients without an ID are counted as ``excluded`` and listed in
-``export_excluded``. Removals are only ever IDs the bridge itself exported (``mirror`` and ``full``).
+``audience-export-batches`` (the queries: :mod:`services.reconcile.export_diff`). Recipients without an ID
+are counted as ``excluded`` and listed in ``export_excluded``. Removals are only ever IDs the bridge itself
+exported (``mirror`` and ``full``).
+
+Before anything is emitted, a request may be
+
+* refused: its data source forbids the export (``blocked``), or its audience belongs to another list
+  (``failed``: :mod:`services.reconcile.export_binding`);
+* put to wait: an earlier run of its audience is under way (:mod:`services.reconcile.export_waiting`,
+  which hands it back once that run ended, or failed it after ``EXPORT_RUN_TIMEOUT_S``);
+* held ``blocked``: it would remove most of a large audience (:mod:`services.reconcile.export_guard`),
+  until an operator releases it (:mod:`services.reconcile.export_release`).
+
+Requests of different audiences are handled side by side; each audience's in order.
 
 Exactly once: a request is recorded in ``export_request``; each attempt gets its own run id, and the
 diff is read inside one REPEATABLE READ snapshot, so a run's batches are consistent even if the list
 changes meanwhile. A request already emitted is not emitted again when Kafka redelivers it.
-``exported_member`` is updated by publish once the run's files are written, never here.
-
-The run is written through :mod:`shared.runs.store` and reported through
-:class:`~shared.runs.reporter.RunReporter`: ``started`` and ``progress`` once its batches are on their way
-(publish then reports how it ends), or ``blocked``/``failed`` when reconcile itself ends it. Its IDs are cut
-into batches by :class:`~shared.id_batches.RunBatches`, the same rule as ingest's.
+``exported_member`` is updated by publish, never here. Runs are written through :mod:`shared.runs.store`
+and reported through :class:`~shared.runs.reporter.RunReporter`; their IDs are cut into batches by
+:class:`~shared.id_batches.RunBatches`, the same rule as ingest's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
-from services.reconcile.declared_keys import (
-    RECONCILIATION_KEYS,
-    declared_key_sql,
-    exportable_key_sql,
-    unexportable_key_sql,
+from services.reconcile import export_waiting as waiting
+from services.reconcile.export_binding import binding_of, refusal
+from services.reconcile.export_diff import (
+    CURRENT_IDS,
+    EXCLUDED,
+    Source,
+    diff_sql,
+    export_audience_id,
+    export_run_id,
+    list_id_of,
+    load_source,
 )
+from services.reconcile.export_guard import ExportGuards, RemovalPlan, guarded, held_reason, removal_plan
+from services.reconcile.export_locks import lock_audience, request_turn
 from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
 from shared.copy_text import CopyTextLines
-from shared.errors import PermanentError, TransientError
+from shared.errors import PermanentError
 from shared.id_batches import Cut, RunBatches
-from shared.ids import KEY_TRANSFORMS
 from shared.kafka import Delivery, OutgoingMessage, Producer, Rejected
 from shared.kafka.window import WindowSender
 from shared.logging import get_logger
@@ -45,87 +62,13 @@ from shared.platform.models import PII
 from shared.runs import store
 from shared.runs.outcome import RunOutcome
 from shared.runs.reporter import RunReporter
+from shared.runs.states import RunState
+
+__all__ = ["ExportBlocked", "Exporter", "OpenedRun", "export_audience_id", "export_run_id"]
 
 log = get_logger(__name__)
 
-AUDIENCE_NAMESPACE = uuid.UUID("8d7c1c8e-4b1f-4f55-9d5e-2f2a9e3c6b01")
-RUN_NAMESPACE = uuid.UUID("c0b8a1d2-6e3f-4a7b-8c9d-0e1f2a3b4c5d")
 SUPERSEDED = "superseded by a new attempt of its request"
-
-# The ID expression per data source kind. Built once from fixed whitelists: no input reaches SQL text.
-# DISTINCT without ORDER BY: Postgres de-duplicates with a hash, and batch order carries no meaning (the
-# run's files are written from what publish staged, in batch order, so a run's files are fixed per run).
-_CURRENT_IDS: dict[tuple[str, str | None, str], str] = {
-    ("ecid", None, "none"): (
-        "SELECT DISTINCT v.ecid AS id FROM list_member lm JOIN visitor_link v USING (recipient_id) "
-        "WHERE lm.list_id = $1"
-    ),
-    **{
-        ("declared", key, transform): (
-            f"SELECT DISTINCT {declared_key_sql(key, transform)} AS id "  # noqa: S608
-            "FROM list_member lm JOIN recipient r USING (recipient_id) "
-            f"WHERE lm.list_id = $1 AND {exportable_key_sql(key, transform)}"
-        )
-        for key in RECONCILIATION_KEYS
-        for transform in KEY_TRANSFORMS
-    },
-}
-_EXCLUDED: dict[tuple[str, str | None, str], str] = {
-    ("ecid", None, "none"): (
-        "SELECT lm.recipient_id FROM list_member lm WHERE lm.list_id = $1 "
-        "AND NOT EXISTS (SELECT 1 FROM visitor_link v WHERE v.recipient_id = lm.recipient_id)"
-    ),
-    **{
-        ("declared", key, transform): (
-            "SELECT lm.recipient_id FROM list_member lm JOIN recipient r USING (recipient_id) "  # noqa: S608
-            f"WHERE lm.list_id = $1 AND {unexportable_key_sql(key, transform)}"
-        )
-        for key in RECONCILIATION_KEYS
-        for transform in KEY_TRANSFORMS
-    },
-}
-
-
-@dataclass(frozen=True, slots=True)
-class DiffQuery:
-    """One one-column query of a run's diff: its IDs are all adds or all removes."""
-
-    sql: str
-    is_add: bool
-    by_audience: bool  # takes the audience id as $2 (the list id is always $1)
-
-
-def diff_sql(current_ids: str, mode: str) -> tuple[DiffQuery, ...]:
-    """What to add to the audience and (mirror/full) what the bridge must remove, read one after the
-    other in one snapshot."""
-    if mode == "full":
-        adds = DiffQuery(f"SELECT c.id FROM ({current_ids}) c", is_add=True, by_audience=False)  # noqa: S608
-    else:
-        adds = DiffQuery(
-            f"SELECT c.id FROM ({current_ids}) c "  # noqa: S608
-            "WHERE NOT EXISTS (SELECT 1 FROM exported_member e WHERE e.audience_id = $2 AND e.id = c.id)",
-            is_add=True,
-            by_audience=True,
-        )
-    if mode == "append":
-        return (adds,)
-    removes = DiffQuery(
-        "SELECT e.id FROM exported_member e WHERE e.audience_id = $2 "  # noqa: S608
-        f"AND NOT EXISTS (SELECT 1 FROM ({current_ids}) c WHERE c.id = e.id)",
-        is_add=False,
-        by_audience=True,
-    )
-    return (adds, removes)
-
-
-def export_audience_id(data_source: str, audience_name: str) -> str:
-    """A stable id for (data source, audience name), safe as a platform integration code."""
-    return "ab-" + uuid.uuid5(AUDIENCE_NAMESPACE, f"{data_source}\n{audience_name}").hex[:20]
-
-
-def export_run_id(request_id: uuid.UUID, attempt: int) -> uuid.UUID:
-    """The run of an export request's ``attempt`` (from 1; 0: the id a refused or failed request is reported by)."""
-    return uuid.uuid5(RUN_NAMESPACE, f"{request_id}\n{attempt}")
 
 
 class ExportBlocked(PermanentError):
@@ -133,25 +76,19 @@ class ExportBlocked(PermanentError):
 
 
 @dataclass(frozen=True, slots=True)
-class _Source:
-    data_source_id: int
-    name: str
-    dpid: int
-    id_type: str
-    reconciliation_key: str | None
-    key_transform: str
-    export_controls: tuple[str, ...]
-
-    @property
-    def kind(self) -> tuple[str, str | None, str]:
-        return (self.id_type, self.reconciliation_key, self.key_transform)
-
-
-@dataclass(frozen=True, slots=True)
-class _OpenedRun:
+class OpenedRun:
     run_id: uuid.UUID
     received: int
     excluded: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    plan: RemovalPlan
+    reason: str
+
+
+Work = tuple[AudienceExportRequest, Delivery[AudienceExportRequest] | None]
 
 
 class Exporter:
@@ -165,6 +102,8 @@ class Exporter:
         batch_size: int,
         work_mem_mb: int = 256,
         metrics: ReconcileMetrics | None = None,
+        guards: ExportGuards | None = None,
+        concurrency: int = 2,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -173,31 +112,66 @@ class Exporter:
         self._batch_size = min(batch_size, MAX_IDS_PER_BATCH)
         self._work_mem = f"{int(work_mem_mb)}MB"
         self._metrics: ReconcileMetrics = metrics or NoReconcileMetrics()
+        self._guards = guards or ExportGuards()
+        self._slots = asyncio.Semaphore(max(1, concurrency))
 
     async def handle(self, deliveries: Sequence[Delivery[AudienceExportRequest]]) -> list[Rejected]:
-        rejected: list[Rejected] = []
+        """A poll's requests: each audience's in order, different audiences side by side (a large export
+        must not hold up a small one). The first unexpected error cancels the others; the poll is then
+        retried, and what was emitted meanwhile is recognised by ``export_request``."""
+        groups: dict[str, list[Work]] = {}
         for delivery in deliveries:
             request = delivery.message
-            # Refused or failed requests are reported under attempt 0's run id (attempts count from 1): most
-            # never got a run of their own.
-            refused = export_run_id(request.request_id, 0)
-            try:
-                await self.export(request)
-            except ExportBlocked as exc:
-                # Refused by governance: reported, not dead-lettered (the request was valid).
-                await self._reporter.report(
-                    RunOutcome(run_id=refused, direction="export", state="blocked", reason=exc.message)
-                )
-            except PermanentError as exc:
-                rejected.append(Rejected(delivery, exc))
-                await self._reporter.report(
-                    RunOutcome(run_id=refused, direction="export", state="failed", reason=str(exc))
-                )
-        return rejected
+            groups.setdefault(export_audience_id(request.data_source, request.audience_name), []).append(
+                (request, delivery)
+            )
+        return await self._side_by_side(list(groups.values()))
+
+    async def resume(self, requests: Sequence[AudienceExportRequest]) -> None:
+        """Requests that waited for their audience (one per audience), handed back by the export queue."""
+        await self._side_by_side([[(request, None)] for request in requests])
+
+    async def _side_by_side(self, groups: list[list[Work]]) -> list[Rejected]:
+        async def one(group: list[Work]) -> list[Rejected]:
+            # Shared by every caller (partitions and the queue): a bound on connections in use.
+            async with self._slots:
+                return [r for request, delivery in group if (r := await self._attempt(request, delivery))]
+
+        if len(groups) == 1:
+            return await one(groups[0])
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                running = [tasks.create_task(one(group)) for group in groups]
+        except BaseExceptionGroup as failed:
+            # The consumer retries or dead-letters by the error's type: hand it the first one as it was.
+            raise failed.exceptions[0] from None
+        return [rejection for task in running for rejection in task.result()]
+
+    async def _attempt(
+        self, request: AudienceExportRequest, delivery: Delivery[AudienceExportRequest] | None
+    ) -> Rejected | None:
+        # Refused or failed requests are reported under attempt 0's run id (attempts count from 1): most
+        # never got a run of their own.
+        refused = export_run_id(request.request_id, 0)
+        try:
+            await self.export(request)
+        except PermanentError as exc:
+            # A request that waited must not hold its audience's queue once it is refused.
+            async with self._pool.acquire() as conn:
+                await waiting.stop_waiting(conn, request.request_id)
+            blocked = isinstance(exc, ExportBlocked)
+            reason = exc.message if blocked else str(exc)
+            state: RunState = "blocked" if blocked else "failed"
+            await self._reporter.report(RunOutcome(run_id=refused, direction="export", state=state, reason=reason))
+            # Refused by governance: reported, not dead-lettered (the request was valid).
+            if delivery is not None and not blocked:
+                return Rejected(delivery, exc)
+        return None
 
     async def export(self, request: AudienceExportRequest) -> uuid.UUID | None:
-        """Emit the request's run; returns its run id (None when it was emitted before)."""
-        async with self._pool.acquire() as conn:
+        """Emit the request's run, hold it or refuse it; returns its run id. None: it was emitted before, or
+        it waits for an earlier run of its audience (the export queue hands it back)."""
+        async with self._pool.acquire() as conn, request_turn(conn, request.request_id):
             # A redelivered request that was emitted already is done, whatever came after it: checking this
             # first keeps an old request from waiting on a newer run of its audience (which waits behind it).
             emitted = await conn.fetchval(
@@ -207,92 +181,78 @@ class Exporter:
                 log.info("export_request_already_emitted", request_id=str(request.request_id))
                 return None
             list_id, source, audience_id = await self._resolve(conn, request)
-            run = await self._open_run(conn, request, list_id, source, audience_id)
-            if run is None:
-                log.info("export_request_already_emitted", request_id=str(request.request_id))
+            turn = await self._open_run(conn, request, list_id, source, audience_id)
+            if isinstance(turn, RunOutcome):
+                await self._reporter.report(turn)
+                return turn.run_id
+            if turn is None:
                 return None
             # Committed with the run's export_excluded rows (a retried attempt is a new run, counted anew).
-            self._metrics.export_excluded(run.excluded)
-            opened = {"received": run.received, "excluded": run.excluded}
-            await self._reporter.report(RunOutcome(run.run_id, "export", "started", audience_id, counts=opened))
-            batches = await self._emit(conn, run, list_id, source, audience_id, request.mode)
-            counts = {**opened, "added": batches.added, "removed": batches.removed}
-            async with conn.transaction():
-                await conn.execute(
-                    "UPDATE export_request SET emitted_run = $2 WHERE request_id = $1", request.request_id, run.run_id
-                )
-                await store.set_counts(conn, run.run_id, {**counts, "batches": batches.seq})
-            # Reconcile's part is done: publish reports how the run ends (and counts it).
-            await self._reporter.report(RunOutcome(run.run_id, "export", "progress", audience_id, counts=counts))
-            return run.run_id
+            self._metrics.export_excluded(turn.excluded)
+            opened = {"received": turn.received, "excluded": turn.excluded}
+            await self._reporter.report(RunOutcome(turn.run_id, "export", "started", audience_id, counts=opened))
+            await self.emit_run(conn, turn, request.request_id, list_id, source, audience_id, request.mode)
+            return turn.run_id
 
-    async def _resolve(self, conn: Any, request: AudienceExportRequest) -> tuple[int, _Source, str]:
-        """The request's list, data source and audience id, once the export is known to be allowed now."""
-        list_id = await self._list_id(conn, request.list_id)
-        source = await self._source(conn, request.data_source)
+    async def _resolve(self, conn: Any, request: AudienceExportRequest) -> tuple[int, Source, str]:
+        """The request's list, data source and audience id, once the export is known to be allowed."""
+        list_id = await list_id_of(conn, request.list_id)
+        source = await load_source(conn, request.data_source)
         if PII in source.export_controls:
             raise ExportBlocked(
                 f"data source {source.name!r} carries the PII export restriction: campaign recipients may not "
                 "be shared into it",
                 data_source=source.name,
             )
-        if source.kind not in _CURRENT_IDS:
+        if source.kind not in CURRENT_IDS:
             raise PermanentError("data source has an unsupported reconciliation key", data_source=source.name)
-        audience_id = export_audience_id(source.name, request.audience_name)
-        # Runs of one audience are diffed one after the other: a diff against what publish has not yet
-        # confirmed could miss a removal (an ID added by the pending run and gone from the list since).
-        pending = await store.live_export_of(conn, audience_id, other_than_request=request.request_id)
-        if pending is not None:
-            raise TransientError(
-                "an earlier export of this audience is not confirmed yet",
-                audience_id=audience_id,
-                pending_run=str(pending),
-            )
-        return list_id, source, audience_id
-
-    async def _list_id(self, conn: Any, list_ref: str) -> int:
-        row = await conn.fetchval(
-            "SELECT list_id FROM list WHERE name = $1 OR ($1 ~ '^[0-9]{1,18}$' AND list_id = $1::bigint)", list_ref
-        )
-        if row is None:
-            raise PermanentError("unknown list", list=list_ref)
-        return int(row)
-
-    async def _source(self, conn: Any, name: str) -> _Source:
-        row = await conn.fetchrow(
-            """SELECT data_source_id, name, dpid, id_type, reconciliation_key, key_transform, export_controls
-                 FROM data_source WHERE name = $1""",
-            name,
-        )
-        if row is None:
-            raise PermanentError("unknown data source", data_source=name)
-        values = dict(row)
-        values["export_controls"] = tuple(values["export_controls"])
-        return _Source(**values)
+        return list_id, source, export_audience_id(source.name, request.audience_name)
 
     async def _open_run(
-        self, conn: Any, request: AudienceExportRequest, list_id: int, source: _Source, audience_id: str
-    ) -> _OpenedRun | None:
-        """Record the attempt and its run (with the recipients it leaves out); None: emitted before."""
+        self, conn: Any, request: AudienceExportRequest, list_id: int, source: Source, audience_id: str
+    ) -> OpenedRun | RunOutcome | None:
+        """Record the attempt and its run (with the recipients it leaves out); a refused request's ``failed``
+        run; or None: emitted before, or it waits for its audience."""
         async with conn.transaction():
+            # Runs of one audience are diffed one after the other, across partitions and replicas.
+            await lock_audience(conn, audience_id)
             row = await conn.fetchrow(
-                """INSERT INTO export_request (request_id, audience_id, attempts, requested_by)
-                   VALUES ($1, $2, 1, $3)
-                   ON CONFLICT (request_id) DO UPDATE SET attempts = export_request.attempts + 1
-                   RETURNING attempts, emitted_run""",
+                """INSERT INTO export_request (request_id, audience_id, attempts, requested_by, request)
+                   VALUES ($1, $2, 0, $3, $4::jsonb)
+                   ON CONFLICT (request_id) DO UPDATE SET request = coalesce(export_request.request, EXCLUDED.request)
+                   RETURNING attempts, emitted_run, waiting_since""",
                 request.request_id,
                 audience_id,
                 request.requested_by,
+                request.model_dump_json(),
             )
             if row["emitted_run"] is not None:
                 return None
-            run_id = export_run_id(request.request_id, row["attempts"])
+            why = refusal(await binding_of(conn, audience_id), list_id, request.list_id)
+            if why is not None:
+                return await self._refuse(conn, request, list_id, source, audience_id, why)
+            # A diff against what the platform has not applied yet could miss a removal: wait, off the consumer.
+            ahead = await waiting.ahead_of(conn, audience_id, request.request_id, row["waiting_since"])
+            if ahead is not None:
+                await waiting.start_waiting(conn, request.request_id)
+                log.info(
+                    "export_request_waiting", request_id=str(request.request_id), audience_id=audience_id, behind=ahead
+                )
+                return None
+            attempts = await conn.fetchval(
+                """UPDATE export_request SET attempts = attempts + 1, waiting_since = NULL
+                    WHERE request_id = $1 RETURNING attempts""",
+                request.request_id,
+            )
+            run_id = export_run_id(request.request_id, attempts)
             # An earlier attempt that never finished emitting will never be published: close it.
             await store.fail_live_attempts(conn, request.request_id, SUPERSEDED)
+            # The audience's list is set once, when it is created (an operator moves it: audience rebind).
             await conn.execute(
                 """INSERT INTO shared_audience (audience_id, name, direction, data_source_id, list_id, export_mode)
                    VALUES ($1, $2, 'export', $3, $4, $5)
-                   ON CONFLICT (audience_id) DO UPDATE SET list_id = EXCLUDED.list_id,
+                   ON CONFLICT (audience_id) DO UPDATE
+                   SET list_id = coalesce(shared_audience.list_id, EXCLUDED.list_id),
                        export_mode = EXCLUDED.export_mode, updated_at = now()""",
                 audience_id,
                 request.audience_name,
@@ -301,36 +261,99 @@ class Exporter:
                 request.mode,
             )
             received = int(await conn.fetchval("SELECT count(*) FROM list_member WHERE list_id = $1", list_id))
-            new_run = store.NewRun(
-                run_id=run_id,
-                direction="export",
-                audience_id=audience_id,
-                mode=request.mode,
-                data_source_id=source.data_source_id,
-                list_id=list_id,
-                id_type=source.id_type,
-                state="progress",
-                request_id=request.request_id,
-                dpid=source.dpid,
-                counts={"received": received},
-            )
-            if not await store.open_run(conn, new_run):
-                # Attempts are numbered by the request's row, so each has a run id of its own: never reached.
-                raise PermanentError("an export run with this id exists already", run_id=str(run_id))
+            await self._new_run(conn, run_id, request, list_id, source, audience_id, {"received": received})
             excluded_status = await conn.execute(
                 f"INSERT INTO export_excluded (run_id, recipient_id) SELECT $2::uuid, x.recipient_id "  # noqa: S608
-                f"FROM ({_EXCLUDED[source.kind]}) x",
+                f"FROM ({EXCLUDED[source.kind]}) x",
                 list_id,
                 run_id,
             )
             excluded = int(excluded_status.rsplit(" ", 1)[-1])
             await store.set_counts(conn, run_id, {"excluded": excluded})
-        return _OpenedRun(run_id, received, excluded)
+        return OpenedRun(run_id, received, excluded)
+
+    async def _new_run(
+        self,
+        conn: Any,
+        run_id: uuid.UUID,
+        request: AudienceExportRequest,
+        list_id: int,
+        source: Source,
+        audience_id: str,
+        counts: dict[str, int],
+        state: Literal["progress", "failed"] = "progress",
+    ) -> None:
+        new_run = store.NewRun(
+            run_id=run_id,
+            direction="export",
+            audience_id=audience_id,
+            mode=request.mode,
+            data_source_id=source.data_source_id,
+            list_id=list_id,
+            id_type=source.id_type,
+            state=state,
+            request_id=request.request_id,
+            dpid=source.dpid,
+            counts=counts,
+        )
+        if not await store.open_run(conn, new_run):
+            # Attempts are numbered by the request's row, so each has a run id of its own: never reached.
+            raise PermanentError("an export run with this id exists already", run_id=str(run_id))
+
+    async def _refuse(
+        self, conn: Any, request: AudienceExportRequest, list_id: int, source: Source, audience_id: str, why: str
+    ) -> RunOutcome:
+        """A ``failed`` run saying why, recorded as the request's outcome (a redelivery changes nothing)."""
+        attempts = await conn.fetchval(
+            """UPDATE export_request SET attempts = attempts + 1, waiting_since = NULL
+                WHERE request_id = $1 RETURNING attempts""",
+            request.request_id,
+        )
+        run_id = export_run_id(request.request_id, attempts)
+        await self._new_run(conn, run_id, request, list_id, source, audience_id, {}, state="failed")
+        outcome = await store.move(conn, run_id, "failed", reason=why)
+        await conn.execute(
+            "UPDATE export_request SET emitted_run = $2 WHERE request_id = $1", request.request_id, run_id
+        )
+        log.warning("export_request_refused", request_id=str(request.request_id), audience_id=audience_id, reason=why)
+        return outcome
+
+    async def emit_run(
+        self,
+        conn: Any,
+        run: OpenedRun,
+        request_id: uuid.UUID,
+        list_id: int,
+        source: Source,
+        audience_id: str,
+        mode: str,
+        *,
+        guard: bool = True,
+    ) -> RunOutcome:
+        """Diff and emit the run (or hold it back), record it as the request's, and report where it stands."""
+        emitted = await self._emit(conn, run, list_id, source, audience_id, mode, guard=guard)
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE export_request SET emitted_run = $2 WHERE request_id = $1", request_id, run.run_id
+            )
+            if isinstance(emitted, _Held):
+                outcome = await store.move(
+                    conn, run.run_id, "blocked", reason=emitted.reason, counts=emitted.plan.counts()
+                )
+            else:
+                counts = {"received": run.received, "excluded": run.excluded}
+                counts |= {"added": emitted.added, "removed": emitted.removed}
+                await store.set_counts(conn, run.run_id, {**counts, "batches": emitted.seq})
+                # Reconcile's part is done: publish reports how the run ends (and counts it).
+                outcome = RunOutcome(run.run_id, "export", "progress", audience_id, counts=counts)
+        await self._reporter.report(outcome)
+        return outcome
 
     async def _emit(
-        self, conn: Any, run: _OpenedRun, list_id: int, source: _Source, audience_id: str, mode: str
-    ) -> RunBatches:
-        """Read the run's diff and send it as batches; returns the closed batches (their count and IDs taken)."""
+        self, conn: Any, run: OpenedRun, list_id: int, source: Source, audience_id: str, mode: str, *, guard: bool
+    ) -> RunBatches | _Held:
+        """Read the run's diff and send it as batches; returns the closed batches (their count and IDs taken),
+        or why the run is held back, before anything was sent."""
 
         def message(cut: Cut) -> OutgoingMessage:
             batch = AudienceExportBatch(
@@ -350,12 +373,18 @@ class Exporter:
         sender = WindowSender(self._producer)
         batches = RunBatches(self._batch_size, message, sender)
         try:
-            # One snapshot for the whole diff: the run's batches agree with each other. COPY rather than
-            # a cursor: Postgres may plan it in parallel, and the IDs arrive as lines, split in bulk.
-            # Meanwhile the previous window of batches is on its way to Kafka.
+            # One snapshot for the whole diff: the run's batches agree with each other and with the guard's
+            # numbers. COPY rather than a cursor: Postgres may plan it in parallel, and the IDs arrive as
+            # lines, split in bulk. Meanwhile the previous window of batches is on its way to Kafka.
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 await conn.execute("SELECT set_config('work_mem', $1, true)", self._work_mem)
-                for query in diff_sql(_CURRENT_IDS[source.kind], mode):
+                current = CURRENT_IDS[source.kind]
+                if guard and guarded(mode):
+                    plan = await removal_plan(conn, current, list_id, audience_id, min_size=self._guards.min_size)
+                    if (reason := held_reason(plan, self._guards)) is not None:
+                        log.warning("export_run_held", run_id=str(run.run_id), audience_id=audience_id, **plan.counts())
+                        return _Held(plan, reason)
+                for query in diff_sql(current, mode):
                     lines = CopyTextLines()
 
                     async def sink(

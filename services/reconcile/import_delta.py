@@ -2,7 +2,8 @@
 
 The batch's valid IDs go into ``batch_ids``; one join with ``visitor_link`` (ECIDs) or with the indexed
 declared key of ``recipient`` fills ``batch_matches``; then the matched adds join the list, the matched
-removes leave it, and the adds that matched nobody are kept (:mod:`services.reconcile.unmatched`).
+removes leave it unless another of the member's IDs still holds it (:mod:`services.reconcile.member_ids`), and
+the adds that matched nobody are kept (:mod:`services.reconcile.unmatched`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import uuid
 
 from services.reconcile.declared_keys import RECONCILIATION_KEYS, declared_key_sql
-from services.reconcile.import_target import Connection, ImportTarget, affected, copy_ids, pick_statement
+from services.reconcile.import_target import Connection, ImportTarget, copy_ids, pick_statement
+from services.reconcile.member_ids import add_members, ensure_member_adds, remove_members
 from services.reconcile.unmatched import keep_unmatched_of_batch
 from shared.ids import KEY_TRANSFORMS
 
@@ -46,7 +48,8 @@ async def apply_delta(
     conn: Connection, target: ImportTarget, run_id: uuid.UUID, adds: list[str], removes: list[str]
 ) -> dict[str, int]:
     """Apply a delta batch's valid IDs to the target's list; returns its matched, unmatched, added and removed
-    counts. Inside the caller's transaction (the temporary tables empty when it commits)."""
+    counts, and the members its removals left on the list because other IDs of theirs still hold them. Inside
+    the caller's transaction (the temporary tables empty when it commits)."""
     await _ensure_temp_tables(conn)
     await copy_ids(conn, "batch_ids", ("is_add", "id"), [("t", adds), ("f", removes)])
     # A batch is small next to the identity tables: probing their indexes per ID is always right, but the
@@ -57,22 +60,21 @@ async def apply_delta(
     matched: int = await conn.fetchval("SELECT count(DISTINCT id) FROM batch_matches")
     # Unmatched adds are kept, to be re-matched later.
     await keep_unmatched_of_batch(conn, target, run_id)
-    added = await conn.execute(
-        """INSERT INTO list_member (list_id, recipient_id)
-            SELECT DISTINCT $1::bigint, m.recipient_id FROM batch_matches m WHERE m.is_add
-            ON CONFLICT DO NOTHING""",
+    # Adds, then removes (an ID a batch both adds and removes ends up removed, as before).
+    await ensure_member_adds(conn)
+    await conn.execute(
+        """INSERT INTO member_adds (list_id, recipient_id, id, tracked)
+           SELECT $1::bigint, m.recipient_id, m.id, $2::boolean FROM batch_matches m WHERE m.is_add""",
         target.list_id,
+        target.tracks_ids,
     )
-    removed = await conn.execute(
-        """DELETE FROM list_member lm
-             WHERE lm.list_id = $1
-               AND lm.recipient_id IN (SELECT m.recipient_id FROM batch_matches m WHERE NOT m.is_add)""",
-        target.list_id,
-    )
+    added = await add_members(conn)
+    removed, kept = await remove_members(conn, target.list_id)
     return {
         "matched": matched,
         # Distinct IDs: a user listed twice (a duplicate line in a platform file) is one ID, matched or not.
         "unmatched": len({*adds, *removes}) - matched,
-        "added": affected(added),
-        "removed": affected(removed),
+        "added": added,
+        "removed": removed,
+        "kept_by_other_ids": kept,
     }

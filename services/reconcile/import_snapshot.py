@@ -2,9 +2,9 @@
 
 Batches of a full run are staged as they come (``import_stage_id``). When the run is complete its distinct
 IDs are matched in one pass (hash joins, as Postgres alone would do it: per batch, index probes cost several
-times more) into ``snapshot_match``, and the list's membership is replaced atomically — unless the snapshot
-matches nobody or would remove too much of the list (:class:`ImportGuards`): the run is then held back for
-an operator to release, its IDs staged until then.
+times more) into ``snapshot_match``, and the list's membership is replaced atomically, with each member's IDs
+(:mod:`services.reconcile.member_ids`) — unless the snapshot matches nobody or would remove too much of the
+list (:class:`ImportGuards`): the run is then held back for an operator to release, its IDs staged until then.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from shared.ids import KEY_TRANSFORMS
 
 DEFAULT_WORK_MEM_MB = 256
 RELEASE_HINT = "held back (release it with `audience-bridge release`)"
+NO_MATCH = "no ID of this snapshot matched a recipient"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +41,24 @@ class SnapshotEnd:
     matched: int
     unmatched: int
     held: str | None = None
-    added: int = 0
-    removed: int = 0
+    changes: MemberChanges | None = None
 
     def counts(self) -> dict[str, int]:
         matching = {"matched": self.matched, "unmatched": self.unmatched}
-        return matching if self.held is not None else {**matching, "added": self.added, "removed": self.removed}
+        return matching if self.changes is None else {**matching, **self.changes.counts()}
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChanges:
+    """What applying a snapshot did to its list: members added and removed, and members that stayed although
+    some of their IDs left the segment (kept by the others)."""
+
+    added: int = 0
+    removed: int = 0
+    kept_by_other_ids: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"added": self.added, "removed": self.removed, "kept_by_other_ids": self.kept_by_other_ids}
 
 
 # Every distinct staged ID of a run (``snapshot_ids``, see match_snapshot) with the recipient it matches, or
@@ -111,7 +124,8 @@ async def match_snapshot(
 async def guard_reason(conn: Connection, list_id: int, matched: int, guards: ImportGuards) -> str | None:
     """Why the matched snapshot (in ``snapshot_match``) must be held back, if it must."""
     if matched == 0:
-        return f"empty full snapshot: {RELEASE_HINT}"
+        # Not "empty": a snapshot of IDs of another data source, or of people the campaign does not know, is not.
+        return f"{NO_MATCH}: {RELEASE_HINT}"
     current = await conn.fetchval("SELECT count(*) FROM list_member WHERE list_id = $1", list_id)
     if current < guards.min_list_size:
         return None
@@ -129,36 +143,74 @@ async def guard_reason(conn: Connection, list_id: int, matched: int, guards: Imp
     return None
 
 
-async def apply_snapshot(conn: Connection, run_id: uuid.UUID, list_id: int, audience_id: str) -> tuple[int, int]:
-    """Replace ``list_id``'s membership with the matched snapshot (:func:`match_snapshot`, same transaction)
-    and drop the run's staged IDs; returns (added, removed)."""
+# A member's IDs in the snapshot (an ECID list's record, see member_ids): first those of members staying. Most
+# hold one ID, the same as before: a member differs when a row of the snapshot names another ID than the one it
+# holds (or it holds none recorded, or several), so only those are given their IDs, compared as sets. (Grouping
+# every member's IDs to compare them cost more than the rest of applying a steady snapshot.) The count:
+# members that stayed although some of their IDs left the segment.
+_RESET_IDS = """
+WITH differ AS (
+    SELECT DISTINCT lm.recipient_id, lm.platform_ids AS was
+      FROM snapshot_match s JOIN list_member lm ON lm.list_id = $1 AND lm.recipient_id = s.recipient_id
+     WHERE lm.platform_ids IS NULL OR cardinality(lm.platform_ids) <> 1 OR lm.platform_ids[1] <> s.id
+), now AS (
+    SELECT s.recipient_id, d.was, array_agg(s.id) AS ids FROM snapshot_match s JOIN differ d USING (recipient_id)
+     GROUP BY s.recipient_id, d.was
+), changed AS (
+    UPDATE list_member lm SET platform_ids = n.ids FROM now n
+     WHERE lm.list_id = $1 AND lm.recipient_id = n.recipient_id
+       AND (n.was IS NULL OR NOT (n.was @> n.ids AND n.was <@ n.ids))
+    RETURNING n.was IS NOT NULL AND NOT n.was <@ n.ids AS lost_some
+)
+SELECT count(*) FILTER (WHERE lost_some) FROM changed"""
+# Then the new members, each once, in the list's key order (sorted inserts append to the primary key instead of
+# landing all over it). A plain insert: ON CONFLICT's speculative insertion cost a third more per row. Another
+# transaction adding one of them meanwhile (re-matching, the campaign) makes it fail on the key: retried then,
+# from the start.
+_ADD_TRACKED = """
+INSERT INTO list_member (list_id, recipient_id, platform_ids)
+SELECT $1::bigint, s.recipient_id, array_agg(s.id) FROM snapshot_match s
+ WHERE s.recipient_id IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM list_member lm WHERE lm.list_id = $1 AND lm.recipient_id = s.recipient_id)
+ GROUP BY s.recipient_id
+ ORDER BY s.recipient_id"""
+_ADD = """
+INSERT INTO list_member (list_id, recipient_id)
+SELECT DISTINCT $1::bigint, s.recipient_id FROM snapshot_match s
+ WHERE s.recipient_id IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM list_member lm WHERE lm.list_id = $1 AND lm.recipient_id = s.recipient_id)
+ ORDER BY 2"""
+
+
+async def apply_snapshot(conn: Connection, run_id: uuid.UUID, target: ImportTarget) -> MemberChanges:
+    """Replace the target list's membership with the matched snapshot (:func:`match_snapshot`, same transaction)
+    and drop the run's staged IDs; returns what changed."""
     await _no_nested_loops(conn)
-    # Leavers first: the insert's look-up of what the list lacks then reads fewer members.
+    list_id = target.list_id
+    # Leavers first: the look-ups of what the list has then read fewer members.
     removed = await conn.execute(
         """DELETE FROM list_member lm
             WHERE lm.list_id = $1
               AND NOT EXISTS (SELECT 1 FROM snapshot_match s WHERE s.recipient_id = lm.recipient_id)""",
         list_id,
     )
-    # Only the members the list lacks, each once, in the list's key order (sorted inserts append to the primary
-    # key instead of landing all over it). A plain insert: ON CONFLICT's speculative insertion cost a third
-    # more per row. Another transaction adding one of them meanwhile (re-matching, the campaign) makes it
-    # fail on the key: retried then, from the start.
+    kept = 0
+    # A list with no member left (a first import) has no one to compare: the snapshot's matches are not hashed.
+    has_members = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM list_member WHERE list_id = $1)", list_id)
+    if target.tracks_ids and has_members:
+        kept = await conn.fetchval(_RESET_IDS, list_id)
+    if target.tracks_ids:
+        # Grouped by sorting (the insert's order anyway): hashing held every member's array at once and spilled to
+        # disk (the planner, blind to a staged table's groups, expects a few hundred).
+        await conn.execute("SET LOCAL enable_hashagg = off")
     try:
-        added = await conn.execute(
-            """INSERT INTO list_member (list_id, recipient_id)
-               SELECT DISTINCT $1::bigint, s.recipient_id FROM snapshot_match s
-                WHERE s.recipient_id IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM list_member lm
-                                   WHERE lm.list_id = $1 AND lm.recipient_id = s.recipient_id)
-                ORDER BY 2""",
-            list_id,
-        )
+        added = await conn.execute(_ADD_TRACKED if target.tracks_ids else _ADD, list_id)
     except asyncpg.UniqueViolationError as exc:
         raise TransientError("list members were added concurrently", list_id=list_id) from exc
+    await conn.execute("SET LOCAL enable_hashagg = on")
     await conn.execute("DELETE FROM import_stage_id WHERE run_id = $1", run_id)
-    await forget_stale(conn, audience_id, run_id)
-    return affected(added), affected(removed)
+    await forget_stale(conn, target.audience_id, run_id)
+    return MemberChanges(added=affected(added), removed=affected(removed), kept_by_other_ids=kept)
 
 
 async def end_snapshot(
@@ -169,5 +221,5 @@ async def end_snapshot(
     held = await guard_reason(conn, target.list_id, matching["matched"], guards)
     if held is not None:
         return SnapshotEnd(matching["matched"], matching["unmatched"], held=held)
-    added, removed = await apply_snapshot(conn, run_id, target.list_id, target.audience_id)
-    return SnapshotEnd(matching["matched"], matching["unmatched"], added=added, removed=removed)
+    changes = await apply_snapshot(conn, run_id, target)
+    return SnapshotEnd(matching["matched"], matching["unmatched"], changes=changes)

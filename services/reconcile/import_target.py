@@ -27,6 +27,12 @@ class ImportTarget:
     reconciliation_key: str | None
     key_transform: str
 
+    @property
+    def tracks_ids(self) -> bool:
+        """Whether its list records which IDs hold each member (:mod:`services.reconcile.member_ids`): only
+        ECIDs, as a recipient may hold several; a data source gives a recipient one declared ID."""
+        return self.id_type == "ecid"
+
 
 async def load_target(conn: Connection, audience_id: str) -> ImportTarget:
     row = await conn.fetchrow(

@@ -10,30 +10,24 @@ Per batch (consume → decide → write → emit), in one Postgres transaction: 
 
 The run's counts and state are written through :mod:`shared.runs.store` in the same transaction; its status
 is reported once that transaction has committed. IDs that match nobody are kept
-(:mod:`services.reconcile.unmatched`), to be re-matched later. :func:`release_run` applies a held-back
-snapshot on an operator's say-so.
+(:mod:`services.reconcile.unmatched`), to be re-matched later. A held-back snapshot is released on an
+operator's say-so (:mod:`services.reconcile.release`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from services.reconcile.import_delta import apply_delta
-from services.reconcile.import_snapshot import (
-    DEFAULT_WORK_MEM_MB,
-    apply_snapshot,
-    end_snapshot,
-    match_snapshot,
-    stage_ids,
-)
+from services.reconcile.import_snapshot import DEFAULT_WORK_MEM_MB, end_snapshot, stage_ids
 from services.reconcile.import_snapshot import ImportGuards as ImportGuards  # the Importer's configuration
 from services.reconcile.import_target import Connection, ImportTarget, load_target
 from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
+from services.reconcile.release import release_run as release_run  # where it was, for callers of old
 from services.reconcile.unmatched import forget, keep_invalid, storable
 from shared.errors import PermanentError
 from shared.ids import invalid_ids
@@ -204,18 +198,3 @@ class Importer:
         if end.held is not None:
             return await store.move(conn, batch.run_id, "blocked", reason=end.held, counts=end.counts()), matching
         return await store.move(conn, batch.run_id, "succeeded", counts=end.counts()), matching
-
-
-async def release_run(conn: Connection, run_id: uuid.UUID, released_by: str) -> RunOutcome:
-    """Apply a full snapshot that the guards held back, on an operator's say-so."""
-    async with conn.transaction():
-        run = await store.lock(conn, run_id, "import")
-        # The lifecycle would also let a failed run succeed (an export's retry): only a held-back one is released.
-        if run["state"] != "blocked":
-            raise PermanentError("only a blocked run can be released", run_id=str(run_id), state=run["state"])
-        # Matched again, against the recipients of now: its unmatched IDs were kept when it was held back.
-        await match_snapshot(conn, run_id, await load_target(conn, run["audience_id"]))
-        added, removed = await apply_snapshot(conn, run_id, run["list_id"], run["audience_id"])
-        return await store.move(
-            conn, run_id, "succeeded", released_by=released_by, counts={"added": added, "removed": removed}
-        )

@@ -1,7 +1,9 @@
 """Re-matching: IDs kept as unmatched join their lists once recipients or visitor links catch up.
 
 Run periodically by reconcile (``REMATCH_INTERVAL_S``) and on demand (``audience-bridge rematch``).
-Set-based: one statement per kind of identity, whatever the number of IDs.
+Set-based: one statement per kind of identity, whatever the number of IDs, gathers what matches now into
+``member_adds``; the members are then added as an import's delta adds them, an ECID among the IDs that
+hold its recipient (:mod:`services.reconcile.member_ids`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.reconcile.declared_keys import RECONCILIATION_KEYS, declared_key_sql
+from services.reconcile.member_ids import add_members, ensure_member_adds
 from shared.ids import KEY_TRANSFORMS
 from shared.logging import get_logger
 
@@ -22,13 +25,11 @@ WITH matched AS (
        AND sa.audience_id = u.audience_id AND sa.direction = 'import' AND sa.list_id IS NOT NULL
        AND v.ecid = u.id
     RETURNING sa.list_id, v.recipient_id, u.id
-), added AS (
-    INSERT INTO list_member (list_id, recipient_id)
-    SELECT DISTINCT list_id, recipient_id FROM matched
-    ON CONFLICT DO NOTHING
-    RETURNING 1
+), gathered AS (
+    INSERT INTO member_adds (list_id, recipient_id, id, tracked)
+    SELECT list_id, recipient_id, id, true FROM matched
 )
-SELECT (SELECT count(DISTINCT id) FROM matched) AS ids, (SELECT count(*) FROM added) AS members
+SELECT count(DISTINCT id) AS ids FROM matched
 """
 
 
@@ -43,13 +44,11 @@ WITH matched AS (
        AND ds.reconciliation_key = '{key}' AND ds.key_transform = '{transform}'
        AND {declared_key_sql(key, transform)} = u.id
     RETURNING sa.list_id, r.recipient_id, u.id
-), added AS (
-    INSERT INTO list_member (list_id, recipient_id)
-    SELECT DISTINCT list_id, recipient_id FROM matched
-    ON CONFLICT DO NOTHING
-    RETURNING 1
+), gathered AS (
+    INSERT INTO member_adds (list_id, recipient_id, id, tracked)
+    SELECT list_id, recipient_id, id, false FROM matched
 )
-SELECT (SELECT count(DISTINCT id) FROM matched) AS ids, (SELECT count(*) FROM added) AS members
+SELECT count(DISTINCT id) AS ids FROM matched
 """  # noqa: S608 - key and transform come from the fixed whitelists below
 
 
@@ -58,12 +57,12 @@ _STATEMENTS = [_ECID] + [_declared(k, t) for k in RECONCILIATION_KEYS for t in K
 
 async def rematch(conn: Any) -> dict[str, int]:
     """Match what can now be matched; returns how many IDs matched and list members were added."""
-    ids = members = 0
+    ids = 0
     async with conn.transaction():
+        await ensure_member_adds(conn)
         for sql in _STATEMENTS:
-            row = await conn.fetchrow(sql)
-            ids += row["ids"]
-            members += row["members"]
+            ids += await conn.fetchval(sql)
+        members = await add_members(conn)
     if ids:
         log.info("rematched", ids=ids, members_added=members)
     return {"matched": ids, "added": members}

@@ -50,6 +50,33 @@ class ReconcileSettings(KafkaSettings, DatabaseSettings):
     full_import_guard_min_list_size: int = Field(
         100, ge=0, description="Lists smaller than this are not protected by the removal-share guard."
     )
+    export_max_removal_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A mirror or full export removing more than this share of a shared audience is held back "
+        "(blocked) until audience-bridge release RUN.",
+    )
+    export_guard_min_size: int = Field(
+        100, ge=0, description="Shared audiences smaller than this are not protected by the export removal guard."
+    )
+    export_run_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="An export run whose batches or files have not moved for this long is ended failed (its "
+        "audience's next request then goes ahead). Runs waiting for the platform's receipts are not concerned.",
+    )
+    export_wait_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often requests waiting for an earlier run of their audience, and stuck runs, are looked at.",
+    )
+    export_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Export requests of different audiences handled side by side (each takes a database connection).",
+    )
 
     @model_validator(mode="after")
     def _connections_left_for_the_rest(self) -> ReconcileSettings:

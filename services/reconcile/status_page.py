@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from services.reconcile.status_chart import audience_label, esc, fmt_int, fmt_rate, fmt_time, render_chart
+from services.reconcile.status_files import file_json, files_section
 from services.reconcile.status_queries import RECENT_RUNS, RunRow, StatusSnapshot, load_runs, load_snapshot
 from shared.logging import get_logger
 
@@ -206,6 +207,28 @@ def _unmatched_section(snapshot: StatusSnapshot) -> str:
     )
 
 
+_OUTCOMES: Final = {"rejected": "rejected", "processed": "filed, not imported"}
+
+
+def _deliveries_section(snapshot: StatusSnapshot) -> str:
+    """Delivered batches that fed no list: rejected ones, and those delivered for a data source (DPID) that
+    no import audience takes (filed in processed/ unread)."""
+    rows = [
+        f'<tr class="delivery" data-batch="{esc(d.batch_root)}"><td class="t">{esc(fmt_time(d.finished_at))}</td>'
+        f'<td class="id">{esc(d.batch_root)}</td><td>{esc(_OUTCOMES.get(d.state, d.state))}</td>'
+        f'<td class="reason">{esc(d.reason)}</td></tr>'
+        for d in snapshot.deliveries
+    ]
+    headers = [("when (UTC)", False), ("batch", False), ("outcome", False), ("reason", False)]
+    table = _table(headers, rows, "Every delivered batch fed its lists.", "deliveries")
+    return (
+        '<section id="deliveries-section"><h2>Deliveries not imported</h2>'
+        "<p class=muted>A batch delivered for a data source no import audience takes (its master DPID) is "
+        "filed in processed/ unread: configure the audience, then move its files back into the drop zone.</p>"
+        f"{table}</section>"
+    )
+
+
 def render_page(snapshot: StatusSnapshot) -> str:
     """The whole page as HTML, a pure function of the snapshot."""
     chart_runs = list(reversed(snapshot.runs[:CHART_RUNS]))  # the chart reads left to right in time
@@ -240,6 +263,7 @@ def render_page(snapshot: StatusSnapshot) -> str:
         f'<section id="chart-section"><h2>Match rate and volume per run{chart_scope}</h2>'
         f"{render_chart(chart_runs)}</section>"
         f"{_runs_section(snapshot)}{_audiences_section(snapshot)}{_unmatched_section(snapshot)}"
+        f"{_deliveries_section(snapshot)}{files_section(tuple(snapshot.files))}"
         "</main></body></html>\n"
     )
 
@@ -295,6 +319,16 @@ def snapshot_json(snapshot: StatusSnapshot) -> dict[str, Any]:
             }
             for u in snapshot.unmatched
         ],
+        "deliveries_not_imported": [
+            {
+                "batch_root": d.batch_root,
+                "state": d.state,
+                "reason": d.reason,
+                "finished_at": d.finished_at.isoformat() if d.finished_at else None,
+            }
+            for d in snapshot.deliveries
+        ],
+        "export_files": [file_json(f) for f in snapshot.files],
     }
 
 

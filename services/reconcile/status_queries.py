@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import asyncpg
 import orjson
@@ -20,7 +20,11 @@ from asyncpg.pool import PoolConnectionProxy
 
 from shared.runs.states import ENDED_STATES, LIVE_STATES
 
+if TYPE_CHECKING:  # status_files renders with status_chart, which reads this module's rows
+    from services.reconcile.status_files import FileRow
+
 RECENT_RUNS: Final = 50
+RECENT_DELIVERIES: Final = 50
 
 # A pool's connection inside ``async with pool.acquire()``, or a bare one (both answer the same calls).
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -94,6 +98,17 @@ class UnmatchedRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """A delivered batch of outbound files that fed no list: rejected, or filed unread (``processed`` with
+    a reason: delivered for a data source no import audience takes)."""
+
+    batch_root: str
+    state: str
+    reason: str
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     generated_at: datetime
     audiences: Sequence[AudienceRow] = ()
@@ -101,6 +116,8 @@ class StatusSnapshot:
     blocked: Sequence[RunRow] = ()  # oldest first: the longest-waiting on top
     unmatched: Sequence[UnmatchedRow] = ()
     totals: Mapping[str, int] = field(default_factory=dict)
+    deliveries: Sequence[DeliveryRow] = ()  # not imported, newest first
+    files: Sequence[FileRow] = ()  # export files, newest first: uploaded vs applied (status_files)
 
 
 _AUDIENCES = """
@@ -134,6 +151,13 @@ SELECT u.audience_id, sa.name AS audience_name, u.reason, count(*) AS ids, max(u
   FROM unmatched_id u LEFT JOIN shared_audience sa ON sa.audience_id = u.audience_id
  GROUP BY u.audience_id, sa.name, u.reason
  ORDER BY u.audience_id, u.reason"""
+
+# Served by processed_file_noted_idx (schemas/sql/009).
+_DELIVERIES = """
+SELECT batch_root, state, reason, finished_at FROM processed_file
+ WHERE reason IS NOT NULL
+ ORDER BY finished_at DESC
+ LIMIT $1"""
 
 # $1: the lifecycle's live states, so "running" counts what shared.runs.states calls live, not a copy of it.
 _TOTALS = """
@@ -180,6 +204,8 @@ async def load_snapshot(pool: asyncpg.Pool, *, runs: int = RECENT_RUNS) -> Statu
         blocked = [_run(r) for r in await conn.fetch(_BLOCKED_RUNS)]
         unmatched = [UnmatchedRow(**dict(r)) for r in await conn.fetch(_UNMATCHED)]
         totals_row = await conn.fetchrow(_TOTALS, sorted(LIVE_STATES))
+        deliveries = [DeliveryRow(**dict(r)) for r in await conn.fetch(_DELIVERIES, RECENT_DELIVERIES)]
+        files = await _load_files(conn)
         generated_at: datetime = await conn.fetchval("SELECT now()")
     totals = {k: int(v) for k, v in dict(totals_row).items()} if totals_row is not None else {}
     return StatusSnapshot(
@@ -189,4 +215,12 @@ async def load_snapshot(pool: asyncpg.Pool, *, runs: int = RECENT_RUNS) -> Statu
         blocked=blocked,
         unmatched=unmatched,
         totals=totals,
+        deliveries=deliveries,
+        files=files,
     )
+
+
+async def _load_files(conn: Connection) -> list[FileRow]:
+    from services.reconcile.status_files import load_files  # imported here: see the TYPE_CHECKING import
+
+    return await load_files(conn)

@@ -143,7 +143,9 @@ class Destination(DestinationSpec, _Audited):
 
 
 class InboundReceipt(PlatformModel):
-    """One processing receipt of inbound data files (counters as the platform's receipt names them)."""
+    """One processing receipt of inbound data files (counters as the platform's receipt names them:
+    "Records received", "Format Errors", "Invalid AAM ID", "No Matching AAM ID", "No Trait Realized",
+    "Records processed", "Stored Records"; error samples as the onboarding report's, at most 10 per type)."""
 
     data_file_name: str | None = None
     data_source_id: int | None = None
@@ -151,7 +153,13 @@ class InboundReceipt(PlatformModel):
     records_processed: int | None = None
     stored_records: int | None = None
     format_errors: int | None = None
+    invalid_aam_ids: int | None = None
+    no_matching_aam_id: int | None = None
+    no_trait_realized: int | None = None
     success: bool | None = None
+    status: str | None = None
+    reason: str | None = None
+    error_samples: list[dict[str, Any]] | None = None
     start_time: int | None = None
     end_time: int | None = None
 

@@ -116,6 +116,17 @@ class DataSourcesApi(RestApi):
         params = [("dataFileName", data_file_name)] if data_file_name else []
         return await self._all(InboundReceipt, f"/datasources/{int(data_source_id)}/history/inbound", params)
 
+    async def inbound_history_since(self, data_source_id: int, since_ms: int) -> list[InboundReceipt]:
+        """The data source's receipts of jobs started at ``since_ms`` or later, newest first: one call while
+        they fit in a page (the rest of the history, older, is never fetched)."""
+        path = f"/datasources/{int(data_source_id)}/history/inbound"
+        out: list[InboundReceipt] = []
+        async for receipt in self.iter_pages(InboundReceipt, path, [("sortBy", "startTime"), ("descending", "true")]):
+            if receipt.start_time is not None and receipt.start_time < since_ms:
+                break
+            out.append(receipt)
+        return out
+
 
 class TraitsApi(RestApi):
     def iter_traits(

@@ -14,25 +14,28 @@ from typing import Final, Literal, get_args
 from shared.errors import PermanentError
 
 Direction = Literal["import", "export"]
-RunState = Literal["started", "progress", "succeeded", "failed", "blocked"]
+RunState = Literal["started", "progress", "uploaded", "succeeded", "partial", "failed", "blocked", "cancelled"]
 RUN_STATES: Final[tuple[RunState, ...]] = get_args(RunState)
 
 # from → the states a run may move to. ``None``: the run is being opened (no state yet).
 # fmt: off
 TRANSITIONS: Final[Mapping[RunState | None, frozenset[RunState]]] = {
     None:        frozenset({"started", "progress", "failed", "blocked"}),
-    "started":   frozenset({"progress", "succeeded", "failed", "blocked"}),
-    "progress":  frozenset({"progress", "succeeded", "failed", "blocked"}),
-    "blocked":   frozenset({"succeeded", "failed"}),   # released by an operator, or given up
-    "failed":    frozenset({"failed", "succeeded"}),   # an export retried from its staged batches
+    "started":   frozenset({"progress", "succeeded", "failed", "blocked", "cancelled"}),
+    "progress":  frozenset({"progress", "uploaded", "succeeded", "failed", "blocked", "cancelled"}),
+    "uploaded":  frozenset({"succeeded", "partial", "failed"}),   # an export's files await the platform's receipts
+    "blocked":   frozenset({"succeeded", "progress", "failed", "cancelled"}),   # released (an export: to work)
+    "failed":    frozenset({"failed", "succeeded", "uploaded", "cancelled"}),   # an export retried (staged)
+    "partial":   frozenset(),                          # an export the platform applied in part
     "succeeded": frozenset(),
+    "cancelled": frozenset(),                          # given up by an operator (audience-bridge cancel)
 }
 # fmt: on
 
-# Work is under way: batches are arriving or files being written.
-LIVE_STATES: Final[frozenset[RunState]] = frozenset({"started", "progress"})
+# Work is under way: batches are arriving, files being written, or (``uploaded``) the platform processing them.
+LIVE_STATES: Final[frozenset[RunState]] = frozenset({"started", "progress", "uploaded"})
 # The run stopped by itself; only an operator moves it on (release, retry).
-ENDED_STATES: Final[frozenset[RunState]] = frozenset({"succeeded", "failed", "blocked"})
+ENDED_STATES: Final[frozenset[RunState]] = frozenset({"succeeded", "partial", "failed", "blocked", "cancelled"})
 
 
 class IllegalTransition(PermanentError):

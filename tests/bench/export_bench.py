@@ -1,5 +1,6 @@
 """Export benchmark: a list of N recipients shared by declared ID (hashed e-mails), from the request to the
-uploaded inbound files (the run confirmed by publish)."""
+run ``succeeded``: its inbound files uploaded, processed by ecsim (no added delay) and confirmed by the
+platform's receipts, which publish polls. The time to the uploaded files is kept as a phase."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ async def _wait_export(stack: BenchStack, timeout: float) -> dict[str, Any]:
 
 
 async def run_export(workdir: Path, n: int) -> dict[str, Any]:
-    # ecsim processes inbound files only when asked: the figures are the bridge's, not the simulator's.
-    async with bench_stack(workdir, ECSIM_INBOUND_POLL_INTERVAL_S="0") as stack:
+    # ecsim processes inbound files as soon as they land (the platform's hours of latency set to nothing):
+    # the headline is the time until the platform has applied the run and publish knows it.
+    async with bench_stack(workdir, ECSIM_INBOUND_POLL_INTERVAL_S="0.1", ECSIM_INBOUND_DELAY_S="0") as stack:
         print(f"export {n:,}: loading {n:,} recipients into a list ...", flush=True)
         await load_recipients(stack.pool, n)
         async with stack.pool.acquire() as conn:
@@ -43,7 +45,7 @@ async def run_export(workdir: Path, n: int) -> dict[str, Any]:
             await conn.execute("VACUUM (ANALYZE) recipient, visitor_link, list_member")
         await stack.ecsim_admin("POST", "/sim/seed", PLATFORM_SEED)
         await stack.start("reconcile", EXPORT_BATCH_SIZE="10000")
-        await stack.start("publish")
+        await stack.start("publish", EXPORT_RECEIPT_POLL_S="0.1", EXPORT_RECEIPT_POLL_MAX_S="0.5")
         settings = KafkaSettings(topic_prefix=stack.topic_prefix)
         topic = f"{stack.topic_prefix}audience-export-requests"
         await ensure_topics(settings, [topic])
@@ -68,6 +70,7 @@ async def run_export(workdir: Path, n: int) -> dict[str, Any]:
             """SELECT min(b.staged_at) AS first_staged, max(b.staged_at) AS last_staged,
                       (SELECT max(written_at) FROM published_file) AS files_written,
                       (SELECT count(*) FROM published_file) AS files,
+                      (SELECT max(receipt_at) FROM published_file) AS receipts_in,
                       (SELECT finished_at FROM run WHERE direction = 'export') AS confirmed
                  FROM published_batch b"""
         )
@@ -80,17 +83,18 @@ async def run_export(workdir: Path, n: int) -> dict[str, Any]:
     to_files = since_request(marks["files_written"])
     return {
         "ids": n,
-        # The issue's measure: from the request to the uploaded files.
-        "seconds": to_files,
-        "ids_per_s": round(n / to_files),
-        # Then publish records what the audience now holds (exported_member) and reports the run succeeded.
-        "confirmed_seconds": round(elapsed, 2),
-        "confirmed_ids_per_s": round(n / elapsed),
+        # The headline: from the request to the run succeeded, the platform's receipts in (ecsim delay 0).
+        "seconds": round(elapsed, 2),
+        "ids_per_s": round(n / elapsed),
+        # From the request to the uploaded files (the headline before runs followed the platform).
+        "uploaded_seconds": to_files,
+        "uploaded_ids_per_s": round(n / to_files),
         "phases_s": {
             "first_batch_staged": since_request(marks["first_staged"]),
             "last_batch_staged": since_request(marks["last_staged"]),
             "files_uploaded": to_files,
-            "confirming_began": since_request(marks["confirmed"]),
+            "receipts_in": since_request(marks["receipts_in"]),
+            "succeeded": since_request(marks["confirmed"]),
         },
         "files": marks["files"],
         "rss_mb": rss,

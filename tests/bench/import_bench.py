@@ -1,5 +1,6 @@
-"""Import benchmark: an N-ID full segment file (half ECIDs, half hashed e-mails, 90% matchable) from the
-import drop zone to list membership, end to end; and the Postgres floor for the same work."""
+"""Import benchmark: N IDs of full segment files (half ECIDs, half hashed e-mails, 90% matchable; one batch
+per data source, as the platform delivers them) from the import drop zone to list membership, end to end;
+and the Postgres floor for the same work."""
 
 from __future__ import annotations
 
@@ -16,26 +17,45 @@ from tests.bench.campaign import PLATFORM_SEED, ecid, hashed_email, load_recipie
 from tests.bench.stack import BenchStack, bench_stack
 
 
-def _rows(n: int) -> Any:
-    """Half the IDs are ECIDs of segment 5001, half hashed e-mails of segment 5002; 10% of each unknown."""
+def _ecid_rows(n: int) -> Any:
+    """Half the IDs are ECIDs of segment 5001 (data source 1001), 10% of them unknown."""
     half = n // 2
     matchable = half * 9 // 10
     for i in range(half):
         yield (ecid(i + 1) if i < matchable else ecid(10**15 + i), (5001,), ())
+
+
+def _email_rows(n: int) -> Any:
+    """The other half are hashed e-mails of segment 5002 (data source 1002), 10% of them unknown."""
+    half = n // 2
+    matchable = half * 9 // 10
     for i in range(n - half):
         yield (hashed_email(half + i + 1) if i < matchable else hashed_email(10**15 + i), (5002,), ())
 
 
-def write_outbound(staging: Path, n: int) -> tuple[OutboundFileName, list[PartSummary]]:
-    batch = OutboundFileName("s3", 7001, 1001, "full", int(time.time() * 1000))
+def _rows(n: int) -> Any:
+    yield from _ecid_rows(n)
+    yield from _email_rows(n)
+
+
+def write_outbound(staging: Path, n: int) -> list[tuple[OutboundFileName, list[PartSummary]]]:
+    """One batch per data source: a file's master DPID says whose IDs it holds (and which lists it feeds)."""
+    stamp = int(time.time() * 1000)
+    return [
+        _write_batch(staging, OutboundFileName("s3", 7001, 1001, "full", stamp), _ecid_rows(n)),
+        _write_batch(staging, OutboundFileName("s3", 7002, 1002, "full", stamp + 1), _email_rows(n)),
+    ]
+
+
+def _write_batch(staging: Path, batch: OutboundFileName, rows: Any) -> tuple[OutboundFileName, list[PartSummary]]:
     writer = OutboundWriter(batch, max_part_bytes=64 << 20)
     current = None
     staging.mkdir(parents=True, exist_ok=True)
     handle = None
-    for event in writer.write(_rows(n)):
+    for event in writer.write(rows):
         if isinstance(event, bytes):
             if handle is None:
-                current = staging / f"part-{len(writer.parts)}"
+                current = staging / f"part-{batch.batch_root}-{len(writer.parts)}"
                 handle = current.open("wb")
             handle.write(event)
         else:
@@ -101,13 +121,14 @@ async def run_import(workdir: Path, n: int) -> dict[str, Any]:
         await stack.start("ingest", MEMBERSHIP_BATCH_SIZE="10000")
         print(f"import {n:,}: writing the outbound file ...", flush=True)
         staging = workdir / "staging"
-        batch, parts = write_outbound(staging, n)
+        batches = write_outbound(staging, n)
         zone = workdir / "import"
         zone.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        for part in parts:
-            os.replace(staging / part.name, zone / part.name)
-        os.replace(staging / batch.info_name, zone / batch.info_name)
+        for batch, parts in batches:
+            for part in parts:
+                os.replace(staging / part.name, zone / part.name)
+            os.replace(staging / batch.info_name, zone / batch.info_name)
         await _wait_runs(stack, ["visitors-5001", "emails-5002"], timeout=max(600, n / 2000))
         elapsed = time.perf_counter() - started
         members = await stack.pool.fetchval("SELECT count(*) FROM list_member")

@@ -2,8 +2,11 @@
 
 On the real local stack: import several audiences (full and delta, both ID types) and export two lists
 while a driver kills ingest, reconcile and publish with SIGKILL at random points (restarting them),
-restarts the Kafka broker once and Postgres once, and ecsim answers 429/500 on a share of calls and
-expires tokens. At the end every outcome must be exactly right: lists, the platform's trait members,
+restarts the Kafka broker once and Postgres once, and ecsim answers 429/500 on a share of calls, expires
+tokens, processes inbound files late and rejects a whole file and then a share of lines of the e-mail
+audience's files (the runs end ``failed``/``partial``, and the following mirrors send what was not applied
+again; a last mirror once the rejections stop). At the end every outcome must be exactly right: lists, the
+platform's trait members, ``exported_member``,
 ``applied_batch`` (each batch once), processed files (each once), every run final. Secrets must not
 appear in any log line or status event. The driver prints what it killed when and the time to recover.
 """
@@ -87,6 +90,7 @@ class Chaos:
         self.waves = 0
         self.dropped: set[int] = set()
         self.requests: list[AudienceExportRequest] = []
+        self.last_request: uuid.UUID | None = None
         self.service_env = {
             "MEMBERSHIP_BATCH_SIZE": str(config.batch_size),
             "EXPORT_BATCH_SIZE": str(config.batch_size),
@@ -94,6 +98,8 @@ class Chaos:
             "PLATFORM_BACKOFF_MAX_S": "1",
             "PLATFORM_MAX_ATTEMPTS": "8",
             "SHUTDOWN_GRACE_S": "2",
+            "EXPORT_RECEIPT_POLL_S": "0.5",
+            "EXPORT_RECEIPT_POLL_MAX_S": "2",
         }
 
     def log(self, what: str, recovery: float | None = None) -> None:
@@ -150,7 +156,7 @@ class Chaos:
         ]
         ts = int(time.time() * 1000)
         deliver_outbound(zone, "full", visitors, ts)
-        deliver_outbound(zone, "full", emails, ts + 1)
+        deliver_outbound(zone, "full", emails, ts + 1, master_dpid=1002, destination_id=7002)  # hashed e-mails' DPID
 
     async def wave(self) -> None:
         """More work arriving while things fail: 100 visitors leave (a delta file), and the e-mail list
@@ -254,9 +260,40 @@ class Chaos:
             else:
                 await self.restart_infra(target)
             await self.wave()
+            await self.platform_rejects()
             if self.rng.random() < 0.5:
                 await self.stack.ecsim_admin("POST", "/sim/tokens/expire")
                 self.log("ecsim expires every token")
+
+    async def platform_rejects(self) -> None:
+        """The platform's own faults on the e-mail audience's files (DPID 1002): after the first wave the
+        next file is rejected whole, after the third a share of each file's lines, from the fifth none."""
+        faults: dict[str, Any] | None = None
+        if self.waves == 1:
+            faults = {"delay_s": 1.0, "reject_files": 1, "reject_file_reason": "chaos: file rejected", "dpid": 1002}
+        elif self.waves == 3:
+            faults = {"delay_s": 1.0, "reject_line_share": 0.05, "dpid": 1002}
+        elif self.waves == 5:
+            faults = {"delay_s": 0.5}
+        if faults is not None:
+            await self.stack.ecsim_admin("PUT", "/sim/inbound/faults", faults)
+            self.log(f"ecsim inbound processing: {faults}")
+
+    async def heal(self) -> None:
+        """The platform stops rejecting; a last mirror sends what it did not apply."""
+        await self.stack.ecsim_admin("DELETE", "/sim/inbound/faults")
+        request = self.requests[0].model_copy(update={"request_id": uuid.uuid4()})
+        self.last_request = request.request_id
+        await self._send_request(request)
+        self.log("ecsim applies everything again; a last mirror of the e-mail list")
+
+    async def _last_request_ended(self) -> bool:
+        if self.last_request is None:
+            return True
+        state = await self.stack.pool.fetchval(
+            "SELECT state FROM run WHERE request_id = $1 ORDER BY started_at DESC LIMIT 1", self.last_request
+        )
+        return state in ("succeeded", "partial", "failed")
 
     async def wait_final(self) -> None:
         deadline = time.monotonic() + self.config.timeout_s
@@ -267,10 +304,11 @@ class Chaos:
             except (OSError, Exception):  # Postgres may be restarting: ask again
                 await asyncio.sleep(0.5)
                 continue
-            final = [r for r in rows if r["state"] in ("succeeded", "failed", "blocked")]
+            final = [r for r in rows if r["state"] in ("succeeded", "partial", "failed", "blocked")]
             # Imports: 2 full runs per audience pair fed twice (two lists per segment) and one per delta file
-            # per audience; exports: the two first requests and one per wave.
-            if len(final) == len(rows) and files >= 2 + self.waves and len(rows) >= 2 + self.waves + 2:
+            # per audience; exports: the two first requests, one per wave and the last one.
+            everything = len(final) == len(rows) and files >= 2 + self.waves and len(rows) >= 2 + self.waves + 2
+            if everything and await self._last_request_ended():
                 return
             await asyncio.sleep(0.5)
         raise TimeoutError("runs did not all reach a final state")
@@ -295,13 +333,20 @@ class Chaos:
             )
         runs = await pool.fetch("SELECT run_id, direction, state, batches_applied, last_seq, reason FROM run")
         superseded = [r for r in runs if r["state"] == "failed" and "superseded" in (r["reason"] or "")]
-        others = [r for r in runs if r not in superseded]
+        # Export runs the platform refused in whole or in part, as ecsim was told to: their IDs went again.
+        refused = [
+            r
+            for r in runs
+            if r["direction"] == "export" and r["state"] in ("failed", "partial") and _refused_by_platform(r["reason"])
+        ]
+        others = [r for r in runs if r not in superseded and r not in refused]
         check.append(
             (
                 "every run reached a final state",
                 all(r["state"] == "succeeded" for r in others),
                 f"{sum(r['state'] == 'succeeded' for r in others)} succeeded of {len(others)}"
-                f" (+{len(superseded)} export attempts superseded after a crash)"
+                f" (+{len(superseded)} export attempts superseded after a crash,"
+                f" +{len(refused)} export runs the platform refused in whole or in part, as told)"
                 + "".join(
                     f"; {r['direction']} {r['state']}: {r['reason']}" for r in others if r["state"] != "succeeded"
                 ),
@@ -391,6 +436,12 @@ class Chaos:
         )
 
 
+def _refused_by_platform(reason: str | None) -> bool:
+    """A run ended by the platform's receipts refusing lines or a file (services.publish.receipts)."""
+    text = reason or ""
+    return "the platform applied none" in text or "the platform rejected" in text or "chaos: file rejected" in text
+
+
 def _started_here(what: str) -> bool:
     """Only restart what this checkout started (a shared broker or server is not ours to bounce)."""
     script = LOCAL / f"{what}.sh"
@@ -416,6 +467,7 @@ async def run_chaos(workdir: Path, config: ChaosConfig) -> ChaosReport:
         chaos.deliver_imports()
         requests = await chaos.request_exports()
         await chaos.drive()
+        await chaos.heal()
         await chaos.wait_final()
         chaos.log("all runs final")
         await stack.ecsim_admin("DELETE", "/sim/faults")

@@ -51,6 +51,7 @@ DATA_DIRS_2: Final = ("export-batches", "inbound", "catalog")
 
 DESTINATION: Final = 7001
 MASTER_DPID: Final = 1001
+DPID_OF: Final = {"visitors": MASTER_DPID, "hashed-emails": 1002}  # the fixtures' data sources
 FIRST_SEGMENT: Final = 6001
 BASE_TS: Final = 1_700_000_000_000
 EVENTS_SEGMENT: Final = 6500  # the audience every segment event names (a visitors audience)
@@ -124,7 +125,9 @@ class _Outbound:
     ) -> None:
         k = len(self.cases)
         segment = FIRST_SEGMENT + k
-        batch = OutboundFileName("s3", DESTINATION, MASTER_DPID, mode, BASE_TS + k * 1000, gzip=gzip)  # type: ignore[arg-type]
+        # A file's master DPID is the data source whose IDs it holds: it decides which audiences it feeds.
+        dpid = DPID_OF[data_source]
+        batch = OutboundFileName("s3", DESTINATION, dpid, mode, BASE_TS + k * 1000, gzip=gzip)  # type: ignore[arg-type]
         extra: dict[str, Any] = {
             "segment": segment,
             "audience": f"corpus-{id}",

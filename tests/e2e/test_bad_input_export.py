@@ -137,6 +137,8 @@ async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
                 "DATABASE_URL": dsn,
                 "EXPORT_DROPZONE_URL": export_root.as_uri(),
                 "EXPORT_PARTNER_FOLDER": PARTNER,
+                # Its ecsim processes files only when asked: the runs end when uploaded, as before receipts.
+                "EXPORT_AWAIT_RECEIPTS": "false",
                 "PLATFORM_IMS_URL": ims_url,
                 "PLATFORM_API_URL": ecsim.api_url,
                 "PLATFORM_CLIENT_SECRET": secret,

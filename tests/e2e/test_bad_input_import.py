@@ -141,6 +141,7 @@ async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
                 "IMPORT_DROPZONE_URL": root.as_uri(),
                 "IMPORT_POLL_INTERVAL_S": "0.2",
                 "IMPORT_PARTS_TIMEOUT_S": str(PARTS_TIMEOUT_S),
+                "IMPORT_QUIET_PERIOD_S": "1",  # misnamed files are rejected once they stop changing: soon, here
                 "PLATFORM_IMS_URL": ims_url,
                 "PLATFORM_API_URL": ecsim.api_url,
                 "PLATFORM_CLIENT_SECRET": secret,

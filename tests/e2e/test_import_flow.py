@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 
 Row = tuple[str, list[int], list[int]]
 DESTINATION, MASTER_DPID = 7001, 1001
+EMAILS_DESTINATION, EMAILS_DPID = 7002, 1002  # a file's master DPID decides the lists it feeds
 SEG_VISITORS, SEG_EMAILS, SEG_PII = 5001, 5002, 5003
 
 PLATFORM_SEED = {
@@ -73,8 +74,10 @@ class ImportStack:
         max_part_bytes: int = 1 << 20,
         info_first: bool = False,
         corrupt_part: int | None = None,
+        emails: bool = False,
     ) -> OutboundFileName:
-        batch = OutboundFileName("s3", DESTINATION, MASTER_DPID, mode, int(time.time() * 1000), gzip=gzip)  # type: ignore[arg-type]
+        destination, dpid = (EMAILS_DESTINATION, EMAILS_DPID) if emails else (DESTINATION, MASTER_DPID)
+        batch = OutboundFileName("s3", destination, dpid, mode, int(time.time() * 1000), gzip=gzip)  # type: ignore[arg-type]
         writer = OutboundWriter(batch, max_part_bytes=max_part_bytes)
         parts = list(collect_parts(writer.write(rows)))
         info = writer.info().to_json()
@@ -159,7 +162,7 @@ async def test_full_by_visitor_id_and_iter_by_declared_id(stack: ImportStack) ->
     full = await stack.deliver("full", full_rows)
     iter_rows: list[Row] = [(hashed_email_of(i), [SEG_EMAILS], []) for i in range(100, 131)]
     iter_rows.append(("e" * 64, [SEG_EMAILS], []))
-    await stack.deliver("iter", iter_rows, gzip=True)
+    await stack.deliver("iter", iter_rows, gzip=True, emails=True)
 
     await _wait_members(stack, "visitors-5001", set(range(1, 51)))
     await _wait_members(stack, "visitors-5001-copy", set(range(1, 51)))
@@ -182,7 +185,7 @@ async def test_full_by_visitor_id_and_iter_by_declared_id(stack: ImportStack) ->
 
     # Members who left the segment leave the list with the next full snapshot; a delta removes too.
     await stack.deliver("full", [(ecid_of(i), [SEG_VISITORS], []) for i in range(1, 41)])
-    await stack.deliver("iter", [(hashed_email_of(100), [], [SEG_EMAILS])])
+    await stack.deliver("iter", [(hashed_email_of(100), [], [SEG_EMAILS])], emails=True)
     await _wait_members(stack, "visitors-5001", set(range(1, 41)))
     await _wait_members(stack, "emails-5002", set(range(101, 131)))
 

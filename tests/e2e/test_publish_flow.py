@@ -2,7 +2,10 @@
 
 Runs, audiences and data sources are recorded as reconcile records them before emitting batches; the
 batches are produced to the real broker; publish runs as a subprocess against a fresh database and a
-dedicated ecsim whose export drop zone is this test's folder.
+dedicated ecsim whose export drop zone is this test's folder. The first tests look at the files publish
+uploads (``EXPORT_AWAIT_RECEIPTS=false``: a run ends when its files are up, and ecsim processes them when
+the test says so); the last ones let the platform decide: ecsim processes files by itself, with the
+delays and rejections it is told to make, and publish ends each run by the receipts.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import pytest_asyncio
 
@@ -152,6 +156,7 @@ async def stack(
         "RETRY_BACKOFF_INITIAL_S": "0.05",
         "RETRY_BACKOFF_MAX_S": "0.5",
         "KAFKA_MAX_POLL_RECORDS": "10",
+        "EXPORT_AWAIT_RECEIPTS": "false",  # the former behaviour: these tests look at the files themselves
     }
     publish = await start_service("publish", env=env)
     yield PublishStack(
@@ -367,3 +372,157 @@ async def _retry(stack: PublishStack, run_id: uuid.UUID) -> dict[str, Any]:
     finally:
         await producer.stop()
     return {"state": outcome.state, "counts": outcome.counts, "files": outcome.files}
+
+
+# --- the platform decides ----------------------------------------------------------------------------------
+
+RECEIPT_TIMEOUT_S = 3.0
+
+
+@pytest_asyncio.fixture
+async def platform_stack(
+    campaign: Campaign,
+    ecsim_factory: EcsimFactory,  # noqa: F811
+    start_service: StartService,  # noqa: F811
+    database_url: str,
+    topic_prefix: str,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> AsyncIterator[PublishStack]:
+    """publish awaiting receipts; ecsim processing its export zone by itself every 0.2 s, without delay."""
+    root = tmp_path / "export"
+    ecsim = await ecsim_factory(
+        ECSIM_EXPORT_DROPZONE_URL=root.as_uri(), ECSIM_INBOUND_POLL_INTERVAL_S="0.2", ECSIM_INBOUND_DELAY_S="0"
+    )
+    await ecsim.seed(PLATFORM_SEED)
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    await ensure_topics(settings, [f"{topic_prefix}audience-export-batches", f"{topic_prefix}audience-sync-status"])
+    producer = Producer(settings, "test", RuntimeMetrics("test"))
+    await producer.start()
+    env = {
+        "TOPIC_PREFIX": topic_prefix,
+        "DATABASE_URL": database_url,
+        "EXPORT_DROPZONE_URL": root.as_uri(),
+        "EXPORT_PARTNER_FOLDER": PARTNER,
+        "PLATFORM_IMS_URL": ecsim.ims_url,
+        "PLATFORM_API_URL": ecsim.api_url,
+        "RETRY_BACKOFF_INITIAL_S": "0.05",
+        "RETRY_BACKOFF_MAX_S": "0.5",
+        "EXPORT_RECEIPT_POLL_S": "0.1",
+        "EXPORT_RECEIPT_POLL_MAX_S": "0.5",
+        "EXPORT_RECEIPT_TIMEOUT_S": str(RECEIPT_TIMEOUT_S),
+    }
+    publish = await start_service("publish", env=env)
+    yield PublishStack(
+        campaign=campaign,
+        ecsim=ecsim,
+        root=root,
+        producer=producer,
+        env=env,
+        start_service=start_service,
+        publish=publish,
+        topic_prefix=topic_prefix,
+        bootstrap=kafka_bootstrap,
+    )
+    await producer.stop()
+
+
+async def _ended(stack: PublishStack, run_id: uuid.UUID, timeout: float = 30) -> dict[str, Any]:
+    """The run once it left ``uploaded`` (and the live states before it)."""
+    await eventually(
+        lambda: stack.state(run_id),
+        until=lambda s: s in ("succeeded", "partial", "failed"),
+        timeout=timeout,
+        interval=0.05,
+    )
+    row = await stack.campaign.pool.fetchrow("SELECT state, reason, counts FROM run WHERE run_id = $1", run_id)
+    assert row is not None
+    return {"state": row["state"], "reason": row["reason"], "counts": orjson.loads(row["counts"])}
+
+
+async def _rejected(stack: PublishStack, audience_id: str) -> set[str]:
+    rows = await stack.campaign.pool.fetch(
+        "SELECT id FROM export_rejected_id WHERE audience_id = $1 AND is_add", audience_id
+    )
+    return {r["id"] for r in rows}
+
+
+async def test_a_run_is_uploaded_until_processed_after_a_delay_then_succeeds(platform_stack: PublishStack) -> None:
+    stack = platform_stack
+    await stack.ecsim.admin("PUT", "/inbound/faults", {"delay_s": 2.0})
+    ids = [ecid_of(i) for i in range(1, 51)]
+    run_id = await add_export_run(stack.campaign.pool, audience_id="ab-delay", data_source="visitors", mode="mirror")
+    await stack.produce(export_batches(run_id, "ab-delay", adds=ids, mode="mirror", size=20))
+    await eventually(lambda: stack.state(run_id), until=lambda s: s == "uploaded", timeout=30, interval=0.02)
+    assert await stack.members("ab-delay") == set()  # pending on the platform: not shared yet
+
+    run = await _ended(stack, run_id)
+    assert run["state"] == "succeeded", run
+    assert (run["counts"]["applied"], run["counts"]["rejected"]) == (50, 0)
+    assert await stack.members("ab-delay") == set(ids) == await stack.trait_members(await stack.trait("ab-delay"))
+    events = [e.state for e in await stack.statuses(3)]
+    assert events == ["started", "uploaded", "succeeded"]
+
+
+async def test_rejected_lines_leave_exactly_those_ids_pending(platform_stack: PublishStack) -> None:
+    stack = platform_stack
+    await stack.ecsim.admin("PUT", "/inbound/faults", {"reject_line_share": 0.1})
+    ids = [ecid_of(i) for i in range(1, 81)]
+    run_id = await add_export_run(stack.campaign.pool, audience_id="ab-tenth", data_source="visitors", mode="mirror")
+    await stack.produce(export_batches(run_id, "ab-tenth", adds=ids, mode="mirror", size=30))
+
+    run = await _ended(stack, run_id)
+    assert run["state"] == "partial", run
+    assert {k: run["counts"][k] for k in ("uploaded", "applied", "rejected", "rejected_invalid_aam_id")} == {
+        "uploaded": 80,
+        "applied": 72,
+        "rejected": 8,
+        "rejected_invalid_aam_id": 8,
+    }
+    refused = {ids[n - 1] for n in range(10, 81, 10)}  # every tenth line of the one file
+    assert await _rejected(stack, "ab-tenth") == refused
+    held = await stack.trait_members(await stack.trait("ab-tenth"))
+    assert await stack.members("ab-tenth") == set(ids) - refused == held
+    _, metrics = await stack.publish.get("/metrics")
+    assert 'ab_export_lines_rejected_total{reason="invalid_aam_id"} 8.0' in metrics
+    assert 'ab_export_runs_total{state="partial"} 1.0' in metrics
+
+
+async def test_a_rejected_file_fails_the_run_and_the_next_mirror_sends_again(platform_stack: PublishStack) -> None:
+    stack = platform_stack
+    pool = stack.campaign.pool
+    await stack.ecsim.admin("PUT", "/inbound/faults", {"reject_files": 1, "reject_file_reason": "unknown partner"})
+    ids = [ecid_of(i) for i in range(1, 41)]
+    first = await add_export_run(pool, audience_id="ab-again", data_source="visitors", mode="mirror")
+    await stack.produce(export_batches(first, "ab-again", adds=ids, mode="mirror"))
+    run = await _ended(stack, first)
+    assert run["state"] == "failed", run
+    assert "unknown partner" in run["reason"]
+    assert await stack.members("ab-again") == set()
+    assert await _rejected(stack, "ab-again") == set(ids)
+
+    # reconcile's next mirror diffs the list against exported_member: every ID goes again.
+    second = await add_export_run(pool, audience_id="ab-again", data_source="visitors", mode="mirror")
+    await stack.produce(export_batches(second, "ab-again", adds=ids, mode="mirror"))
+    run = await _ended(stack, second)
+    assert run["state"] == "succeeded", run
+    assert await stack.members("ab-again") == set(ids) == await stack.trait_members(await stack.trait("ab-again"))
+    assert await _rejected(stack, "ab-again") == set()
+
+
+async def test_receipts_that_never_come_fail_the_run_after_the_timeout(platform_stack: PublishStack) -> None:
+    stack = platform_stack
+    await stack.ecsim.admin("PUT", "/inbound/faults", {"hold": True})
+    ids = [ecid_of(i) for i in range(1, 21)]
+    run_id = await add_export_run(stack.campaign.pool, audience_id="ab-never", data_source="visitors")
+    await stack.produce(export_batches(run_id, "ab-never", adds=ids))
+    await eventually(lambda: stack.state(run_id), until=lambda s: s == "uploaded", timeout=30, interval=0.02)
+    (key,) = await stack.recorded(run_id)
+
+    run = await _ended(stack, run_id, timeout=RECEIPT_TIMEOUT_S + 20)
+    assert run["state"] == "failed", run
+    assert run["reason"].startswith(f"the platform has not processed {key.rsplit('/', 1)[-1]}")
+    assert not (stack.root / key).exists()  # withdrawn
+    assert await stack.members("ab-never") == set()
+    _, metrics = await stack.publish.get("/metrics")
+    assert "ab_export_receipt_timeouts_total 1.0" in metrics

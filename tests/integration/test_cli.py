@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pty
 import sys
 import uuid
 from pathlib import Path
@@ -118,15 +119,18 @@ async def test_rematch_and_release(
     assert outcome.state == "blocked"
     # Held back with its IDs staged; released, it is matched again and its staged IDs go.
     assert await campaign.pool.fetchval("SELECT count(*) FROM import_stage_id WHERE run_id = $1", shrink.run_id) == 1
-    code, out = await _cli({"DATABASE_URL": database_url}, "release", str(shrink.run_id), "--by", "ops")
+    code, out = await _cli({"DATABASE_URL": database_url}, "release", str(shrink.run_id), "--by", "ops", "--yes")
     assert code == 0, out
+    # What it would do, then what it did.
+    assert "releasing it adds 0 and removes 20 members: the list goes from 21 to 1 members" in out
+    assert "released: 0 added, 20 removed" in out
     rows = await campaign.pool.fetch(
         "SELECT recipient_id FROM list_member JOIN shared_audience USING (list_id) WHERE audience_id = 'seg-r'"
     )
     assert {r["recipient_id"] for r in rows} == {1}
     assert await campaign.pool.fetchval("SELECT released_by FROM run WHERE run_id = $1", shrink.run_id) == "ops"
     assert await campaign.pool.fetchval("SELECT count(*) FROM import_stage_id WHERE run_id = $1", shrink.run_id) == 0
-    code, out = await _cli({"DATABASE_URL": database_url}, "release", str(shrink.run_id))
+    code, out = await _cli({"DATABASE_URL": database_url}, "release", str(shrink.run_id), "--yes")
     assert code == 2
     assert "only a blocked run" in out
     await producer.stop()
@@ -167,3 +171,120 @@ async def test_retry_of_an_unknown_run_is_a_clear_error(campaign: Campaign, data
     code, out = await _cli({"DATABASE_URL": database_url}, "retry", str(uuid.uuid4()))
     assert code == 2
     assert out.startswith("error:")
+
+
+async def _cli_at_a_terminal(env: dict[str, str], answer: bytes, *args: str) -> tuple[int, str]:
+    """The CLI with its input on a terminal (a pseudo-terminal) on which the operator types ``answer``."""
+    controller, terminal = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *CLI,
+            *args,
+            env={**os.environ, **env, "COLUMNS": "200"},
+            stdin=terminal,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        os.write(controller, answer)  # typed ahead: the terminal keeps it until the prompt reads it
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def _held_back_run(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str, audience: str) -> uuid.UUID:
+    """A list of recipients 1..20, then a snapshot of recipient 1 alone: held back (it would remove 19 of 20)."""
+    await add_import_audience(campaign.pool, audience, "visitors", 5300)
+    producer = Producer(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), "test", RuntimeMetrics("t"))
+    importer = Importer(
+        campaign.pool,
+        RunReporter(producer, service="t", topic_prefix=topic_prefix),
+        ImportGuards(max_removal_share=0.5, min_list_size=10),
+    )
+    try:
+        await importer.apply(_full_batch(audience, [ecid_of(i) for i in range(1, 21)]))
+        held = await importer.apply(_full_batch(audience, [ecid_of(1)]))
+    finally:
+        await producer.stop()
+    assert held is not None
+    assert held.state == "blocked"
+    return held.run_id
+
+
+def _full_batch(audience: str, adds: list[str], mode: str = "full") -> AudienceMembership:
+    return AudienceMembership.model_validate(
+        {
+            "run_id": uuid.uuid4(),
+            "seq": 0,
+            "last": True,
+            "audience_id": audience,
+            "data_source": "visitors",
+            "id_type": "ecid",
+            "mode": mode,
+            "adds": adds,
+        }
+    )
+
+
+async def _list_and_run(campaign: Campaign, audience: str, run_id: uuid.UUID) -> tuple[set[int], str]:
+    rows = await campaign.pool.fetch(
+        "SELECT recipient_id FROM list_member JOIN shared_audience USING (list_id) WHERE audience_id = $1", audience
+    )
+    state = await campaign.pool.fetchval("SELECT state FROM run WHERE run_id = $1", run_id)
+    return {r["recipient_id"] for r in rows}, state
+
+
+async def test_release_shows_its_plan_and_asks_first(
+    campaign: Campaign, database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    run_id = await _held_back_run(campaign, kafka_bootstrap, topic_prefix, "seg-ask")
+    env = {"DATABASE_URL": database_url, "TOPIC_PREFIX": topic_prefix, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    untouched = (set(range(1, 21)), "blocked")
+    plan = [
+        f"import run {run_id}: audience seg-ask, list 'List seg-ask'",
+        "held back: full snapshot would remove 19 of 20 list members (more than 50%): held back (release it with "
+        "`audience-bridge release`)",
+        "matched again now: 1 of 1 IDs match a recipient",
+        "releasing it adds 0 and removes 19 members: the list goes from 20 to 1 members",
+    ]
+
+    # A script (no terminal) that did not say --yes: the plan, then a refusal saying why; nothing changes.
+    code, out = await _cli(env, "release", str(run_id))
+    assert code == 2, out
+    assert out.splitlines()[: len(plan)] == plan
+    assert "error: not released: no terminal to confirm on (give --yes to release without asking)" in out
+    assert await _list_and_run(campaign, "seg-ask", run_id) == untouched
+
+    # An operator at a terminal who answers no.
+    code, out = await _cli_at_a_terminal(env, b"n\n", "release", str(run_id))
+    assert code == 1, out
+    assert out.splitlines()[: len(plan)] == plan
+    assert "release it? [y/N]: not released" in out
+    assert await _list_and_run(campaign, "seg-ask", run_id) == untouched
+
+    # ... and one who answers yes.
+    code, out = await _cli_at_a_terminal(env, b"y\n", "release", str(run_id), "--by", "ops")
+    assert code == 0, out
+    assert f"run {run_id} released: 0 added, 19 removed" in out
+    assert await _list_and_run(campaign, "seg-ask", run_id) == ({1}, "succeeded")
+
+
+async def test_release_of_a_run_older_than_the_last_applied_one_is_refused(
+    campaign: Campaign, database_url: str, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    run_id = await _held_back_run(campaign, kafka_bootstrap, topic_prefix, "seg-stale")
+    producer = Producer(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), "test", RuntimeMetrics("t"))
+    importer = Importer(campaign.pool, RunReporter(producer, service="t", topic_prefix=topic_prefix), ImportGuards())
+    try:
+        newer = await importer.apply(_full_batch("seg-stale", [ecid_of(21)], mode="delta"))
+    finally:
+        await producer.stop()
+    assert newer is not None
+    assert newer.state == "succeeded"
+    code, out = await _cli({"DATABASE_URL": database_url}, "release", str(run_id), "--yes")
+    assert code == 2, out
+    assert out.startswith("error: a newer run of this audience was applied since: releasing this older snapshot")
+    assert f"newer_run='{newer.run_id}'" in " ".join(out.split())
+    assert await _list_and_run(campaign, "seg-stale", run_id) == (set(range(1, 22)), "blocked")

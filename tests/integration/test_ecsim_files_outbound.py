@@ -8,10 +8,19 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from shared.formats.lines import LineError
-from shared.formats.outbound import InfoFile, OutboundParser, OutboundRecord, parse_info, parse_outbound_name
+from shared.formats.outbound import (
+    DEFAULT_NAMES,
+    InfoFile,
+    OutboundNames,
+    OutboundParser,
+    OutboundRecord,
+    parse_info,
+    parse_outbound_name,
+)
 from shared.ids import IdType
 from shared.population import Population, PopulationSegment, PopulationSpec, chained
 from tests.fixtures.ecsim import EcsimEndpoint, ecsim, ecsim_server  # noqa: F401
@@ -52,7 +61,7 @@ async def seeded(ecsim: EcsimEndpoint) -> EcsimEndpoint:  # noqa: F811
     return ecsim
 
 
-def _read(folder: Path, result: dict[str, Any]) -> tuple[InfoFile, Membership]:
+def _read(folder: Path, result: dict[str, Any], names: OutboundNames = DEFAULT_NAMES) -> tuple[InfoFile, Membership]:
     """Parse the batch back: check every part against the .info, and collect each user's line."""
     info = parse_info((folder / result["infoName"]).read_bytes())
     assert info.inconsistencies() == []
@@ -61,7 +70,7 @@ def _read(folder: Path, result: dict[str, Any]) -> tuple[InfoFile, Membership]:
     for entry in info.files:
         data = (folder / entry.file_name).read_bytes()
         assert (len(data), hashlib.md5(data).hexdigest()) == (entry.byte_size, entry.md5)
-        parser = OutboundParser(entry.file_name)
+        parser = OutboundParser(names.parse(entry.file_name))
         for item in parser.parse([data]):
             assert not isinstance(item, LineError), item
             assert isinstance(item, OutboundRecord)
@@ -176,3 +185,35 @@ async def test_split_gzip_info_first_batches_through_an_unavailable_zone(seeded:
     assert got == {u: ({S1, S2} if k % 2 == 0 else {S1}, set()) for k, u in enumerate(ids)}
     zones = await seeded.admin("GET", "/dropzones")
     assert zones["import"]["injected"] > 0
+
+
+async def test_every_documented_variant_over_http(seeded: EcsimEndpoint) -> None:
+    """``POST /sim/deliveries`` with the variant options (camelCase too): each batch reads back as the strict
+    one, its .info counting every line (issue 14, part 2)."""
+    assert seeded.import_dir is not None
+    ids = [f"{i:038d}" for i in range(40)]
+    await seeded.admin("POST", f"/segments/{S1}/members", {"add": ids})
+    await seeded.admin("POST", f"/segments/{S2}/members", {"add": ids[::3]})
+    base = {"destination_id": TO_MID, "mode": "full", "segments": [S1, S2], "gzip": True, "max_part_bytes": 600}
+    _, strict = _read(seeded.import_dir, await seeded.admin("POST", "/deliveries", base))
+    template = "<SYNC_TYPE>_<ORDER_ID>_<DPID>_<SYNC_MODE>_<TIMESTAMP>SPLITNUM.sync"
+    variant = {
+        "separator": "spaces",
+        "lineEnds": "mixed",
+        "bom": True,
+        "headerRows": 2,
+        "blankEvery": 5,
+        "infoStyle": "javascript",
+        "nameTemplate": template,
+        "splitStyle": "dash",
+    }
+    result = await seeded.admin("POST", "/deliveries", {**base, **variant})
+    info, got = _read(seeded.import_dir, result, OutboundNames({str(TO_MID): template}))
+    assert got == strict
+    assert len(info.files) > 1
+    assert info.totals.total_number_lines == 40 + 2 + 40 // 5  # records, header rows, blank lines
+    assert (seeded.import_dir / result["infoName"]).read_bytes().startswith(b"{\n  Files: [")
+    body = {**base, "nameTemplate": "<SYNC_MODE>_<FOO>"}
+    async with aiohttp.ClientSession() as session, session.post(f"{seeded.base_url}/sim/deliveries", json=body) as resp:
+        assert resp.status == 400
+        assert "not a documented macro" in await resp.text()

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
+from services.publish.publisher import _lock_key
 from services.reconcile.catalog import CatalogDataSource, ensure_list, upsert_data_source
+from services.reconcile.export_binding import RebindRefused, rebind
+from services.reconcile.export_guard import ExportGuards
+from services.reconcile.export_release import ReleaseRefused, release_export, release_plan
+from services.reconcile.export_waiting import ExportQueue
 from services.reconcile.exporting import Exporter, export_audience_id, export_run_id
-from shared.errors import TransientError
+from services.reconcile.run_cancel import CancelRefused, cancel_run
 from shared.kafka import Delivery, Producer, ensure_topics
 from shared.messages import AudienceExportBatch, AudienceExportRequest, AudienceSyncStatus
 from shared.metrics import RuntimeMetrics
@@ -31,7 +39,21 @@ class ExportRig:
     topic: str
     bootstrap: str
     registry: CollectorRegistry
+    queue: ExportQueue
+    producer: Producer
+    reporter: RunReporter
     seen: int = 0
+
+    def guarded_exporter(self, max_removal_share: float, min_size: int) -> Exporter:
+        """An exporter whose mass-removal guard protects audiences from ``min_size`` IDs."""
+        return Exporter(
+            self.campaign.pool,
+            self.producer,
+            batches_topic=self.topic,
+            reporter=self.reporter,
+            batch_size=40,
+            guards=ExportGuards(max_removal_share=max_removal_share, min_size=min_size),
+        )
 
     async def make_list(self, name: str, recipients: range | list[int]) -> None:
         async with self.campaign.pool.acquire() as conn:
@@ -88,8 +110,25 @@ async def rig(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str) -> As
         registry=registry,
         ends=[("export", "failed"), ("export", "blocked")],
     )
-    exporter = Exporter(campaign.pool, producer, batches_topic=topic, reporter=reporter, batch_size=40)
-    yield ExportRig(campaign=campaign, exporter=exporter, topic=topic, bootstrap=kafka_bootstrap, registry=registry)
+    exporter = Exporter(
+        campaign.pool,
+        producer,
+        batches_topic=topic,
+        reporter=reporter,
+        batch_size=40,
+        guards=ExportGuards(max_removal_share=0.5, min_size=1000),  # these tests' audiences are not guarded
+    )
+    queue = ExportQueue(campaign.pool, exporter, reporter, run_timeout_s=600)
+    yield ExportRig(
+        campaign=campaign,
+        exporter=exporter,
+        topic=topic,
+        bootstrap=kafka_bootstrap,
+        registry=registry,
+        queue=queue,
+        producer=producer,
+        reporter=reporter,
+    )
     await producer.stop()
 
 
@@ -208,14 +247,23 @@ async def test_an_audience_waits_for_its_previous_run_to_be_confirmed(rig: Expor
     await rig.make_list("serial", range(1, 5))
     await rig.exporter.export(_request("serial", "crm-ids", "mirror"))
     [first] = await rig.batches(expect=1)
-    # The list changes before publish confirmed the first run: diffing now could miss a removal.
+    # The list changes before publish confirmed the first run: diffing now could miss a removal. The request
+    # waits (recorded, off the consumer), and so does the next one of the audience, behind it.
     await rig.make_list("serial", range(2, 5))
-    with pytest.raises(TransientError, match="not confirmed yet"):
-        await rig.exporter.export(_request("serial", "crm-ids", "mirror"))
+    second, third = _request("serial", "crm-ids", "mirror"), _request("serial", "crm-ids", "mirror")
+    assert await rig.exporter.export(second) is None
+    assert await rig.exporter.export(third) is None
+    assert await rig.queue.tick() == 0  # the first run is still under way
     await rig.confirm([first])
-    await rig.exporter.export(_request("serial", "crm-ids", "mirror"))
-    [second] = await rig.batches(expect=1)
-    assert second.removes == ["CRM000001"]
+    assert await rig.queue.tick() == 1
+    [emitted] = await rig.batches(expect=1)
+    assert emitted.removes == ["CRM000001"]
+    assert emitted.run_id == export_run_id(second.request_id, 1)  # in the order they came
+    await rig.confirm([emitted])
+    assert await rig.queue.tick() == 1
+    [last] = await rig.batches(expect=1)
+    assert (last.run_id, last.adds, last.removes) == (export_run_id(third.request_id, 1), [], [])
+    assert await rig.campaign.pool.fetchval("SELECT count(*) FROM export_request WHERE waiting_since IS NOT NULL") == 0
 
 
 async def test_a_redelivered_emitted_request_never_waits_for_a_newer_run(rig: ExportRig) -> None:
@@ -297,3 +345,182 @@ async def test_a_new_attempt_fails_the_unfinished_run_of_its_request(rig: Export
     )
     states = {r["run_id"]: (r["state"], r["reason"]) for r in rows}
     assert states == {stale: ("failed", "superseded by a new attempt of its request"), run_id: ("progress", None)}
+
+
+def _delivery(request: AudienceExportRequest, offset: int) -> Delivery[AudienceExportRequest]:
+    return Delivery(message=request, topic="t", partition=0, offset=offset, key=None, headers=())
+
+
+async def _run_row(rig: ExportRig, run_id: uuid.UUID | None) -> asyncpg.Record:
+    row = await rig.campaign.pool.fetchrow("SELECT * FROM run WHERE run_id = $1", run_id)
+    assert row is not None
+    return row
+
+
+async def test_requests_of_other_audiences_go_ahead_of_one_that_waits(rig: ExportRig) -> None:
+    await rig.make_list("a", range(1, 5))
+    await rig.make_list("b", range(5, 9))
+    await rig.exporter.export(_request("a", "crm-ids", "mirror", name="A"))
+    await rig.batches(expect=1)  # A's run is under way (publish has not confirmed it)
+    later_a, b = _request("a", "crm-ids", "mirror", name="A"), _request("b", "crm-ids", "mirror", name="B")
+    # One poll: A's request waits (recorded, the handler returns), B's is emitted.
+    assert await rig.exporter.handle([_delivery(later_a, 0), _delivery(b, 1)]) == []
+    # Partitions are read in any order: B's batch is found by its audience.
+    records = await read_topic(rig.bootstrap, rig.topic, expect=2)
+    batches = [AudienceExportBatch.model_validate_json(r.value) for r in records]
+    assert sorted(x.audience_id for x in batches) == sorted(export_audience_id("crm-ids", n) for n in ("A", "B"))
+    waiting = await rig.campaign.pool.fetch("SELECT request_id FROM export_request WHERE waiting_since IS NOT NULL")
+    assert [r["request_id"] for r in waiting] == [later_a.request_id]
+
+
+async def test_a_stuck_run_ends_failed_after_the_bound_and_the_waiting_request_goes_ahead(rig: ExportRig) -> None:
+    queue = ExportQueue(rig.campaign.pool, rig.exporter, rig.reporter, run_timeout_s=60)
+    await rig.make_list("stuck", range(1, 5))
+    stuck = await rig.exporter.export(_request("stuck", "crm-ids", "mirror", name="S"))
+    assert stuck is not None
+    await rig.batches(expect=1)  # publish never finishes it (its batches refused, or lost)
+    behind = _request("stuck", "crm-ids", "mirror", name="S")
+    assert await rig.exporter.export(behind) is None
+    assert await queue.tick() == 0  # within the bound: the request waits
+    # Its last move is put 61 s back rather than waited for.
+    await rig.campaign.pool.execute(
+        "UPDATE run SET updated_at = now() - interval '61 seconds' WHERE run_id = $1", stuck
+    )
+    async with rig.campaign.pool.acquire() as publish:
+        # Publish is writing its files (it holds the run's lock): it is not stuck.
+        await publish.execute("SELECT pg_advisory_lock($1)", _lock_key(stuck))
+        assert await queue.tick() == 0
+        assert (await _run_row(rig, stuck))["state"] == "progress"
+        await publish.execute("SELECT pg_advisory_unlock($1)", _lock_key(stuck))
+    assert await queue.tick() == 1
+    row = await _run_row(rig, stuck)
+    assert row["state"] == "failed"
+    assert "EXPORT_RUN_TIMEOUT_S" in row["reason"]
+    [emitted] = await rig.batches(expect=1)
+    assert emitted.run_id == export_run_id(behind.request_id, 1)
+    assert rig.runs_counted("failed") == 1
+
+
+async def test_a_mass_removal_is_held_with_its_numbers_until_released(rig: ExportRig) -> None:
+    exporter = rig.guarded_exporter(max_removal_share=0.5, min_size=20)
+    await rig.make_list("big", range(1, 41))
+    await exporter.export(_request("big", "crm-ids", "mirror", name="Big"))
+    await rig.confirm(await rig.batches(expect=1))
+    await rig.make_list("big", range(1, 11))  # 30 of the 40 shared IDs leave the list: 75%
+    request = _request("big", "crm-ids", "mirror", name="Big")
+    held = await exporter.export(request)
+    row = await _run_row(rig, held)
+    assert row["state"] == "blocked"
+    assert "would remove 30 of the 40 IDs" in row["reason"]
+    assert "EXPORT_MAX_REMOVAL_SHARE" in row["reason"]
+    assert orjson.loads(row["counts"])["to_remove"] == 30
+    assert len(await read_topic(rig.bootstrap, rig.topic, expect=rig.seen + 1, timeout=2)) == rig.seen  # nothing sent
+    assert rig.runs_counted("blocked") == 1
+    assert await exporter.export(request) is None  # a redelivery changes nothing
+    assert held is not None
+    async with rig.campaign.pool.acquire() as conn:
+        plan = await release_plan(conn, held)
+    assert (plan.mode, plan.shared, plan.adds, plan.removes, plan.after) == ("mirror", 40, 0, 30, 10)
+    outcome = await release_export(exporter, rig.campaign.pool, held, "ops")
+    assert (outcome.run_id, outcome.state) == (held, "progress")
+    [released] = await rig.batches(expect=1)
+    assert released.run_id == held
+    assert sorted(released.removes) == [f"CRM{i:06d}" for i in range(11, 41)]
+    row = await _run_row(rig, held)
+    assert (row["state"], row["reason"], row["released_by"]) == ("progress", None, "ops")
+    with pytest.raises(ReleaseRefused, match="only a held-back export run"):
+        await release_export(exporter, rig.campaign.pool, held, "ops")
+
+
+async def test_an_audience_belongs_to_its_list_until_an_operator_rebinds_it(rig: ExportRig) -> None:
+    await rig.make_list("first", range(1, 5))
+    await rig.make_list("second", range(3, 9))
+    await rig.exporter.export(_request("first", "crm-ids", "mirror", name="Owned"))
+    await rig.confirm(await rig.batches(expect=1))
+    other = _request("second", "crm-ids", "mirror", name="Owned")
+    refused = await rig.exporter.export(other)
+    row = await _run_row(rig, refused)
+    assert row["state"] == "failed"
+    assert "belongs to list 'first'" in row["reason"]
+    assert "audience rebind" in row["reason"]
+    assert await rig.exporter.export(other) is None  # refused once, whatever Kafka redelivers
+    audience_id = export_audience_id("crm-ids", "Owned")
+    first_id = await rig.campaign.pool.fetchval("SELECT list_id FROM list WHERE name = 'first'")
+    assert (
+        await rig.campaign.pool.fetchval("SELECT list_id FROM shared_audience WHERE audience_id = $1", audience_id)
+        == first_id
+    )
+    async with rig.campaign.pool.acquire() as conn:
+        rebound = await rebind(conn, "Owned", "second", rebound_by="ops")
+    assert (rebound.audience_id, rebound.from_list, rebound.to_list) == (audience_id, "first", "second")
+    audit = await rig.campaign.pool.fetchrow("SELECT * FROM audience_rebind WHERE audience_id = $1", audience_id)
+    assert audit is not None
+    assert (audit["from_list_id"], audit["rebound_by"]) == (first_id, "ops")
+    await rig.exporter.export(_request("second", "crm-ids", "mirror", name="Owned"))
+    [moved] = await rig.batches(expect=1)
+    assert sorted(moved.adds) == [f"CRM{i:06d}" for i in range(5, 9)]
+    assert sorted(moved.removes) == ["CRM000001", "CRM000002"]
+    # Not while a run of the audience is under way (it was diffed against the list of then).
+    async with rig.campaign.pool.acquire() as conn:
+        with pytest.raises(RebindRefused, match="under way"):
+            await rebind(conn, audience_id, "first", rebound_by="ops")
+
+
+async def test_cancel_ends_a_run_for_good_and_leaves_what_the_platform_applied(rig: ExportRig) -> None:
+    await rig.make_list("c", range(1, 5))
+    await rig.exporter.export(_request("c", "crm-ids", "mirror", name="C"))
+    await rig.confirm(await rig.batches(expect=1))
+    audience_id = export_audience_id("crm-ids", "C")
+    applied = await rig.campaign.pool.fetch("SELECT id FROM exported_member WHERE audience_id = $1", audience_id)
+    await rig.make_list("c", range(3, 9))
+    run_id = await rig.exporter.export(_request("c", "crm-ids", "mirror", name="C"))
+    assert run_id is not None
+    await rig.batches(expect=1)  # under way, never finished
+    assert await rig.exporter.export(_request("c", "crm-ids", "mirror", name="C")) is None  # waits behind it
+    async with rig.campaign.pool.acquire() as publish, rig.campaign.pool.acquire() as conn:
+        await publish.execute("SELECT pg_advisory_lock($1)", _lock_key(run_id))
+        with pytest.raises(CancelRefused, match="publish is writing"):
+            await cancel_run(conn, run_id, "ops", wait_s=0.2)
+        await publish.execute("SELECT pg_advisory_unlock($1)", _lock_key(run_id))
+        outcome = await cancel_run(conn, run_id, "ops")
+        assert (outcome.state, outcome.reason) == ("cancelled", "cancelled by ops")
+        with pytest.raises(CancelRefused, match="ended already"):
+            await cancel_run(conn, run_id, "ops")
+    after = await rig.campaign.pool.fetch("SELECT id FROM exported_member WHERE audience_id = $1", audience_id)
+    assert sorted(r["id"] for r in after) == sorted(r["id"] for r in applied)
+    # The audience's waiting request goes ahead, diffed against what the platform applied.
+    assert await rig.queue.tick() == 1
+    [next_run] = await rig.batches(expect=1)
+    assert sorted(next_run.adds) == [f"CRM{i:06d}" for i in range(5, 9)]
+    assert sorted(next_run.removes) == ["CRM000001", "CRM000002"]
+
+
+async def test_two_workers_handed_the_same_request_emit_it_once(rig: ExportRig) -> None:
+    """A redelivery after a rebalance, or two replicas resuming the same waiting request: the second waits for
+    the first and finds the request emitted, rather than superseding an attempt still being emitted."""
+    await rig.make_list("twice", range(1, 5))
+    request = _request("twice", "crm-ids")
+    results = await asyncio.gather(rig.exporter.export(request), rig.exporter.export(request))
+    assert sorted(r is None for r in results) == [False, True]
+    rows = await rig.campaign.pool.fetch("SELECT state FROM run WHERE request_id = $1", request.request_id)
+    assert [r["state"] for r in rows] == ["progress"]
+    await rig.batches(expect=1)
+
+
+async def test_a_full_run_is_guarded_too_and_a_small_audience_is_not(rig: ExportRig) -> None:
+    exporter = rig.guarded_exporter(max_removal_share=0.5, min_size=20)
+    await rig.make_list("full", range(1, 31))
+    await rig.make_list("small", range(1, 11))
+    for list_name in ("full", "small"):
+        await exporter.export(_request(list_name, "crm-ids", "full", name=list_name))
+    await rig.confirm(await rig.batches(expect=2))
+    await rig.make_list("full", range(1, 11))  # 20 of 30 leave
+    await rig.make_list("small", range(1, 2))  # 9 of 10 leave, but 10 < EXPORT_GUARD_MIN_SIZE
+    held = await exporter.export(_request("full", "crm-ids", "full", name="full"))
+    assert (await _run_row(rig, held))["state"] == "blocked"
+    went = await exporter.export(_request("small", "crm-ids", "full", name="small"))
+    assert (await _run_row(rig, went))["state"] == "progress"
+    # Partitions are read in any order: the run's batch is found by its run id.
+    records = await read_topic(rig.bootstrap, rig.topic, expect=3)
+    [batch] = [b for r in records if (b := AudienceExportBatch.model_validate_json(r.value)).run_id == went]
+    assert batch.adds == ["CRM000001"]

@@ -20,7 +20,7 @@ from services.ecsim.store import AamStore, InvalidInput
 from services.ecsim.zones import FaultyDropZone, ZoneFault
 from shared.dropzone import FileDropZone
 from shared.formats.lines import LineError
-from shared.formats.outbound import OutboundParser, OutboundRecord, parse_info
+from shared.formats.outbound import DEFAULT_NAMES, OutboundNames, OutboundParser, OutboundRecord, parse_info
 from tests.helpers import eventually
 
 DEST, DS = 40, 500
@@ -104,12 +104,14 @@ class Env:
     async def deliver(self, **body: Any) -> dict[str, Any]:
         return await self.service.deliver(DeliveryRequest.model_validate({"destination_id": DEST, **body}))
 
-    def read(self, result: dict[str, Any]) -> dict[str, tuple[list[int], list[int]]]:
+    def read(
+        self, result: dict[str, Any], names: OutboundNames = DEFAULT_NAMES
+    ) -> dict[str, tuple[list[int], list[int]]]:
         info = parse_info((self.root / result["infoName"]).read_bytes())
         assert info.inconsistencies() == []
         out: dict[str, tuple[list[int], list[int]]] = {}
         for entry in info.files:
-            parser = OutboundParser(entry.file_name)
+            parser = OutboundParser(names.parse(entry.file_name))
             for item in parser.parse([(self.root / entry.file_name).read_bytes()]):
                 assert not isinstance(item, LineError), item
                 assert isinstance(item, OutboundRecord)
@@ -193,6 +195,61 @@ async def test_the_schedule_delivers_iter_batches_of_changes_only(env: Env) -> N
 
 async def _latest(env: Env) -> list[dict[str, Any]]:
     return list(env.service.history)
+
+
+# Each variant of the platform's files its documentation shows (issue 14, part 2), as /sim/deliveries options.
+TEMPLATE = "<SYNC_TYPE>_<ORDER_ID>_<DPID>_<SYNC_MODE>_<TIMESTAMP>SPLITNUM.sync"  # "Outbound Template Macros"
+VARIANTS: dict[str, dict[str, Any]] = {
+    "two spaces": {"separator": "spaces"},  # "Outbound Data File Contents": the example line
+    "crlf": {"line_ends": "crlf"},
+    "mixed line ends and a byte order mark": {"line_ends": "mixed", "bom": True},
+    "header rows and blank lines": {"header_rows": 3, "blank_every": 2},  # "Transfer-Control Files": counted
+    "javascript .info": {"info_style": "javascript"},  # "Transfer-Control Files": keys without quotes
+    "dash splits": {"split_style": "dash", "max_part_bytes": 64},
+    "a name template in seconds": {"name_template": TEMPLATE},  # "Outbound Macro Examples"
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+async def test_each_variant_delivers_what_the_strict_form_delivers(env: Env, variant: str) -> None:
+    body = VARIANTS[variant]
+    names = OutboundNames({str(DEST): TEMPLATE} if "name_template" in body else {})
+    env.members.change(S1, "ecid", add=[ecid(i) for i in range(1, 11)])
+    env.members.change(S2, "ecid", add=[ecid(i) for i in range(5, 16)])
+    strict = await env.deliver(mode="full")
+    full = await env.deliver(mode="full", **body)
+    assert env.read(full, names) == env.read(strict)
+    assert full["batchRoot"] != strict["batchRoot"]
+    env.members.change(S1, "ecid", remove=[ecid(1), ecid(2)], add=[ecid(20)])
+    it = await env.deliver(mode="iter", **body)
+    assert env.read(it, names) == {ecid(1): ([], [S1]), ecid(2): ([], [S1]), ecid(20): ([S1], [])}
+    data = b"".join((env.root / f["name"]).read_bytes() for f in it["files"])
+    info = (env.root / it["infoName"]).read_bytes()
+    shown = {
+        "two spaces": f"{ecid(20)}  {S1}  \n".encode() in data,
+        "crlf": data.count(b"\r\n") == data.count(b"\n") == it["lines"],
+        "mixed line ends and a byte order mark": data.startswith(b"\xef\xbb\xbf")
+        and 0 < data.count(b"\r\n") < it["lines"],
+        "header rows and blank lines": data.startswith(f"{DEST}\tfull.sync\n".replace("full", "iter").encode())
+        and b"\n\n" in data,
+        "javascript .info": info.startswith(b"{\n  Files: ["),
+        "dash splits": all("-" in f["name"] for f in it["files"]) and len(it["files"]) > 1,
+        "a name template in seconds": it["batchRoot"] == f"ftp_{DEST}_{DS}_iter_{it['timestampMs'] // 1000}",
+    }
+    assert shown[variant]
+
+
+async def test_names_in_seconds_stay_apart_and_bad_templates_are_refused(env: Env) -> None:
+    env.members.change(S1, "ecid", add=[ecid(1)])
+    first = await env.deliver(mode="full", name_template=TEMPLATE)
+    second = await env.deliver(mode="full", name_template=TEMPLATE)
+    assert second["timestampMs"] - first["timestampMs"] >= 1000
+    assert first["timestampMs"] % 1000 == second["timestampMs"] % 1000 == 0
+    with pytest.raises(InvalidInput, match="not a documented macro"):
+        await env.deliver(name_template="<SYNC_MODE>_<TIMESTAMP>_<FOO>")
+    # "Outbound Macro Examples": <DPID> (the destination's data provider) beside <MASTER_DPID>.
+    both = await env.deliver(name_template="<SYNC_TYPE>_<ORDER_ID>_<DPID>_<MASTER_DPID>_<SYNC_MODE>_<TIMESTAMP>.sync")
+    assert both["batchRoot"] == f"ftp_{DEST}_{DS}_{DS}_full_{both['timestampMs'] // 1000}"
 
 
 def test_zone_urls_are_checked_when_settings_load() -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
@@ -32,7 +34,10 @@ from shared.formats.lines import GzipDecoder, LineError, LineSplitter
 from shared.formats.outbound import (
     MAX_SEGMENT_ID,
     BadInfoFile,
+    BadTemplate,
     InfoFile,
+    NameTemplate,
+    OutboundNames,
     OutboundParser,
     OutboundRecord,
     batch_root_of,
@@ -346,7 +351,7 @@ def test_outbound_parser_sorts_any_mix_into_records_and_line_errors(
     parser = OutboundParser(name, id_type=id_type, max_line_bytes=max_line)
     items = _outbound_items(parser, _chunks(stored, at))
     c = parser.counters
-    assert c.lines == c.records + c.errors + c.blank_lines
+    assert c.lines == c.records + c.errors + c.blank_lines + c.header_lines
     assert c.errors == sum(c.errors_by_reason.values())
     for item in items:
         if isinstance(item, LineError):
@@ -468,6 +473,31 @@ def test_any_info_json_is_an_info_file_or_bad_info(data: dict[str, Any]) -> None
         assert entry.sequence_number >= 1
 
 
+@HOSTILE
+@given(info_entries.map(lambda e: {"Files": [e], "Totals": e}) | json_values)
+def test_the_control_pages_notation_reads_as_its_json_does(data: Any) -> None:
+    """Keys without quotes (the "Transfer-Control Files" page's notation) change nothing about the values."""
+    strict = json.dumps(data).encode()
+    javascript = re.sub(rb'"([A-Za-z_][A-Za-z0-9_]*)"(\s*:)', rb"\1\2", strict)
+    as_json = attempt(parse_info, strict, errors=BadInfoFile)
+    as_javascript = attempt(parse_info, javascript, errors=BadInfoFile)
+    if isinstance(as_json, InfoFile):
+        assert as_javascript == as_json
+    else:
+        assert isinstance(as_javascript, BadInfoFile)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"{" + b"a" * 200_000 + b"}", b"{" + b'"' + b"a" * 200_000, b"{" + b"Files " * 40_000, b"{" + b"a:" * 100_000],
+)
+def test_a_hostile_info_in_the_pages_notation_is_refused_quickly(data: bytes) -> None:
+    """Turning bare keys into JSON never backtracks over a long run of letters: linear in the file."""
+    started = time.monotonic()
+    assert isinstance(attempt(parse_info, data, errors=BadInfoFile), BadInfoFile)
+    assert time.monotonic() - started < 5
+
+
 # ------------------------------------------------------------------------------------------- file names
 
 NAME_TOKENS = [
@@ -520,6 +550,64 @@ def test_outbound_names_parse_or_are_bad_names(name: str) -> None:
     if not isinstance(parsed, BadFileName):
         assert "/" not in name
         assert parse_outbound_name(parsed.name) == parsed
+
+
+TEMPLATED = OutboundNames(
+    {
+        "1": "<SYNC_TYPE>_<ORDER_ID>_<DPID>[_<PID_ALIAS>]_<SYNC_MODE>_<TIMESTAMP>SPLITNUM.sync",
+        "2": '<SYNC_TYPE>_<DPID>_<MASTER_DPID>_<SYNC_MODE>_<TIMESTAMP; unit="ms">SPLITNUM.csv',
+        "*": "<ORDER_ID>-<SYNC_MODE>-<TIMESTAMP>",
+    }
+)
+
+
+@HOSTILE
+@given(names)
+@example("s3_1_2_full_1437432000001.sync")
+@example("s3_2_3_full_1337229891903-2.csv.gz")
+@example("5-full-1437432000-3.sync")
+def test_templated_names_parse_or_are_bad_names(name: str) -> None:
+    for read in (TEMPLATED.parse, TEMPLATED.batch_root_of):
+        result = attempt(read, name, errors=BadFileName)
+        assert isinstance(result, BadFileName) or "/" not in str(result)
+    parsed = attempt(TEMPLATED.parse, name, errors=BadFileName)
+    if not isinstance(parsed, BadFileName):
+        assert parsed.name == name  # one spelling per name: its batch, .info and ledger row go by it
+        assert TEMPLATED.parse(parsed.info_name.removesuffix(".info") + parsed.extension).part is None
+
+
+@HOSTILE
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "<",
+                ">",
+                "[",
+                "]",
+                "_",
+                ".",
+                "SPLITNUM",
+                "SYNC_MODE",
+                "TIMESTAMP",
+                "DPID",
+                "ORDER_ID",
+                "PID_ALIAS",
+                ";",
+                ' unit="ms"',
+                "sync",
+                "1",
+                " ",
+            ]
+        ),
+        max_size=16,
+    ).map("".join)
+    | st.text(max_size=40)
+)
+@example("<SYNC_MODE>_<TIMESTAMP>")
+def test_any_template_text_is_a_template_or_a_config_error(text: str) -> None:
+    result = attempt(NameTemplate, text, errors=BadTemplate)
+    assert isinstance(result, NameTemplate | BadTemplate)
 
 
 @HOSTILE

@@ -2,7 +2,8 @@
 read (whole blocks of ordinary lines at once, or line by line), are the batches of a plain line-by-line walk.
 
 Batch boundaries must depend on the file's content only: a restart in the middle re-emits the same batches,
-which reconcile recognises by (run, seq)."""
+which reconcile recognises by (run, seq). A file feeds only the audiences of its data source (its master
+DPID) and, for an audience naming a destination, of that destination (issue 14, part 1)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,15 @@ from shared.kafka import OutgoingMessage
 from shared.messages import AudienceMembership
 from tests.helpers import deliver_outbound
 
-# Segment 1 feeds audience A, segment 2 feeds A and B, segment 3 feeds nothing.
-AUDIENCES = {
-    1: [ImportAudience("A", 1, "web", "ecid", 1, ())],
-    2: [ImportAudience("A", 1, "web", "ecid", 1, ()), ImportAudience("B", 2, "web", "ecid", 1, ())],
-}
+VISITORS_DPID, EMAILS_DPID = 1001, 1002
+# Segment 1 feeds audience A, segment 2 feeds A and B, segment 3 feeds nothing: for the ECID files
+# (DPID 1001). The same segments also feed lists of hashed e-mails (E, DPID 1002), and a list that takes
+# only the files of destination 7002 (D); ECID files come from destination 7001.
+_A = ImportAudience("A", 1, "web", "ecid", VISITORS_DPID, ())
+_B = ImportAudience("B", 2, "web", "ecid", VISITORS_DPID, ())
+_E = ImportAudience("E", 1, "emails", "declared", EMAILS_DPID, ())
+_D = ImportAudience("D", 2, "web", "ecid", VISITORS_DPID, (), platform_destination_id=7002)
+AUDIENCES = {1: [_A, _E], 2: [_A, _E, _B, _D]}
 
 
 class _Directory:
@@ -61,8 +66,11 @@ class _SmallReads(FileDropZone):
             yield data[start : start + self.piece]
 
 
-def walk(rows: list[OutboundRow], mode: str, batch_size: int) -> dict[str, list[tuple[list[str], list[str]]]]:
-    """The reference: each line, each of its segments, each audience, one ID at a time."""
+def walk(
+    rows: list[OutboundRow], mode: str, batch_size: int, dpid: int = VISITORS_DPID
+) -> dict[str, list[tuple[list[str], list[str]]]]:
+    """The reference: each line, each of its segments, each audience of the file's data source (and
+    destination 7001), one ID at a time."""
     runs: dict[str, list[tuple[list[str], list[str]]]] = {}
     for user_id, segments, removed in rows:
         for ids, is_add in ((segments, True), (removed, False)):
@@ -70,6 +78,8 @@ def walk(rows: list[OutboundRow], mode: str, batch_size: int) -> dict[str, list[
                 if mode == "full" and not is_add:
                     continue
                 for audience in AUDIENCES.get(segment, []):
+                    if audience.dpid != dpid or audience.platform_destination_id not in (None, 7001):
+                        continue
                     batches = runs.setdefault(audience.audience_id, [([], [])])
                     if len(batches[-1][0]) + len(batches[-1][1]) >= batch_size:
                         batches.append(([], []))
@@ -86,10 +96,26 @@ def emitted(sent: list[AudienceMembership]) -> dict[str, list[tuple[list[str], l
     return runs
 
 
-def emit(tmp: Path, rows: list[OutboundRow], mode: str, batch_size: int, piece: int) -> list[AudienceMembership]:
+def emit(
+    tmp: Path,
+    rows: list[OutboundRow],
+    mode: str,
+    batch_size: int,
+    piece: int,
+    *,
+    dpid: int = VISITORS_DPID,
+    destination: int = 7001,
+) -> list[AudienceMembership]:
     zone_dir = tmp / "import"
     zone_dir.mkdir(parents=True)
-    deliver_outbound(zone_dir, "full" if mode == "full" else "iter", rows, 1_700_000_000_000)
+    deliver_outbound(
+        zone_dir,
+        "full" if mode == "full" else "iter",
+        rows,
+        1_700_000_000_000,
+        master_dpid=dpid,
+        destination_id=destination,
+    )
     producer = _Producer()
 
     async def allowed(_audience: ImportAudience) -> str | None:
@@ -162,3 +188,24 @@ def test_ordinary_lines_of_one_segment(tmp_path: Path) -> None:
     runs = emitted(sent)
     assert runs == walk(rows, "full", 700)
     assert [len(a) for a, _ in runs["B"]] == [700, 700, 700, 400]
+
+
+def test_a_file_feeds_only_the_audiences_of_its_data_source(tmp_path: Path) -> None:
+    """One segment, one list per data source: the ECID file feeds the ECID lists, the e-mail file the e-mail
+    list, never the other way round (an ECID file was a full snapshot of nobody for the e-mail list)."""
+    rows: list[OutboundRow] = [(str(10**37 + i), [1, 2], []) for i in range(50)]
+    ecids = emit(tmp_path / "ecid", rows, "full", 1000, 1 << 20)
+    assert {m.audience_id for m in ecids} == {"A", "B"}
+    assert {m.data_source for m in ecids} == {"web"}
+    emails: list[OutboundRow] = [(f"{i:064x}", [1, 2], []) for i in range(50)]
+    sent = emit(tmp_path / "email", emails, "full", 1000, 1 << 20, dpid=EMAILS_DPID)
+    assert {m.audience_id for m in sent} == {"E"}
+    assert emitted(sent) == walk(emails, "full", 1000, EMAILS_DPID)
+    assert set(sent[0].adds) == {u for u, _s, _r in emails}
+
+
+def test_an_audience_naming_a_destination_takes_only_that_destinations_files(tmp_path: Path) -> None:
+    rows: list[OutboundRow] = [(str(10**37 + i), [2], []) for i in range(20)]
+    assert {m.audience_id for m in emit(tmp_path / "d7001", rows, "delta", 100, 1 << 20)} == {"A", "B"}
+    from_7002 = emit(tmp_path / "d7002", rows, "delta", 100, 1 << 20, destination=7002)
+    assert {m.audience_id for m in from_7002} == {"A", "B", "D"}

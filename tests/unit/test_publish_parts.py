@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -80,4 +81,7 @@ def test_the_defaults_match_the_local_ecsim() -> None:
     assert publish["export_dropzone_url"].default == DEFAULT_EXPORT_DROPZONE.as_uri()
     assert publish["export_partner_folder"].default == str(ecsim["ecsim_partner_id"].default)
     assert publish["export_gzip"].default is True
-    assert FileOptions() == FileOptions.from_settings(PublishSettings.model_construct())
+    # Except waiting for receipts: the service does by default, a bare FileOptions (a test, a tool) does not.
+    from_settings = FileOptions.from_settings(PublishSettings.model_construct())
+    assert from_settings.await_receipts is True
+    assert FileOptions() == dataclasses.replace(from_settings, await_receipts=False)

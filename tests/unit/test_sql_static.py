@@ -65,23 +65,29 @@ REVIEWED: Final[dict[Site, str]] = {
         "one of the prebuilt statements of _ECID_SNAPSHOT/_DECLARED_SNAPSHOT, looked up, never built from the target"
     ),
     # reconcile: the export diff.
-    Site("services/reconcile/exporting.py", "_CURRENT_IDS", "interpolates", "declared_key_sql(key, transform)"): (
+    Site("services/reconcile/export_diff.py", "CURRENT_IDS", "interpolates", "declared_key_sql(key, transform)"): (
         f"declared_key_sql over {_KEYS}"
     ),
-    Site("services/reconcile/exporting.py", "_CURRENT_IDS", "interpolates", "exportable_key_sql(key, transform)"): (
+    Site("services/reconcile/export_diff.py", "CURRENT_IDS", "interpolates", "exportable_key_sql(key, transform)"): (
         f"declared_keys.py's condition over the same declared_key_sql, {_KEYS}"
     ),
-    Site("services/reconcile/exporting.py", "_EXCLUDED", "interpolates", "unexportable_key_sql(key, transform)"): (
+    Site("services/reconcile/export_diff.py", "EXCLUDED", "interpolates", "unexportable_key_sql(key, transform)"): (
         f"declared_keys.py's condition over the same declared_key_sql, {_KEYS}"
     ),
-    Site("services/reconcile/exporting.py", "diff_sql", "interpolates", "current_ids"): (
-        "one of the prebuilt _CURRENT_IDS statements, chosen by the data source's kind"
+    Site("services/reconcile/export_diff.py", "diff_sql", "interpolates", "current_ids"): (
+        "one of the prebuilt CURRENT_IDS statements, chosen by the data source's kind"
     ),
-    Site("services/reconcile/exporting.py", "Exporter._open_run", "interpolates", "_EXCLUDED[source.kind]"): (
-        "a prebuilt _EXCLUDED statement; source.kind was checked against _CURRENT_IDS first"
+    Site("services/reconcile/exporting.py", "Exporter._open_run", "interpolates", "EXCLUDED[source.kind]"): (
+        "a prebuilt EXCLUDED statement; source.kind was checked against CURRENT_IDS first"
     ),
     Site("services/reconcile/exporting.py", "Exporter._emit", "query", "query.sql"): (
         "diff_sql(...) of a prebuilt statement"
+    ),
+    Site("services/reconcile/export_guard.py", "removal_plan", "interpolates", "current_ids"): (
+        "one of the prebuilt CURRENT_IDS statements, chosen by the data source's kind"
+    ),
+    Site("services/reconcile/export_release.py", "release_plan", "interpolates", "query.sql"): (
+        "diff_sql(...) of a prebuilt CURRENT_IDS statement"
     ),
     # reconcile: catalog indexes and re-matching.
     Site("services/reconcile/catalog.py", "ensure_declared_key_index", "interpolates", "key"): (
@@ -108,6 +114,10 @@ REVIEWED: Final[dict[Site, str]] = {
     Site("services/publish/files.py", "_set_query.fetch_sync", "query", "STAGED_BATCHES_PER_FETCH"): (
         "a cursor's fetch(n): a row count"
     ),
+    # cli: `audience-bridge run` reads a run's files with the status page's constant statement.
+    Site("services/cli/run_commands.py", "run_cmd.read", "query", "RUN_FILES_SQL"): (
+        "services/reconcile/status_files.RUN_FILES_SQL: a constant column list and literals"
+    ),
     # shared: migrations are the repository's own files.
     Site("shared/migrations.py", "migrate", "query", "migration.sql"): "schemas/sql/NNN_name.sql from the repo",
 }
@@ -121,10 +131,12 @@ NOQA_S608: Final = {
     ("services/reconcile/import_snapshot.py", "match_snapshot"),
     ("services/reconcile/import_snapshot.py", "_ECID_SNAPSHOT"),
     ("services/reconcile/rematch.py", "_declared"),
-    ("services/reconcile/exporting.py", "_CURRENT_IDS"),
-    ("services/reconcile/exporting.py", "_EXCLUDED"),
-    ("services/reconcile/exporting.py", "diff_sql"),
+    ("services/reconcile/export_diff.py", "CURRENT_IDS"),
+    ("services/reconcile/export_diff.py", "EXCLUDED"),
+    ("services/reconcile/export_diff.py", "diff_sql"),
     ("services/reconcile/exporting.py", "Exporter._open_run"),
+    ("services/reconcile/export_guard.py", "removal_plan"),
+    ("services/reconcile/export_release.py", "release_plan"),
     # The run table's reads and move: the column list is the module constant _COLUMNS.
     ("shared/runs/store.py", "move"),
     ("shared/runs/store.py", "load"),

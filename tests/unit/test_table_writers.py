@@ -48,8 +48,10 @@ WRITERS: Final[dict[str, frozenset[str]]] = {
     "import_stage_id": frozenset({"reconcile"}),
     # Exporting.
     "export_request": frozenset({"reconcile"}),
+    "audience_rebind": frozenset({"reconcile"}),
     "export_excluded": frozenset({"reconcile"}),
     "exported_member": frozenset({"publish", "demo"}),
+    "export_rejected_id": frozenset({"publish"}),
     "publish_run": frozenset({"publish"}),
     "publish_stage_batch": frozenset({"publish"}),
     "published_batch": frozenset({"publish"}),
@@ -70,6 +72,7 @@ TEMP_TABLES: Final = frozenset(
         "batch_ids",  # reconcile: a delta batch's IDs
         "batch_matches",  # reconcile: their matches
         "snapshot_match",  # reconcile: a full snapshot's matches
+        "member_adds",  # reconcile: members to add with their IDs (a delta's, re-matching's)
         "load_recipient",  # cli: `load recipients`
         "load_link",  # cli: `load visitor-links`
         "demo_recipient",  # demo: the campaign it loads

@@ -1,13 +1,23 @@
 """The streaming parser of one outbound part: stored chunks in (gzip or not), records and line errors
 out, with the part's counters.
 
-Blank lines are skipped and counted, a byte order mark before the first line is dropped, and an
-over-long line is an error: the grammar of a line itself is ``records``'. An empty part is not an error
-here: an empty ``full`` snapshot is for the importer to judge.
+LF and CRLF line ends (mixed too), a byte order mark before the first line, blank spacer lines and header
+rows before the records (``headers``) are read as the platform's sample files have them: blank lines and
+header rows are counted, neither records nor errors. An over-long line is an error; the grammar of a line
+itself is ``records``'. An empty part is not an error here: an empty ``full`` snapshot is for the importer to
+judge.
+
+Separators: one template renders a part, so its fields are apart by the same run of spaces on every line.
+Most lines show the width; a line ``u  X`` does not (X the segments after a two-space separator, or the
+removals after a one-space one and an empty segment list: ``records.Ambiguous``). Such lines are held
+until a line of the part shows its width, then read by it, in their place. A part that never shows one (a
+delta of removals only, as the platform writes them) is read by the documented separators: the syntax's one
+space, else the example's two. Once a part has shown two widths, its undecidable lines are errors
+(``ambiguous separator``), as is a line that fits no width the part may have.
 
 The fast path (``RecordBlock``): a piece's whole lines are cut into columns by a few C-level string
-operations when every one of them is an ordinary record, as in the platform's files; any other block
-goes line by line. Both give the same records, errors and counts.
+operations when every one of them is an ordinary one-space record, as in the platform's files; any other
+block goes line by line. Both give the same records, errors and counts.
 """
 
 from __future__ import annotations
@@ -29,12 +39,25 @@ from shared.formats.lines import (
     LineError,
     LineSplitter,
 )
+from shared.formats.outbound.headers import header_words, is_header_row
 from shared.formats.outbound.names import OutboundFileName, parse_outbound_name
-from shared.formats.outbound.records import MAX_LINE_BYTES, OutboundItem, OutboundRecord, parse_text, segment_ids
+from shared.formats.outbound.records import (
+    MAX_LINE_BYTES,
+    R_AMBIGUOUS,
+    Ambiguous,
+    OutboundItem,
+    OutboundRecord,
+    read_text,
+    segment_ids,
+)
 from shared.ids import IdType, id_problem
 
 _FAST_MIN_BYTES: Final = 4096  # below this, a piece is not worth a block
 _SEGMENT_CACHE_SIZE: Final = 4096  # distinct segment fields remembered (files repeat a few lists)
+MAX_HELD_LINES: Final = 10_000  # lines held for the part's separator width at most (then: the documented one)
+# The documented separators, in the order a part that shows none is read by: the syntax's one space
+# ("UUID<SPACE>SEGMENT_1,SEGMENT_2<SPACE>REMOVED_SEGMENT_..."), then the example line's two.
+DOCUMENTED_WIDTHS: Final = (1, 2)
 
 
 class RecordBlock(NamedTuple):
@@ -66,8 +89,9 @@ def _unblocked(items: Iterable[OutboundItem | RecordBlock]) -> Iterator[Outbound
 @dataclass(slots=True)
 class OutboundCounters:
     bytes_read: int = 0  # as stored (compressed when gzip)
-    lines: int = 0  # every line, blank ones included: what FileLineCount counts
+    lines: int = 0  # every line, blank ones and headers included: what FileLineCount counts
     blank_lines: int = 0
+    header_lines: int = 0
     records: int = 0  # valid records yielded
     errors: int = 0  # lines rejected, invalid ids included
     invalid_ids: int = 0
@@ -81,8 +105,10 @@ class OutboundParser:
 
     Iterate each returned iterator fully before the next call. ``close`` raises ``CorruptGzip`` for a
     broken ``.gz``; an empty part is not an error. With ``id_type``, user ids of the wrong type are
-    reported as ``invalid user id``. Memory: one line and one chunk (a few times a content piece while its
-    lines are cut into columns, see ``feed_blocks``).
+    reported as ``invalid user id``. ``separator_width`` is the part's field separator when the caller knows
+    it (a configured template, an earlier part of the batch); ``separator_widths`` what the part showed.
+    Memory: one line and one chunk (a few times a content piece while its lines are cut into columns, see
+    ``feed_blocks``), and up to ``MAX_HELD_LINES`` lines waiting for the part to show its separator.
     """
 
     def __init__(
@@ -93,6 +119,7 @@ class OutboundParser:
         gzip: bool | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
         max_piece_bytes: int = DEFAULT_CHUNK_BYTES,
+        separator_width: int | None = None,
     ) -> None:
         self.file_name = parse_outbound_name(file_name) if isinstance(file_name, str) else file_name
         self._name = self.file_name.name
@@ -104,6 +131,17 @@ class OutboundParser:
         self._fast = id_type is None  # ID types are checked line by line
         self._segment_cache: dict[str, tuple[int, ...]] = {}
         self.counters = OutboundCounters()
+        self._widths: set[int] = set() if separator_width is None else {separator_width}
+        self._held: list[Ambiguous | LineError] = []  # in line order, waiting for the separator width
+        self._assumed = False  # no line showed the width soon enough: the documented ones are taken
+        self._assumed_widths: set[int] = set()  # the documented widths lines were read by meanwhile
+        self._data_started = False  # a record or an error was read: no header row after it
+        self._header_words: frozenset[str] | None = None
+
+    @property
+    def separator_widths(self) -> frozenset[int]:
+        """The separator widths the part's lines showed (two or more: a part its template cannot explain)."""
+        return frozenset(self._widths)
 
     def feed(self, chunk: bytes) -> Iterator[OutboundItem]:
         return _unblocked(self.feed_blocks(chunk))
@@ -126,10 +164,12 @@ class OutboundParser:
             for piece in self._gunzip.close():
                 yield from self._content(piece)
         yield from self._items(self._splitter.close())
+        if self._held:
+            yield from self._assume()
 
     def _content(self, piece: bytes) -> Iterator[OutboundItem | RecordBlock]:
         splitter = self._splitter
-        if self._fast and len(piece) >= _FAST_MIN_BYTES:
+        if self._fast and not self._held and len(piece) >= _FAST_MIN_BYTES:
             if not splitter.at_line_start:
                 # Finish the line the previous piece cut, the careful way.
                 end = piece.find(b"\n") + 1
@@ -151,13 +191,18 @@ class OutboundParser:
 
     def _block(self, data: bytes, first_line: int) -> RecordBlock | None:
         """The whole lines of ``data`` as columns, or None when one of them is not an ordinary record (an
-        error, a blank line, a byte order mark, a CR, a field count differing from the other lines')."""
+        error, a blank line, a lone CR, a field count differing from the other lines', a separator other than
+        one space), or is ``u  X`` while the part has not shown one-space separators."""
         if first_line == 1 and data.startswith(UTF8_BOM):
-            return None
+            data = data[len(UTF8_BOM) :]
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return None
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+            if "\r" in text:
+                return None
         lines = text.split("\n")
         lines.pop()  # after the last line break
         n = len(lines)
@@ -187,6 +232,16 @@ class OutboundParser:
         removed = list(map(cache.__getitem__, removed_fields))
         if "" in seg_set and "" in removed_set and ((), ()) in set(zip(segments, removed, strict=True)):
             return None  # a line without any segment
+        # "u  X" lines (an empty segment field) read X as removals only where one-space separators are the
+        # part's: shown before, or by a line of this block (the lines before it would wait for it anyway).
+        shown = seg_set != {""}  # a line with segments shows one-space separators
+        if "" in seg_set and not (self._widths == {1} or (not self._widths and (self._assumed or shown))):
+            return None
+        if shown:
+            self._widths |= {1, *self._assumed_widths}
+        else:
+            self._assumed_widths.add(1)
+        self._data_started = True
         c = self.counters
         c.lines += n
         c.records += n
@@ -211,10 +266,10 @@ class OutboundParser:
         c = self.counters
         c.lines += len(lines)
         name = self._name
-        id_type = self._id_type
         for n, data in lines:
             if data is None:
-                yield self._error(LineError(name, n, R_TOO_LONG, f"over {self._max_line} bytes"))
+                self._data_started = True
+                yield from self._emit(LineError(name, n, R_TOO_LONG, f"over {self._max_line} bytes"))
                 continue
             if n == 1 and data[:3] == UTF8_BOM:
                 data = data[3:]
@@ -224,19 +279,85 @@ class OutboundParser:
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield self._error(LineError(name, n, R_NOT_UTF8, f"invalid byte at offset {e.start}"))
+                self._data_started = True
+                yield from self._emit(LineError(name, n, R_NOT_UTF8, f"invalid byte at offset {e.start}"))
                 continue
-            item = parse_text(text, n, name)
-            if type(item) is LineError:
-                yield self._error(item)
+            item, width = read_text(text, n, name)
+            if type(item) is LineError and not self._data_started and self._is_header(text):
+                c.header_lines += 1
                 continue
-            assert type(item) is OutboundRecord
-            if id_type is not None:
-                problem = id_problem(id_type, item.user_id)
-                if problem is not None:
-                    yield self._error(LineError(name, n, R_INVALID_ID, problem, item.user_id))
-                    continue
-            c.records += 1
-            c.segment_memberships += len(item.segments)
-            c.segment_removals += len(item.removed)
-            yield item
+            self._data_started = True
+            if type(item) is Ambiguous:
+                yield from self._ambiguous(item)
+                continue
+            if width:
+                yield from self._shown(width)
+            yield from self._emit(item)  # type: ignore[arg-type]  # a record or an error here
+
+    def _is_header(self, text: str) -> bool:
+        if self._header_words is None:
+            self._header_words = header_words(self.file_name)
+        return is_header_row(text, self._header_words)
+
+    def _emit(self, item: OutboundItem) -> Iterator[OutboundItem]:
+        """``item`` now, or after the lines held before it."""
+        if self._held:
+            assert type(item) is LineError  # a record shows the width, which releases the held lines first
+            self._held.append(item)
+            return
+        yield self._finish(item)
+
+    def _ambiguous(self, item: Ambiguous) -> Iterator[OutboundItem]:
+        if not self._widths and not self._assumed:
+            if len(self._held) < MAX_HELD_LINES:
+                self._held.append(item)
+                return
+            yield from self._assume()  # waited long enough
+        yield from self._emit(self._resolve(item))
+
+    def _resolve(self, item: Ambiguous) -> OutboundRecord | LineError:
+        if not self._widths:  # none shown: the documented separators, in order
+            for width in DOCUMENTED_WIDTHS:
+                if width in (item.gap, item.gap // 2):
+                    self._assumed_widths.add(width)
+                    return item.resolve(width, self._name)
+            detail = f"fields {item.gap} spaces apart, and no line of the part shows its separator"
+            return LineError(self._name, item.line_number, R_AMBIGUOUS, detail, item.user_id)
+        if len(self._widths) == 1:
+            return item.resolve(next(iter(self._widths)), self._name)
+        widths = " and ".join(map(str, sorted(self._widths)))
+        detail = f"the part's lines are separated by {widths} spaces: which field is which cannot be told"
+        return LineError(self._name, item.line_number, R_AMBIGUOUS, detail, item.user_id)
+
+    def _assume(self) -> Iterator[OutboundItem]:
+        """No line showed the part's separator (by its end, or within ``MAX_HELD_LINES``): the documented
+        ones are taken, for the lines held and those to come until a line shows one."""
+        self._assumed = True
+        yield from self._release()
+
+    def _release(self) -> Iterator[OutboundItem]:
+        held, self._held = self._held, []
+        for item in held:
+            yield self._finish(self._resolve(item) if type(item) is Ambiguous else item)  # type: ignore[arg-type]
+
+    def _shown(self, width: int) -> Iterator[OutboundItem]:
+        """A line showed the part's separator width: the lines held for it are read, in their place."""
+        first = not self._widths
+        # Lines read by an assumed width that this one contradicts make the part's undecidable lines errors.
+        self._widths |= {width, *self._assumed_widths}
+        if first:
+            yield from self._release()
+
+    def _finish(self, item: OutboundItem) -> OutboundItem:
+        if type(item) is LineError:
+            return self._error(item)
+        assert type(item) is OutboundRecord
+        if self._id_type is not None:
+            problem = id_problem(self._id_type, item.user_id)
+            if problem is not None:
+                return self._error(LineError(self._name, item.line_number, R_INVALID_ID, problem, item.user_id))
+        c = self.counters
+        c.records += 1
+        c.segment_memberships += len(item.segments)
+        c.segment_removals += len(item.removed)
+        return item

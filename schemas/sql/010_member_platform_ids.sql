@@ -1,0 +1,15 @@
+-- Membership follows every ID (reconcile: services/reconcile/member_ids.py).
+--
+-- A recipient may hold several ECIDs (visitor_link). An import list fed by ECIDs records, per member, the
+-- segment's ECIDs that put the recipient in the list: a delta removing one of them removes the recipient
+-- only when none is left. A full snapshot sets the column exactly for every member it applies.
+--
+-- NULL: nothing recorded, and nothing to record for lists fed by declared IDs (a data source gives a
+-- recipient one declared ID, its key) or for members added by another writer. Members from before this
+-- migration are NULL too until their list's next full snapshot: until then a removal of any ID matching
+-- them removes them, as before.
+--
+-- A column of list_member rather than a table of (list, recipient, ID): applying a 450,000-member snapshot
+-- into a second indexed table cost as much again as inserting the members; here it is a wider row.
+-- Nullable without a default: adding it rewrites nothing.
+ALTER TABLE list_member ADD COLUMN platform_ids text[];
