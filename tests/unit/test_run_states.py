@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from shared.messages import AudienceSyncStatus
@@ -15,6 +17,7 @@ from shared.runs.states import (
     may_move,
     sources_of,
 )
+from shared.settings import REPO_ROOT
 
 
 def test_every_state_has_a_row_and_moves_only_to_known_states() -> None:
@@ -78,3 +81,15 @@ def test_sources_are_the_table_read_backwards() -> None:
     for target in RUN_STATES:
         assert set(sources_of(target)) == {s for s in RUN_STATES if target in TRANSITIONS[s]}
     assert "succeeded" not in sources_of("progress")
+
+
+def test_the_readme_shows_the_table_as_it_is() -> None:
+    """README "Runs" is where operators read the lifecycle: it must say what the code allows."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("| from | may move to |") :].split("\n\n", 1)[0]
+    shown: dict[str | None, set[str]] = {}
+    for row in section.splitlines()[2:]:
+        source, targets = (cell.strip() for cell in row.strip("|").split("|"))
+        key = None if source == "(opened)" else source.strip("`")
+        shown[key] = set(re.findall(r"`([a-z]+)`", targets))
+    assert shown == {k: set(v) for k, v in TRANSITIONS.items()}
