@@ -14,7 +14,7 @@ STACK := $(PYTHON) $(LOCAL)/stack.py
 SERVICES := ecsim ingest reconcile publish
 PYTEST_ARGS ?=
 
-.PHONY: help venv infra up down status doctor run demo logs test lint unit schemas docs fmt bench chaos chaos-short browser tools clean
+.PHONY: help venv infra up down status doctor run demo logs test lint unit schemas docs fmt bench bench-readme chaos chaos-short browser tools cdc clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,7 @@ up: venv infra ## start Kafka, Postgres, ecsim and the three services in the bac
 	@$(MAKE) --no-print-directory status
 
 down: ## stop everything `make up` started (and nothing else)
+	-$(LOCAL)/connect.sh stop
 	-$(LOCAL)/services.sh stop publish reconcile ingest ecsim
 	-$(LOCAL)/kafka.sh stop
 	-$(LOCAL)/postgres.sh stop
@@ -69,9 +70,10 @@ fmt: venv ## format the code
 	$(VENV)/bin/ruff format shared services tests
 	$(VENV)/bin/ruff check --fix shared services tests
 
-schemas: venv ## regenerate schemas/topics/*.json and schemas/asyncapi.yaml from the message models
+schemas: venv ## regenerate schemas/topics/*.json, schemas/asyncapi.yaml and schemas/openapi.yaml from the models
 	$(PY) -m shared.schema_export
 	$(PY) -m shared.asyncapi_export
+	$(PY) -m services.reconcile.openapi_export
 
 docs: venv ## regenerate the README's settings table from the settings models
 	$(PY) -m services.settings_doc
@@ -82,8 +84,11 @@ unit: venv ## the unit tests only (no Kafka or Postgres needed)
 test: venv infra browser tools lint ## set up everything, lint, and run the whole suite against real Kafka and Postgres
 	$(STACK) run $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: venv infra ## benchmarks on the local stack -> var/bench/results.json (BENCH_SCENARIOS=import_1m,...)
+bench: venv infra ## benchmarks on the local stack -> var/bench/results.json (BENCH_SCENARIOS, BENCH_REPEAT, BENCH_WAL_LEVEL)
 	$(STACK) run $(PY) -m tests.bench
+
+bench-readme: venv ## publish var/bench/results*.json to tests/bench/published/ and regenerate README's Performance table
+	$(PY) -m tests.bench.report --readme
 
 chaos: venv infra ## the fault scenario: SIGKILLs, broker and Postgres restarts, platform faults; exact checks
 	$(STACK) run $(PY) -m tests.chaos
@@ -94,9 +99,17 @@ chaos-short: venv infra ## the same scenario, shortened (what CI runs)
 browser: ## install Debian's chromium for the status page's browser test (when missing)
 	deploy/local/browser.sh install
 
-tools: ## build kustomize (for the k8s manifest tests) into the cache, once
+tools: ## build kustomize (k8s manifest tests) and toxiproxy (fault scenario), fetch Kafka Connect + Debezium (CDC test), install promtool (alert tests), once
 	deploy/local/kustomize.sh install >/dev/null
+	deploy/local/promtool.sh install >/dev/null
+	deploy/local/toxiproxy.sh install >/dev/null
+	deploy/local/connect.sh fetch
 
-clean: down ## stop everything and remove local state (var/, the private cluster wherever it lives) and the venv
+cdc: up ## change data capture: a campaign Postgres (wal_level=logical) and Debezium in Kafka Connect -> recipient-changes
+	$(LOCAL)/connect.sh start
+	@$(LOCAL)/connect.sh status
+
+clean: down ## stop everything and remove local state (var/, the private clusters wherever they live) and the venv
+	-$(LOCAL)/connect.sh clean
 	-$(LOCAL)/postgres.sh clean
 	rm -rf var $(VENV)

@@ -27,8 +27,10 @@ from shared.messages import (
     AudienceMembership,
     AudienceSyncStatus,
     Message,
+    RecipientChange,
     RunCounts,
     SegmentEvent,
+    VisitorLink,
 )
 from shared.schema_export import schema_for
 from shared.settings import REPO_ROOT, KafkaSettings
@@ -45,12 +47,15 @@ HEADER = (
 SERVICES = ("ingest", "reconcile", "publish")
 ACTORS: dict[str, str] = {
     "ingest": "ingest, the platform's inbound edge (services/ingest).",
-    "reconcile": "reconcile, which matches IDs and keeps the campaign lists (services/reconcile).",
+    "reconcile": "reconcile, which matches IDs and keeps the campaign lists (services/reconcile); it also puts "
+    "export requests of schedules and of its HTTP API on audience-export-requests.",
     "publish": "publish, the platform's outbound edge (services/publish).",
     "upstream": "Upstream systems that stream segment membership changes.",
     "campaign": "Campaign workflows (the Update shared audience activity).",
     "cli": "The audience-bridge CLI (services/cli): export requests, and run status of `retry`.",
     "dashboards": "Monitoring dashboards and other readers of run status.",
+    "campaign-db": "The campaign's recipient table: its own producer, or Debezium's Postgres connector (CDC).",
+    "campaign-tracking": "The campaign's tracking logs: a recipient clicked a tracked link.",
 }
 
 
@@ -113,7 +118,7 @@ TOPICS: tuple[Topic, ...] = (
         AudienceExportRequest,
         "list_id",
         "The list id: requests for one list stay in order.",
-        producers=("campaign", "cli"),
+        producers=("campaign", "cli", "reconcile"),
         consumers=("reconcile",),
         example=AudienceExportRequest(
             request_id=uuid.UUID("0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70"),
@@ -160,18 +165,53 @@ TOPICS: tuple[Topic, ...] = (
             at=AT,
         ),
     ),
+    Topic(
+        RecipientChange,
+        "recipient_id",
+        "The recipient id: each recipient's changes stay in order (Debezium keys by the row's primary key).",
+        producers=("campaign-db",),
+        consumers=("reconcile",),
+        example=RecipientChange(
+            recipient_id=4242,
+            op="upsert",
+            email="ada@example.com",
+            crm_id="CRM004242",
+            opted_out=False,
+            position=27_264_936,
+            changed_at=AT,
+        ),
+    ),
+    Topic(
+        VisitorLink,
+        "recipient_id",
+        "The recipient id.",
+        producers=("campaign-tracking",),
+        consumers=("reconcile",),
+        example=VisitorLink(ecid=ECID, recipient_id=4242, seen_at=AT),
+    ),
 )
 
 # The headers every dead letter carries (shared/kafka/dead_letters.py writes them): name -> (meaning, required).
 DLQ_HEADERS: dict[str, tuple[str, bool]] = {
     "dlq.error": ("Class name of the error (PoisonMessage: undecodable or invalid value).", True),
-    "dlq.reason": ("Why the message was rejected (at most 2,000 characters).", True),
+    "dlq.error_class": (
+        "What kind of failure it was (shared/failures.py): `content` (the message itself is wrong), `unexpected` "
+        "(kept failing HANDLER_MAX_ATTEMPTS times, a bug for all we know) or `statement_timeout` (kept exceeding "
+        "DB_COMMAND_TIMEOUT_S). Dependency failures are never dead-lettered.",
+        True,
+    ),
+    "dlq.attempts": ("How many times the message was tried before it was dead-lettered, in decimal.", True),
+    "dlq.run_id": ("The run the message belongs to (membership and export batches), when it could be read.", False),
+    "dlq.reason": ("Why the message was rejected (at most 2,000 characters, secrets redacted).", True),
     "dlq.service": ("The service whose consumer dead-lettered the message.", True),
     "dlq.original.topic": ("The topic the message was read from (prefix included).", True),
     "dlq.original.partition": ("Its partition, in decimal.", True),
     "dlq.original.offset": ("Its offset, in decimal.", True),
     "dlq.failed_at": ("When it was dead-lettered: Unix time in milliseconds, in decimal.", True),
-    "dlq.stacktrace": ("The end of the traceback (4,000 characters), for errors other than PoisonMessage.", False),
+    "dlq.stacktrace": (
+        "The end of the traceback (4,000 characters, secrets redacted), for errors other than PoisonMessage.",
+        False,
+    ),
     "dlq.value_omitted": (
         "Only when the original and these headers were too large for Kafka: the dead letter then has an empty "
         "value (and no key, if the key was over 1 KiB); this gives the original's sizes, `value=N key=M bytes`. "

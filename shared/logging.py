@@ -1,9 +1,12 @@
 """Structured JSON logging with secret redaction.
 
 Every log line is one JSON object carrying the service name. Values of keys named like a secret are
-replaced, wherever they are nested, and secrets embedded in strings (bearer tokens, passwords in URLs,
-``client_secret=`` form fields) are masked, so a careless ``log.info("x", headers=headers)`` cannot leak.
-Standard-library loggers (aiokafka, aiohttp, asyncpg) are routed through the same pipeline.
+replaced, wherever they are nested, and secrets embedded in strings or bytes (bearer tokens, passwords in
+URLs, even with an empty user, ``client_secret=`` form fields, ``aws_secret_access_key=`` or
+``S3_SECRET_ACCESS_KEY=`` settings) are masked, so a careless ``log.info("x", headers=headers)`` cannot
+leak. Standard-library loggers (aiokafka, aiohttp, asyncpg) are routed through the same pipeline, and
+:func:`redact_text` is applied to what leaves the bridge outside logs too: dead-letter headers
+(``shared/kafka/dead_letters.py``) and run reasons (``shared/runs``).
 """
 
 from __future__ import annotations
@@ -24,11 +27,22 @@ REDACTED = "***"
 _SECRET_KEY = re.compile(r"secret|token|passw|pwd|authorization|api[-_]?key|credential|cookie|sasl", re.I)
 # Keys that merely mention a secret-ish word but carry no secret.
 _NOT_SECRET_KEYS = frozenset({"token_type", "expires_in", "token_expires_at"})
-_SECRET_IN_TEXT = [
+# Each pattern starts only where a name starts (a lookbehind, not \b) and takes names possessively: a long
+# run of name characters in a log line stays linear instead of being rescanned from every position.
+_SECRET_IN_TEXT: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@"), r"\1" + REDACTED + "@"),
+    # The user may be empty (postgresql://:pw@host): the password is still one.
     (
-        re.compile(r"(?i)\b((?:client_secret|access_token|password|secret|token)[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+"),
+        re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*+://[^:/@\s]{0,256}+:)[^@\s]{1,512}+@"),
+        r"\1" + REDACTED + "@",
+    ),
+    # A setting or field named like a secret, anywhere in a longer name (aws_secret_access_key=,
+    # S3_SECRET_ACCESS_KEY=, DB_PASSWORD:, "client_secret": ...).
+    (
+        re.compile(
+            r"(?i)(?<![a-z0-9_.-])([a-z0-9_.-]{0,64}?(?:secret|passw(?:or)?d|pwd|token|api[-_]?key|credential)"
+            r"[a-z0-9_.-]*+[\"']?\s*+[=:]\s*+[\"']?)[^&\s\"',}]+"
+        ),
         r"\1" + REDACTED,
     ),
 ]
@@ -49,6 +63,9 @@ def redact(value: Any, key: str | None = None) -> Any:
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        # Logged as text from here on: orjson cannot write bytes, and a secret in them is still a secret.
+        return redact_text(bytes(value).decode("utf-8", "backslashreplace"))
     if isinstance(value, Mapping):
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -16,6 +16,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import PoisonMessage
+from shared.formats import cdc
 from shared.runs.states import Direction as Direction
 from shared.runs.states import RunState as RunState
 
@@ -25,6 +26,7 @@ MAX_ID_LENGTH = 256
 
 IdType = Literal["ecid", "declared"]
 ExportMode = Literal["append", "mirror", "full"]
+RequestChannel = Literal["api", "cli", "kafka"]
 MembershipMode = Literal["full", "delta"]
 
 # An identifier as it travels: bounded, no whitespace (the platform's formats use TAB, space and comma
@@ -45,6 +47,9 @@ class Message(BaseModel):
 
     topic: ClassVar[str]
     description: ClassVar[str]
+    # A record without a value (a tombstone, as a CDC connector writes after a delete for log compaction)
+    # is passed over instead of dead-lettered.
+    skips_tombstones: ClassVar[bool] = False
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this message's schema.")
 
@@ -111,7 +116,14 @@ class AudienceExportRequest(Message):
     audience_name: Name
     data_source: Name
     mode: ExportMode = "append"
-    requested_by: Name = "unknown"
+    requested_by: Name = Field(
+        "unknown", description="Who asks: the API's authenticated user, the CLI's OS user, or what a producer claims."
+    )
+    requested_via: RequestChannel = Field(
+        "kafka",
+        description="Through what the request came: api, cli, or kafka (any other producer). Kafka records carry "
+        "no producer principal: who may write the topic is decided by ACLs.",
+    )
 
     def key(self) -> bytes:
         return self.list_id.encode()
@@ -135,6 +147,7 @@ class RunCounts(BaseModel):
     added: int = Field(0, ge=0)
     removed: int = Field(0, ge=0)
     excluded: int = Field(0, ge=0)
+    opted_out: int = Field(0, ge=0)
 
 
 class AudienceSyncStatus(Message):
@@ -155,12 +168,80 @@ class AudienceSyncStatus(Message):
         return str(self.run_id).encode()
 
 
+# Recipient ids are the campaign's bigint keys.
+RecipientId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# Free text from the campaign: Postgres text cannot hold NUL.
+_CampaignText = Annotated[str, Field(max_length=1000, pattern=r"^[^\x00]*$")]
+
+
+class RecipientChange(Message):
+    topic: ClassVar[str] = "recipient-changes"
+    description: ClassVar[str] = (
+        "A campaign recipient upserted (its whole row) or deleted. Debezium's Postgres change events for a "
+        "recipient table are accepted too (see the README's column mapping)."
+    )
+    skips_tombstones: ClassVar[bool] = True
+
+    recipient_id: RecipientId
+    op: Literal["upsert", "delete"]
+    email: _CampaignText | None = None
+    crm_id: _CampaignText | None = None
+    first_name: _CampaignText | None = None
+    last_name: _CampaignText | None = None
+    opted_out: bool = Field(False, description="The recipient refused sharing: never exported, leaves audiences.")
+    position: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="The change's position at its source (a sequence, or a WAL LSN); per recipient, a change "
+        "not after the last applied one is ignored. Without it, changed_at orders the changes.",
+    )
+    changed_at: datetime | None = Field(None, description="When the change was made at its source.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _debezium(cls, data: Any) -> Any:
+        return cdc.change_fields(data) if cdc.is_change_event(data) else data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RecipientChange:
+        if self.position is None and self.changed_at is None:
+            raise ValueError("a change carries its position or changed_at, or it could not be ordered")
+        return self
+
+    @property
+    def version(self) -> int:
+        """What orders this recipient's changes: the position, else changed_at in epoch microseconds."""
+        if self.position is not None:
+            return self.position
+        assert self.changed_at is not None
+        at = self.changed_at if self.changed_at.tzinfo else self.changed_at.replace(tzinfo=UTC)
+        return int(at.timestamp() * 1_000_000)
+
+    def key(self) -> bytes:
+        return str(self.recipient_id).encode()
+
+
+class VisitorLink(Message):
+    topic: ClassVar[str] = "visitor-links"
+    description: ClassVar[str] = "A recipient clicked a tracked link: the visitor ID (ECID) seen is theirs."
+
+    ecid: Annotated[str, Field(pattern=r"^[0-9]{38}$")] = Field(description="The Experience Cloud ID (38 digits).")
+    recipient_id: RecipientId
+    seen_at: datetime = Field(description="When the click was tracked.")
+
+    def key(self) -> bytes:
+        return str(self.recipient_id).encode()
+
+
 TOPIC_MODELS: tuple[type[Message], ...] = (
     SegmentEvent,
     AudienceMembership,
     AudienceExportRequest,
     AudienceExportBatch,
     AudienceSyncStatus,
+    RecipientChange,
+    VisitorLink,
 )
 MODEL_BY_TOPIC: dict[str, type[Message]] = {m.topic: m for m in TOPIC_MODELS}
 

@@ -31,6 +31,12 @@ class RuntimeMetrics:
             ["topic"],
             registry=self.registry,
         )
+        self.dependency_failures = Counter(
+            "ab_dependency_failures_total",
+            "Batches retried because a dependency (postgres, kafka, other) failed; never dead-lettered.",
+            ["topic", "dependency"],
+            registry=self.registry,
+        )
         self.batch_seconds = Histogram(
             "ab_batch_duration_seconds",
             "Time to handle and commit one polled batch of one partition.",

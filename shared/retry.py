@@ -5,35 +5,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import asyncpg
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
-
-from shared.errors import PermanentError, TransientError
-
-_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
-    TransientError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.InterfaceError,  # e.g. the connection was closed under us
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.AdminShutdownError,
-    KafkaConnectionError,
-    KafkaTimeoutError,
-    NodeNotReadyError,
-    RequestTimedOutError,
-)
+from shared.failures import FailureKind, classify
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when the failure comes from a dependency being briefly unavailable, not from the input."""
-    if isinstance(exc, PermanentError):
-        return False
-    return isinstance(exc, _TRANSIENT_TYPES)
+    """True when trying again later may help: a dependency failing, or a statement that ran out of time
+    (see :mod:`shared.failures`, which also bounds the latter where a message is at stake)."""
+    return classify(exc) in (FailureKind.DEPENDENCY, FailureKind.STATEMENT_TIMEOUT)
 
 
 @dataclass

@@ -23,14 +23,18 @@ from aiohttp import web
 from shared import db
 from shared.errors import ConfigError
 from shared.http import HttpServer, build_app
+from shared.http_auth import add_security_headers, secure
 from shared.kafka import ConsumerLoop, Producer, ensure_topics
+from shared.kafka.batch_processor import GivenUp
 from shared.kafka.consumer import Handler
 from shared.logging import configure_logging, get_logger
 from shared.messages import Message
 from shared.metrics import RuntimeMetrics
 from shared.migrations import migrate
 from shared.retry import Backoff, is_transient
-from shared.settings import BaseServiceSettings, DatabaseSettings, KafkaSettings, load_settings
+from shared.runs.give_up import fail_runs_given_up
+from shared.runs.reporter import RunReporter
+from shared.settings import BaseServiceSettings, DatabaseSettings, KafkaSettings, PageAuthSettings, load_settings
 from shared.topics import ALL_TOPICS, dlq_name, topic_name
 
 log = get_logger(__name__)
@@ -80,6 +84,8 @@ class KafkaPostgresApp(ServiceApp):
         self.pool: asyncpg.Pool | None = None
         self.consumers: list[ConsumerLoop] = []
         self.background: list[asyncio.Task[None]] = []
+        # Reports the runs the consumers fail when they give up a message (a service sets its own, counted).
+        self.run_status: RunReporter = RunReporter(self.producer, service=self.name, topic_prefix=settings.topic_prefix)
 
     def topic(self, base: str) -> str:
         return topic_name(self.settings.topic_prefix, base)
@@ -101,7 +107,7 @@ class KafkaPostgresApp(ServiceApp):
                 application_name=f"audience-bridge-{self.name}",
                 server_settings=self.connection_settings(),
             )
-        async with self.pool.acquire() as conn:
+        async with db.acquire(self.pool) as conn:
             await migrate(conn)
         await self.producer.start()
         await self.on_started()
@@ -117,10 +123,15 @@ class KafkaPostgresApp(ServiceApp):
                 max_poll_records=self.poll_limit(base),
                 linger_s=self.poll_linger_s(base),
                 partition_concurrency=self.partition_concurrency(base),
+                on_given_up=self._fail_runs_given_up,
             )
             await loop.start()
             self.consumers.append(loop)
         self.started = True
+
+    async def _fail_runs_given_up(self, given_up: Sequence[GivenUp]) -> None:
+        assert self.pool is not None
+        await fail_runs_given_up(self.pool, self.run_status, given_up)
 
     def group_prefix(self) -> str:
         # The topic prefix is part of the group: deployments sharing a cluster must not share groups.
@@ -166,6 +177,8 @@ class KafkaPostgresApp(ServiceApp):
         checks["postgres"] = self.pool is not None and await db.check(self.pool)
         checks["kafka"] = await self.producer.check()
         stuck_after = self.settings.consumer_stuck_after_s
+        # A batch waiting for Postgres, Kafka or a drop zone to come back (retried, never dead-lettered).
+        checks["dependencies"] = not any(c.waiting_on() for c in self.consumers)
         checks["consumers"] = bool(self.consumers) and all(
             c.running and c.joined and c.stuck_for() < stuck_after for c in self.consumers
         )
@@ -186,6 +199,12 @@ async def _serve(app: ServiceApp) -> int:
 
     http_app = build_app(app.name, app.metrics, app.readiness)
     app.routes(http_app)
+    try:
+        secure_app(http_app, app.settings)
+    except ConfigError as exc:
+        # The bind rule (a page beyond loopback with no credential) or a bad credentials file: exit 2, as settings.
+        log.error("invalid_settings", error=str(exc))
+        return 2
     server = HttpServer(http_app, app.settings.http_host, app.settings.http_port)
     await server.start()
     log.info("http_listening", host=app.settings.http_host, port=server.bound_port)
@@ -225,6 +244,20 @@ async def _serve(app: ServiceApp) -> int:
     await server.stop()
     log.info("service_stopped", exit_code=exit_code)
     return exit_code
+
+
+def secure_app(http_app: web.Application, settings: BaseServiceSettings) -> None:
+    """Credentials and the bind rule for the services with pages (shared.http_auth); headers for all."""
+    if isinstance(settings, PageAuthSettings):
+        credentials = settings.status_page_credentials
+        secure(
+            http_app,
+            host=settings.http_host,
+            credentials_text=credentials.get_secret_value() if credentials is not None else None,
+            public=settings.status_page_public,
+        )
+    else:
+        add_security_headers(http_app)
 
 
 def main(name: str, settings_cls: type[S], build: Callable[[S], ServiceApp]) -> None:

@@ -69,6 +69,21 @@ class BaseServiceSettings(BaseSettings):
         return (init_settings, env_settings, _FileSecretsSource(settings_cls))
 
 
+class PageAuthSettings(BaseServiceSettings):
+    """Who may read the service's pages and API (shared.http_auth; the probes stay open)."""
+
+    status_page_credentials: SecretStr | None = Field(
+        None,
+        description="Who may open the status page and /api/* (every route but /healthz, /readyz, /metrics): lines "
+        "token:NAME:TOKEN and user:NAME:HASH (scrypt, from python -m shared.passwords). Unset: open on loopback, "
+        "refused start beyond it (README, Security).",
+    )
+    status_page_public: bool = Field(
+        False,
+        description="Serve the pages and API without a credential although HTTP_HOST is beyond loopback (on purpose).",
+    )
+
+
 class KafkaSettings(BaseServiceSettings):
     """Kafka connection and consumer/producer tuning."""
 
@@ -100,6 +115,12 @@ class KafkaSettings(BaseServiceSettings):
     )
     retry_backoff_initial_s: float = Field(0.2, gt=0, description="First delay before retrying a failed batch.")
     retry_backoff_max_s: float = Field(10.0, gt=0, description="Cap of the (exponential, jittered) retry delay.")
+    handler_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Tries of a batch that fails unexpectedly or exceeds DB_COMMAND_TIMEOUT_S; then its failing "
+        "message is dead-lettered with its stack trace and its run fails. Dependency failures retry without bound.",
+    )
 
 
 class DatabaseSettings(BaseServiceSettings):
@@ -111,7 +132,14 @@ class DatabaseSettings(BaseServiceSettings):
     )
     db_pool_min_size: int = Field(1, ge=0, description="Connections kept open.")
     db_pool_max_size: int = Field(8, ge=1, description="Connections at most.")
-    db_command_timeout_s: float = Field(300.0, gt=0, description="Bound on one SQL statement.")
+    db_command_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Bound on one SQL statement; a batch exceeding it HANDLER_MAX_ATTEMPTS times fails its run.",
+    )
+    db_acquire_timeout_s: float = Field(
+        30.0, gt=0, description="Bound on waiting for a pooled connection (then retried as Postgres unavailable)."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -144,5 +172,6 @@ __all__ = [
     "BaseServiceSettings",
     "DatabaseSettings",
     "KafkaSettings",
+    "PageAuthSettings",
     "load_settings",
 ]

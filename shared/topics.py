@@ -7,6 +7,8 @@ AUDIENCE_MEMBERSHIP = "audience-membership"
 AUDIENCE_EXPORT_REQUESTS = "audience-export-requests"
 AUDIENCE_EXPORT_BATCHES = "audience-export-batches"
 AUDIENCE_SYNC_STATUS = "audience-sync-status"
+RECIPIENT_CHANGES = "recipient-changes"
+VISITOR_LINKS = "visitor-links"
 
 ALL_TOPICS = (
     SEGMENT_EVENTS,
@@ -14,6 +16,8 @@ ALL_TOPICS = (
     AUDIENCE_EXPORT_REQUESTS,
     AUDIENCE_EXPORT_BATCHES,
     AUDIENCE_SYNC_STATUS,
+    RECIPIENT_CHANGES,
+    VISITOR_LINKS,
 )
 DLQ_SUFFIX = ".dlq"
 

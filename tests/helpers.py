@@ -135,11 +135,12 @@ def deliver_outbound(
     max_part_bytes: int = 256 << 10,
     master_dpid: int = 1001,
     destination_id: int = 7001,
+    gzip: bool = False,
 ) -> OutboundFileName:
     """Deliver a batch of the platform's outbound files into an import zone as the platform does: each file
     written aside (``<zone>/../staging``) and renamed in, parts first, the ``.info`` last. The master DPID
     is the data source whose IDs the rows hold (1001: the fixtures' ``visitors``, 1002: ``hashed-emails``)."""
-    batch = OutboundFileName("s3", destination_id, master_dpid, mode, ts)
+    batch = OutboundFileName("s3", destination_id, master_dpid, mode, ts, gzip=gzip)
     writer = OutboundWriter(batch, max_part_bytes=max_part_bytes)
     staging = zone.parent / "staging"
     staging.mkdir(parents=True, exist_ok=True)
@@ -154,3 +155,15 @@ def deliver_outbound(
     (staging / batch.info_name).write_bytes(writer.info().to_json())
     os.replace(staging / batch.info_name, zone / batch.info_name)
     return batch
+
+
+def open_files_under(folder: Path) -> list[str]:
+    """This process's open files in ``folder`` (an unlinked or ``O_TMPFILE`` one reads as
+    ``<folder>/#<inode> (deleted)``): what a test checks to see that files were closed, not just unnamed."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # an fd closed between the listing and the look
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(f"{folder}/"):
+                found.append(target)
+    return found

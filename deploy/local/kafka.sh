@@ -31,23 +31,12 @@ log() { printf 'kafka: %s\n' "$*" >&2; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; }
 
-running_pid() {
-  [ -f "$PIDFILE" ] || return 1
-  local pid; pid="$(cat "$PIDFILE")"
-  kill -0 "$pid" 2>/dev/null || return 1
-  echo "$pid"
-}
+running_pid() { pid_in "$PIDFILE"; }
 
 fetch() {
   if [ -f "$LIBS/.complete" ]; then return 0; fi
   stack_py check java maven || exit 1
-  log "fetching Apache Kafka $KAFKA_VERSION and its runtime dependencies from Maven Central into $LIBS"
-  rm -rf "$LIBS.tmp"; mkdir -p "$LIBS.tmp"
-  mvn -q -B -Dstyle.color=never -f "$here/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
-      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp" \
-    || { rm -rf "$LIBS.tmp"; stack_py diagnose maven; exit 1; }
-  touch "$LIBS.tmp/.complete"
-  rm -rf "$LIBS"; mv "$LIBS.tmp" "$LIBS"
+  mvn_fetch "$here/kafka/pom.xml" "$LIBS" "Apache Kafka $KAFKA_VERSION" -Dkafka.version="$KAFKA_VERSION"
 }
 
 configure() {
@@ -114,12 +103,7 @@ wait_ready() {
 stop() {
   local pid
   if ! pid="$(running_pid)"; then log "not running"; rm -f "$PIDFILE"; return 0; fi
-  log "stopping (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { rm -f "$PIDFILE"; log "stopped"; return 0; }; sleep 0.5; done
-  log "did not stop within 30s: killing"
-  kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$PIDFILE"
+  stop_pid "$pid" "$PIDFILE"
 }
 
 status() {

@@ -39,14 +39,6 @@ place() {
 }
 place
 
-bindir() {
-  local d
-  for d in "$(pg_config --bindir 2>/dev/null || true)" /usr/lib/postgresql/*/bin; do
-    [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
-  done
-  return 1
-}
-
 ensure_installed() {
   bindir >/dev/null && return 0
   stack_py check postgres-binaries || exit 1
@@ -59,17 +51,7 @@ ensure_installed() {
   bindir >/dev/null || { log "postgresql installed but initdb/pg_ctl still not found"; exit 1; }
 }
 
-# initdb and postgres refuse to run as root: run them as the 'postgres' system user then (from /, which that
-# user can enter whatever the checkout's permissions).
-as_owner() {
-  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
-}
-
-private_pid() {
-  [ -f "$PGDATA_DIR/postmaster.pid" ] || return 1
-  local pid; pid="$(head -n 1 "$PGDATA_DIR/postmaster.pid")"
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
+private_pid() { pid_in "$PGDATA_DIR/postmaster.pid"; }
 
 psql_admin() {
   as_owner psql -v ON_ERROR_STOP=1 -q -h "$SOCKET_DIR" -p "$DB_PORT" -U postgres -d postgres "$@"

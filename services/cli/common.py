@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -40,6 +42,18 @@ def validated(model: type[M], data: dict[str, Any]) -> M:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
         err.print(f"[red]error:[/red] {problems}")
         raise typer.Exit(2) from None
+
+
+def cli_requester(on_behalf_of: str | None = None) -> str:
+    """Who asks at the CLI: the OS user (an audit trail must not rest on what the caller types); a given
+    ``--requested-by`` is recorded after it."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a container's arbitrary uid)
+        user = f"uid-{os.getuid()}"
+    if on_behalf_of and on_behalf_of != user:
+        return f"{user} for {on_behalf_of}"
+    return user
 
 
 def cli_settings() -> CliSettings:

@@ -3,8 +3,9 @@
 ``audience-bridge demo`` (what ``make run`` and ``make demo`` call) works against the running local stack
 (``make up``): it loads 100,000 recipients with e-mails, CRM ids and visitor links into Postgres, gives
 ecsim a population that overlaps them, has ecsim deliver two shared audiences (one by Visitor ID, one by
-Declared ID), waits for the imports, builds a targeted list from them and exports it as a shared audience,
-then checks every result against what the population says it must be and prints a summary.
+Declared ID), waits for the imports, builds a targeted list from them, shows its export's dry run, schedules
+the export daily and exports it as a shared audience (:mod:`services.cli.demo_preview`), then checks every
+result against what the population says it must be and prints a summary.
 
 The synthetic population (``shared.population``) is part of the test rig: the dev image and a source
 checkout carry it, the runtime image does not. It is imported when the demo runs, never at import time, so
@@ -25,6 +26,7 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from services.cli import demo_preview
 from services.cli.demo_setup import (
     CATALOG,
     DECLARED_DESTINATION,
@@ -35,7 +37,10 @@ from services.cli.demo_setup import (
     expected_members,
     population_spec,
 )
+from services.cli.demo_streams import CampaignStreams
 from services.reconcile.catalog import apply_catalog, ensure_list
+from services.reconcile.export_dry_run import DryRun
+from services.reconcile.schedules import Schedule
 from shared.errors import BridgeError
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceExportRequest
@@ -76,13 +81,25 @@ class DemoResult:
 
 class Demo:
     def __init__(
-        self, *, database_url: str, kafka: KafkaSettings, ecsim_url: str, console: Console, timeout_s: float = 600
+        self,
+        *,
+        database_url: str,
+        kafka: KafkaSettings,
+        ecsim_url: str,
+        console: Console,
+        timeout_s: float = 600,
+        sim_token: str | None = None,
     ) -> None:
         self._dsn = database_url
+        # ecsim's /sim needs it when ECSIM_SIM_TOKEN is set there (services/ecsim/admin_auth.py).
+        self._sim_headers = {"Authorization": f"Bearer {sim_token}"} if sim_token else {}
         self._kafka = kafka
         self._ecsim = ecsim_url.rstrip("/")
         self._console = console
         self._timeout = timeout_s
+        # The export's dry run and its schedule, made just before it is requested (demo_preview).
+        self._preview: DryRun | None = None
+        self._schedule: Schedule | None = None
 
     async def run(self, recipients: int, seed: int) -> DemoResult:
         spec = population_spec(recipients, seed)  # first: without the test rig, fail before touching anything
@@ -115,13 +132,21 @@ class Demo:
                 await self._step(
                     progress, "importing them into campaign lists", lambda: self._wait_runs(conn, "import", since, 2)
                 )
-                await self._step(progress, "exporting a targeted list as a shared audience", lambda: self._export(conn))
+                await self._step(
+                    progress,
+                    "exporting a targeted list as a shared audience (a dry run first, then daily on a schedule)",
+                    lambda: self._export(conn),
+                )
                 await self._step(
                     progress,
                     "waiting for the export and the platform's processing",
                     lambda: self._wait_runs(conn, "export", since, 1),
                 )
             await self._verify(conn, population, result)
+            result.checks += await demo_preview.checks(conn, self._preview, self._schedule, since)
+            # The campaign side streaming in (recipients beyond the population's, removed again at the end).
+            streams = CampaignStreams(self._kafka, self._admin, self._timeout)
+            result.checks += await streams.run(conn, population.recipient_count + 1)
             result.runs = await self._summaries(conn, since)
         finally:
             await conn.close()
@@ -218,20 +243,21 @@ class Demo:
                      JOIN list lb ON lb.list_id = b.list_id AND lb.name = 'Demo: newsletter readers'""",
                 list_id,
             )
+        request = AudienceExportRequest(
+            list_id=TARGETED_LIST,
+            audience_name=EXPORT_AUDIENCE,
+            data_source="hashed-emails",
+            mode="mirror",
+            requested_by="demo",
+        )
+        # First what it would do (a dry run: nothing recorded or sent), and a schedule that repeats it daily.
+        self._preview = await demo_preview.preview(conn, request)
+        self._schedule = await demo_preview.schedule_daily(conn, request)
         topic = topic_name(self._kafka.topic_prefix, AUDIENCE_EXPORT_REQUESTS)
         await ensure_topics(self._kafka, [topic])
         producer = Producer(self._kafka, "demo")
         try:
-            await producer.send_model(
-                topic,
-                AudienceExportRequest(
-                    list_id=TARGETED_LIST,
-                    audience_name=EXPORT_AUDIENCE,
-                    data_source="hashed-emails",
-                    mode="mirror",
-                    requested_by="demo",
-                ),
-            )
+            await producer.send_model(topic, request)
         finally:
             await producer.stop()
 
@@ -314,7 +340,13 @@ class Demo:
     async def _admin(self, method: str, path: str, body: Any = None) -> Any:
         async with (
             aiohttp.ClientSession() as session,
-            session.request(method, self._ecsim + path, json=body, timeout=aiohttp.ClientTimeout(total=120)) as resp,
+            session.request(
+                method,
+                self._ecsim + path,
+                json=body,
+                headers=self._sim_headers,
+                timeout=aiohttp.ClientTimeout(total=120),
+            ) as resp,
         ):
             text = await resp.text()
             if resp.status >= 400:
@@ -340,7 +372,8 @@ def render(result: DemoResult, console: Console, *, urls: dict[str, str]) -> Non
         else:
             console.print(
                 f"    list members {c.get('received', 0):,} · could not be mapped {c.get('excluded', 0):,} · "
-                f"added {c.get('added', 0):,} · removed {c.get('removed', 0):,}"
+                + (f"opted out {c['opted_out']:,} · " if c.get("opted_out") else "")
+                + f"added {c.get('added', 0):,} · removed {c.get('removed', 0):,}"
             )
         if run.reason:
             console.print(f"    reason: {run.reason}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from services.reconcile.catalog import CatalogDataSource, CatalogFile, CatalogImportAudience
+from services.reconcile.catalog import CatalogDataSource, CatalogExportAudience, CatalogFile, CatalogImportAudience
 from shared.errors import BridgeError
 
 if TYPE_CHECKING:  # the dev image's (see the module's docstring): imported by population_spec() at run time
@@ -20,6 +20,9 @@ VISITOR_DPID, DECLARED_DPID = 1001, 1002
 VISITOR_SEGMENT, DECLARED_SEGMENT = 5001, 5002
 VISITOR_TRAIT, DECLARED_TRAIT = 9001, 9002
 VISITOR_DESTINATION, DECLARED_DESTINATION = 7001, 7002
+
+TARGETED_LIST = "Demo: engaged newsletter readers"
+EXPORT_AUDIENCE = "Engaged newsletter readers"
 
 CATALOG = CatalogFile(
     data_sources=[
@@ -48,9 +51,17 @@ CATALOG = CatalogFile(
             list="Demo: newsletter readers",
         ),
     ],
+    # The demo's one export, asked for by the demo itself (on Kafka) or by anyone at the CLI or the API.
+    export_audiences=[
+        CatalogExportAudience(
+            list=TARGETED_LIST,
+            data_source="hashed-emails",
+            audience_name=EXPORT_AUDIENCE,
+            modes=("append", "mirror", "full"),
+            requesters=("kafka:demo", "cli:*", "api:*"),
+        )
+    ],
 )
-TARGETED_LIST = "Demo: engaged newsletter readers"
-EXPORT_AUDIENCE = "Engaged newsletter readers"
 
 PLATFORM_SEED: dict[str, Any] = {
     "datasources": [

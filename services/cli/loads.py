@@ -39,7 +39,27 @@ def _header(path: Path) -> list[str]:
         raise PermanentError("CSV header is unreadable", path=str(path), error=str(exc)[:200]) from None
 
 
-RECIPIENT_COLUMNS = ("recipient_id", "email", "crm_id", "first_name", "last_name")
+RECIPIENT_COLUMNS = ("recipient_id", "email", "crm_id", "first_name", "last_name", "opted_out")
+# Consent as a CSV cell: these spellings (any case); an empty cell is false. A row with another value is skipped.
+_CONSENT = "lower(btrim(coalesce(opted_out, '')))"
+_CONSENT_VALUES = "('', 'false', 'f', '0', 'no', 'n', 'true', 't', '1', 'yes', 'y')"
+_OPTED_OUT = f"{_CONSENT} IN ('true', 't', '1', 'yes', 'y')"
+
+_UPSERT = """INSERT INTO recipient (recipient_id, email, crm_id, first_name, last_name{consent_column})
+               SELECT DISTINCT ON (recipient_id::bigint) recipient_id::bigint, email, crm_id, first_name, last_name
+                      {consent_value}
+                 FROM load_recipient WHERE recipient_id ~ '^[0-9]{{1,18}}$' {consent_check}
+               ON CONFLICT (recipient_id) DO UPDATE SET email = EXCLUDED.email, crm_id = EXCLUDED.crm_id,
+                   first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, updated_at = now()
+                   {consent_update}"""
+# A file without the column leaves every recipient's consent as it was.
+UPSERT_KEEPING_CONSENT = _UPSERT.format(consent_column="", consent_value="", consent_check="", consent_update="")
+UPSERT_WITH_CONSENT = _UPSERT.format(
+    consent_column=", opted_out",
+    consent_value=f", {_OPTED_OUT}",
+    consent_check=f"AND {_CONSENT} IN {_CONSENT_VALUES}",
+    consent_update=", opted_out = EXCLUDED.opted_out",
+)
 
 
 async def load_recipients(conn: Any, path: Path, progress: Callable[[int], None]) -> LoadResult:
@@ -54,19 +74,13 @@ async def load_recipients(conn: Any, path: Path, progress: Callable[[int], None]
     async with conn.transaction():
         await conn.execute(
             "CREATE TEMP TABLE load_recipient (recipient_id text, email text, crm_id text, first_name text, "
-            "last_name text) ON COMMIT DROP"
+            "last_name text, opted_out text) ON COMMIT DROP"
         )
         await conn.copy_to_table(
             "load_recipient", source=_chunks(path, progress), columns=header, format="csv", header=True
         )
         rows = await conn.fetchval("SELECT count(*) FROM load_recipient")
-        status = await conn.execute(
-            """INSERT INTO recipient (recipient_id, email, crm_id, first_name, last_name)
-               SELECT DISTINCT ON (recipient_id::bigint) recipient_id::bigint, email, crm_id, first_name, last_name
-                 FROM load_recipient WHERE recipient_id ~ '^[0-9]{1,18}$'
-               ON CONFLICT (recipient_id) DO UPDATE SET email = EXCLUDED.email, crm_id = EXCLUDED.crm_id,
-                   first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, updated_at = now()"""
-        )
+        status = await conn.execute(UPSERT_WITH_CONSENT if "opted_out" in header else UPSERT_KEEPING_CONSENT)
     loaded = int(status.rsplit(" ", 1)[-1])
     return LoadResult(rows=rows, loaded=loaded, skipped=rows - loaded)
 

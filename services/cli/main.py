@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 
 import typer
 
-from services.cli import run_commands, setup_commands
+from services.cli import dlq, forget_command, import_preview, run_commands, schedule_commands, setup_commands
 from services.cli.common import app, cli_settings, console, err, run_sync
 from services.cli.demo import Demo, render
 from shared.errors import BridgeError
 
 # Imported for the commands they register on ``app``.
-COMMAND_MODULES = (setup_commands, run_commands)
+COMMAND_MODULES = (setup_commands, run_commands, dlq, schedule_commands, forget_command, import_preview)
 __all__ = ["app", "main"]
 
 
@@ -40,6 +40,7 @@ def demo_cmd(
         ecsim_url=ecsim_url,
         console=console,
         timeout_s=timeout,
+        sim_token=settings.ecsim_sim_token.get_secret_value() if settings.ecsim_sim_token else None,
     )
     result = run_sync(demo.run(recipients, seed))
     # The ports the stack really uses (deploy/local/services.sh's settings; STACK_PORT_OFFSET moves them all).

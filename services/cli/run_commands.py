@@ -12,7 +12,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from services.cli.common import app, cli_settings, console, err, run_sync, validated, with_db
+from services.cli.common import app, cli_requester, cli_settings, console, err, run_sync, validated, with_db
+from services.cli.dry_run_output import show_dry_run
 from services.publish.files import FileOptions
 from services.publish.publisher import retry_run
 from services.publish.settings import PublishSettings
@@ -26,6 +27,7 @@ from services.reconcile.status_files import RUN_FILES_SQL, file_json, file_row
 from shared.dropzone import open_dropzone
 from shared.errors import TransientError
 from shared.kafka import Producer, ensure_topics
+from shared.logging import redact_text
 from shared.messages import AudienceExportRequest
 from shared.platform import PlatformClient
 from shared.runs import store
@@ -54,7 +56,7 @@ def runs_cmd(
             )
         )
     )
-    table = Table("run", "direction", "audience", "mode", "state", "counts", "reason")
+    table = Table("run", "direction", "audience", "mode", "state", "asked by", "counts", "reason")
     for r in rows:
         table.add_row(
             str(r["run_id"]),
@@ -62,8 +64,9 @@ def runs_cmd(
             r["audience_id"],
             r["mode"],
             r["state"],
+            f"{r['requested_via']}:{r['requested_by']}" if r["requested_by"] else "",
             r["counts"],
-            (r["reason"] or "")[:80],
+            redact_text(r["reason"] or "")[:80],
         )
     console.print(table)
 
@@ -166,8 +169,14 @@ def export_cmd(
     audience: Annotated[str, typer.Option(help="Name of the shared audience on the platform.")],
     data_source: Annotated[str, typer.Option(help="Data source whose IDs identify the audience.")],
     mode: Annotated[str, typer.Option(help="append, mirror or full.")] = "append",
-    requested_by: Annotated[str, typer.Option(help="Who asks (for the audit trail).")] = "cli",
+    requested_by: Annotated[
+        str | None,
+        typer.Option(help="On whose behalf (recorded after the OS user, who is always the requester)."),
+    ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the run to finish (0: don't wait).")] = 0.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the run as it would be; record and send nothing.")
+    ] = False,
 ) -> None:
     """Share a campaign list as a shared audience (puts a request on audience-export-requests)."""
     request = validated(
@@ -177,9 +186,13 @@ def export_cmd(
             "audience_name": audience,
             "data_source": data_source,
             "mode": mode,
-            "requested_by": requested_by,
+            "requested_by": cli_requester(requested_by),
+            "requested_via": "cli",
         },
     )
+    if dry_run:
+        show_dry_run(request)
+        return
     settings = cli_settings()
 
     async def send() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pydantic import Field, SecretStr
+
 from shared.settings import DatabaseSettings, KafkaSettings
 
 
 class CliSettings(KafkaSettings, DatabaseSettings):
-    pass
+    ecsim_sim_token: SecretStr | None = Field(
+        None, description="The token ecsim's /sim endpoints require (the demo seeds the platform through them)."
+    )

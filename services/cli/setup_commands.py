@@ -33,10 +33,13 @@ def migrate_cmd() -> None:
 
 @app.command("catalog")
 def catalog_cmd(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
-    """Load (upsert) data sources and import audiences from a YAML catalog file."""
+    """Load (upsert) data sources, import audiences and export audiences from a YAML catalog file."""
     catalog = load_catalog_file(path)
     run_sync(with_db(lambda conn: apply_catalog(conn, catalog)))
-    console.print(f"{len(catalog.data_sources)} data sources, {len(catalog.import_audiences)} import audiences loaded")
+    exports = "" if catalog.export_audiences is None else f", {len(catalog.export_audiences)} export audiences"
+    console.print(
+        f"{len(catalog.data_sources)} data sources, {len(catalog.import_audiences)} import audiences{exports} loaded"
+    )
 
 
 @datasource_app.command("add")
@@ -88,6 +91,10 @@ def audience_add_import(
     data_source: Annotated[str, typer.Option(help="Data source name.")],
     list_name: Annotated[str, typer.Option("--list", help="Campaign list fed by the segment.")],
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    poll_every: Annotated[
+        str | None,
+        typer.Option(help="Read the deliveries feeding it no more often than this (15m, 6h, 1d; unset: every scan)."),
+    ] = None,
 ) -> None:
     """Import a platform segment into a campaign list."""
     spec = validated(
@@ -98,6 +105,7 @@ def audience_add_import(
             "platform_segment_id": segment,
             "data_source": data_source,
             "list": list_name,
+            "poll_every": poll_every,
         },
     )
     run_sync(with_db(lambda conn: upsert_import_audience(conn, spec)))

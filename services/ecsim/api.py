@@ -19,6 +19,7 @@ from typing import Final
 from aiohttp import web
 from pydantic import ValidationError
 
+from services.ecsim.admin_auth import sim_token_middleware
 from services.ecsim.api_files import FilesAdmin
 from services.ecsim.faults import Fault, FaultConfig
 from services.ecsim.http_util import (
@@ -33,6 +34,7 @@ from services.ecsim.http_util import (
     error_response,
 )
 from services.ecsim.ims import ImsError, Principal, TokenRejected
+from services.ecsim.realtime_api import RealtimeAdmin
 from services.ecsim.simulator import Simulator
 from services.ecsim.store import InvalidInput, StoreError
 from shared.logging import get_logger
@@ -313,7 +315,8 @@ class EcsimHttp:
     # --- admin -----------------------------------------------------------------------------------------
 
     def _admin_app(self) -> web.Application:
-        app = web.Application(middlewares=[_admin_middleware], client_max_size=64 * 1024 * 1024)
+        middlewares = [*sim_token_middleware(self.sim.settings), _admin_middleware]
+        app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
         r = app.router
         r.add_get("/state", self.admin_state)
         r.add_post("/reset", self.admin_reset)
@@ -324,6 +327,7 @@ class EcsimHttp:
         r.add_post("/tokens/expire", self.admin_expire_tokens)
         r.add_post("/datasources/{id}/receipts", self.admin_add_receipt)
         FilesAdmin(self.sim).add_routes(r)
+        RealtimeAdmin(self.sim.settings, self.store, self.sim.members, self.sim.realtime).add_routes(r)
         return app
 
     async def admin_state(self, _: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
+from services.ecsim.admin_auth import check_sim_binding
 from services.ecsim.api import EcsimHttp
 from services.ecsim.settings import EcsimSettings
 from services.ecsim.simulator import Simulator
@@ -27,6 +28,7 @@ class EcsimApp(ServiceApp):
 
     def __init__(self, settings: EcsimSettings) -> None:
         super().__init__(settings)
+        check_sim_binding(settings)  # before anything: a refused /sim stops ecsim with exit 2
         self.sim = Simulator(settings)
         self.tasks: list[asyncio.Task[None]] = []
 

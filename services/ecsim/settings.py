@@ -9,6 +9,8 @@
 | ``ECSIM_TOKEN_LIFETIME_S`` | 86399 | ``expires_in`` of issued tokens, seconds |
 | ``ECSIM_PARTNER_ID`` | 1352 | ``pid`` stamped on every object |
 | ``ECSIM_ADMIN_ENABLED`` | false | serve ``/sim/*`` (fault injection, seeding, state) |
+| ``ECSIM_SIM_TOKEN`` / ``_FILE`` | unset | bearer token ``/sim/*`` requires (unset: loopback only) |
+| ``ECSIM_SIM_PUBLIC`` | false | serve ``/sim/*`` with no token beyond loopback, on purpose |
 | ``ECSIM_FAULT_SEED`` | unset | seed of the fault injector's random choices |
 | ``ECSIM_SEED_FILE`` | unset | JSON objects to create at start (same shape as ``POST /sim/seed``) |
 | ``ECSIM_EXPORT_DROPZONE_URL`` | ``file://<repo>/var/dropzones/export`` | where the bridge puts inbound files |
@@ -17,6 +19,9 @@
 | ``ECSIM_DELIVERY_INTERVAL_S`` | unset | period of scheduled ``iter`` deliveries (unset: on demand) |
 | ``ECSIM_DROPZONE_RETRY_MAX_S`` | 30 | how long a delivery retries an unavailable import zone |
 | ``ECSIM_S3_ENDPOINT_URL`` / ``ECSIM_S3_REGION`` | unset | for ``s3://`` zones (credentials: AWS chain) |
+| ``ECSIM_REALTIME_URL`` | ``""`` | partner endpoint of real-time deliveries (``/sim/realtime/*``) |
+| ``ECSIM_REALTIME_SIGNING_KEY`` / ``_FILE`` | unset | key they are signed with |
+| ``ECSIM_REALTIME_SIGNATURE_HEADER`` / ``_ALGORITHM`` | ``X-Signature`` / ``sha1`` | header and hash |
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from shared.dropzone import open_dropzone
 from shared.errors import ConfigError
+from shared.formats.realtime_signature import SignatureAlgorithm
 from shared.settings import DEFAULT_VAR_DIR, BaseServiceSettings
 
 DEFAULT_CLIENT_ID = "audience-bridge-local"
@@ -57,6 +63,14 @@ class EcsimSettings(BaseServiceSettings):
     ecsim_partner_id: int = Field(1352, ge=1, description="Partner id (pid) stamped on every object.")
     ecsim_admin_enabled: bool = Field(
         False, description="Serve the /sim/ admin endpoints (fault injection, seeding, state); 404 when off."
+    )
+    ecsim_sim_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the /sim/ admin endpoints require (16 characters at least). Unset: /sim is served "
+        "only on loopback, and ecsim refuses to start with them beyond it.",
+    )
+    ecsim_sim_public: bool = Field(
+        False, description="Serve /sim/ without a token although HTTP_HOST is beyond loopback (on purpose)."
     )
     ecsim_fault_seed: int | None = Field(
         None, description="Seed of the fault injector's random choices, for reproducible runs."
@@ -96,6 +110,20 @@ class EcsimSettings(BaseServiceSettings):
         None, description="S3-compatible endpoint for s3:// drop zones (credentials: the AWS default chain)."
     )
     ecsim_s3_region: str | None = Field(None, description="Region of s3:// drop zones.")
+    ecsim_realtime_url: str = Field(
+        "",
+        description="The partner endpoint real-time deliveries are POSTed to, e.g. the bridge's "
+        "http://127.0.0.1:8084/platform/realtime (empty: each POST /sim/realtime/* request names it).",
+    )
+    ecsim_realtime_signing_key: SecretStr | None = Field(
+        None, description="Key real-time deliveries are signed with (unset: each request gives it, or unsigned)."
+    )
+    ecsim_realtime_signature_header: str = Field(
+        "X-Signature", min_length=1, description="Header real-time deliveries carry their signature in."
+    )
+    ecsim_realtime_signature_algorithm: SignatureAlgorithm = Field(
+        "sha1", description="Hash of the real-time signature: sha1, sha256 or md5."
+    )
 
     @field_validator("ecsim_export_dropzone_url", "ecsim_import_dropzone_url")
     @classmethod

@@ -12,6 +12,7 @@ from services.ecsim.ims import TokenStore
 from services.ecsim.inbound import InboundProcessor
 from services.ecsim.inbound_faults import InboundSchedule
 from services.ecsim.profiles import ProfileStore
+from services.ecsim.realtime import RealtimeSender
 from services.ecsim.segments import SegmentMembers
 from services.ecsim.settings import EcsimSettings
 from services.ecsim.store import AamStore
@@ -51,6 +52,7 @@ class Simulator:
         self.deliveries = DeliveryService(
             self.store, self.members, self.zones["import"], retry_max_s=settings.ecsim_dropzone_retry_max_s
         )
+        self.realtime = RealtimeSender(client_id=settings.ecsim_client_id)
 
     def reset(self) -> None:
         """Back to a freshly started ecsim: no objects, tokens, faults, profiles, members or counts.
@@ -68,8 +70,10 @@ class Simulator:
             fault.clear()
         self.inbound.reset()
         self.deliveries.reset()
+        self.realtime.reset()
 
     async def close(self) -> None:
+        await self.realtime.close()
         for zone in self.zones.values():
             await zone.close()
 
@@ -89,5 +93,6 @@ class Simulator:
             "segment_members": self.members.stats(),
             "inbound": self.inbound.state(),
             "deliveries": self.deliveries.state(),
+            "realtime": self.realtime.state(),
             "dropzones": self.zones_state(),
         }

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 
 from prometheus_client import Counter
 
 from services.ingest.audiences import AudienceDirectory, ImportAudience
+from services.ingest.event_ledger import EventLedger
 from services.ingest.events import SegmentEventHandler
 from services.ingest.files import FileImporter
 from services.ingest.governance import Governance
 from services.ingest.outbound_batches import names_from_settings
+from services.ingest.part_spool import default_spool_dir, prepare_spool_dir
+from services.ingest.realtime import build_realtime_server
 from services.ingest.settings import IngestSettings
 from shared.dropzone import DropZone, open_dropzone
 from shared.kafka.consumer import Handler
@@ -40,6 +44,7 @@ class IngestApp(KafkaPostgresApp):
             registry=self.metrics.registry,
             ends=(("import", "blocked"), ("import", "failed")),
         )
+        self.run_status = self.status
         # Parsed here so a malformed URL stops the service at start (no I/O happens).
         open_dropzone(settings.import_dropzone_url, s3=settings.s3_options())
         self.platform_metrics = PrometheusPlatformMetrics(self.metrics.registry)
@@ -59,6 +64,14 @@ class IngestApp(KafkaPostgresApp):
         self._files: FileImporter | None = None
         self._events: SegmentEventHandler | None = None
         self.last_scan_ok = False
+        # Prepared here so a spool folder that is a link or another user's stops the service at start (exit 2).
+        self._spool_dir = prepare_spool_dir(
+            Path(settings.import_spool_dir) if settings.import_spool_dir else default_spool_dir()
+        )
+        # Built here so a missing or empty key file stops the service at start (exit 2).
+        self.realtime = build_realtime_server(
+            settings, producer=self.producer, registry=self.metrics.registry, topic_prefix=settings.topic_prefix
+        )
 
     async def _govern(self, audience: ImportAudience) -> str | None:
         assert self._governance is not None
@@ -68,9 +81,10 @@ class IngestApp(KafkaPostgresApp):
         assert self.pool is not None
         self.zone = open_dropzone(self.settings.import_dropzone_url, s3=self.settings.s3_options())
         self.platform = PlatformClient(self.settings, metrics=self.platform_metrics)
-        self._governance = Governance(self.platform, refresh_s=self.settings.metadata_refresh_s)
+        self._governance = Governance(self.platform, refresh_s=self.settings.metadata_refresh_s, pool=self.pool)
         self._directory = AudienceDirectory(self.pool, refresh_s=self.settings.metadata_refresh_s)
         membership = self.topic(AUDIENCE_MEMBERSHIP)
+        ledger = EventLedger(self.pool, retention_h=self.settings.segment_event_ledger_retention_h)
         self._events = SegmentEventHandler(
             directory=self._directory,
             producer=self.producer,
@@ -78,7 +92,9 @@ class IngestApp(KafkaPostgresApp):
             status=self.status,
             governance=self._govern,
             batch_size=self.settings.membership_batch_size,
+            ledger=ledger,
         )
+        self.spawn(ledger.purge_periodically(3600), "segment-event-ledger-retention")
         self._files = FileImporter(
             zone=self.zone,
             pool=self.pool,
@@ -92,8 +108,13 @@ class IngestApp(KafkaPostgresApp):
             quiet_period_s=self.settings.import_quiet_period_s,
             names=names_from_settings(self.settings.import_name_templates),
             on_file=lambda _name, outcome: self.files_total.labels(outcome).inc(),
+            max_attempts=self.settings.handler_max_attempts,
+            max_part_bytes=self.settings.import_max_part_bytes,
+            spool_dir=self._spool_dir,
         )
         self.spawn(self._watch_dropzone(), "watch-import-dropzone")
+        if self.realtime is not None:
+            await self.realtime.start(self._directory)
 
     def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:
         assert self._events is not None
@@ -124,6 +145,8 @@ class IngestApp(KafkaPostgresApp):
             await asyncio.sleep(delay)
 
     async def on_stopping(self) -> None:
+        if self.realtime is not None:
+            await self.realtime.stop()
         if self.platform is not None:
             await self.platform.close()
             self.platform = None

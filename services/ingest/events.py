@@ -12,8 +12,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from services.ingest.audiences import AudienceDirectory, ImportAudience
+from services.ingest.event_ledger import EventLedger
 from services.ingest.governance import GovernanceCheck
 from services.ingest.membership import membership_batches
 from services.ingest.run_ids import event_run_id
@@ -27,6 +29,11 @@ from shared.runs.outcome import RunOutcome
 from shared.runs.reporter import RunReporter
 
 
+def _aware(when: datetime) -> datetime:
+    # An upstream may send times without an offset: UTC, so that they compare with the others.
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 class InvalidEvent(PermanentError):
     """A segment event that cannot be applied (unknown segment, wrong ID type, malformed ID, ...)."""
 
@@ -35,7 +42,8 @@ class InvalidEvent(PermanentError):
 class _Pending:
     audience: ImportAudience
     first: Delivery[SegmentEvent]
-    ops: dict[str, bool] = field(default_factory=dict)  # id -> True add / False remove (last wins)
+    ops: dict[str, bool] = field(default_factory=dict)  # id -> True add / False remove (latest wins)
+    at: dict[str, datetime] = field(default_factory=dict)  # id -> occurred_at of the op kept
     received: int = 0
 
 
@@ -49,7 +57,10 @@ class SegmentEventHandler:
         status: RunReporter,
         governance: GovernanceCheck,
         batch_size: int = 5000,
+        ledger: EventLedger | None = None,
     ) -> None:
+        """``ledger``: de-duplicates across polls (None: within each poll only)."""
+        self._ledger = ledger
         self._directory = directory
         self._producer = producer
         self._topic = membership_topic
@@ -58,6 +69,7 @@ class SegmentEventHandler:
         self._batch_size = min(batch_size, MAX_IDS_PER_BATCH)
 
     async def __call__(self, deliveries: Sequence[Delivery[SegmentEvent]]) -> list[Rejected]:
+        deliveries = await self._admitted(deliveries)
         rejected: list[Rejected] = []
         pending: dict[str, _Pending] = {}
         fed: dict[int, list[str]] = {}  # offset -> the audiences an event feeds
@@ -77,7 +89,12 @@ class SegmentEventHandler:
                 slot = pending.get(audience.audience_id)
                 if slot is None:
                     slot = pending[audience.audience_id] = _Pending(audience=audience, first=delivery)
-                slot.ops[event.id] = event.op == "add"
+                # The latest by occurred_at wins (the later one in the poll on a tie): a change that arrives
+                # late, such as the platform's retry of an older real-time delivery, cannot undo a newer one.
+                at = _aware(event.occurred_at)
+                if at >= slot.at.get(event.id, at):
+                    slot.ops[event.id] = event.op == "add"
+                    slot.at[event.id] = at
                 slot.received += 1
 
         blocked: dict[str, str] = {}
@@ -109,7 +126,24 @@ class SegmentEventHandler:
             if fed_ids and all(a in blocked for a in fed_ids):
                 reason = blocked[fed_ids[0]]
                 rejected.append(Rejected(delivery, InvalidEvent("import blocked by governance", reason=reason)))
+        await self._record(deliveries, fed, rejected)
         return rejected
+
+    async def _admitted(self, deliveries: Sequence[Delivery[SegmentEvent]]) -> Sequence[Delivery[SegmentEvent]]:
+        """The events not applied in an earlier poll and not older than their ID's last applied change."""
+        if self._ledger is None:
+            return deliveries
+        admitted = await self._ledger.admit([d.message for d in deliveries])
+        return [d for d in deliveries if d.message.event_id in admitted]
+
+    async def _record(
+        self, deliveries: Sequence[Delivery[SegmentEvent]], fed: dict[int, list[str]], rejected: list[Rejected]
+    ) -> None:
+        """Remember the events now in Kafka as membership (not the rejected ones: a replay applies them)."""
+        if self._ledger is None:
+            return
+        refused = {r.delivery.offset for r in rejected}
+        await self._ledger.record([d.message for d in deliveries if d.offset in fed and d.offset not in refused])
 
     async def _audiences_for(self, event: SegmentEvent) -> list[ImportAudience]:
         candidates = await self._directory.lookup(event.segment_id)

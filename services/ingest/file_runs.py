@@ -66,8 +66,9 @@ async def emit_file_runs(
     batch_root: str,
     parts: Sequence[tuple[OutboundFileName, AsyncIterator[bytes]]],
 ) -> list[uuid.UUID]:
-    """Emit every run the parts feed, each ending with its ``last`` batch; returns the run ids. Raises
-    :class:`NoValidLine` (before anything is emitted) when no line of the batch could be read."""
+    """Emit every run the parts feed, each ending with its ``last`` batch; returns the run ids. Each part
+    comes with its content (a gzip part's already inflated). Raises :class:`NoValidLine` (before anything
+    is emitted) when no line of the batch could be read."""
     mode: MembershipMode = "full" if parts and parts[0][0].mode == "full" else "delta"
     sender = WindowSender(ctx.producer)
 
@@ -119,7 +120,9 @@ async def _report_runs(reporter: RunReporter, planner: RunPlanner, invalid_lines
 async def _read_part(
     planner: RunPlanner, parsed: OutboundFileName, chunks: AsyncIterator[bytes], lines: _LineCounts
 ) -> None:
-    parser = OutboundParser(parsed)
+    # The chunks are the part's content: a gzip part's was inflated once, when the batch was checked
+    # (services.ingest.part_spool), so the parser does not inflate it again.
+    parser = OutboundParser(parsed, gzip=False)
 
     async def take_all(items: Iterable[OutboundItem | RecordBlock]) -> None:
         for item in items:

@@ -8,14 +8,17 @@ Per scan of the import drop zone:
    (:mod:`services.ingest.outbound_batches`) once it has not changed for ``quiet_period_s``;
 3. a batch is ready when its ``.info`` and every part it lists are present; one still incomplete after
    ``parts_timeout_s`` is rejected;
-4. a batch that no import audience takes (its master DPID is no audience's data source, or its destination
+4. a batch whose import audiences all have a polling interval (``poll_every``) with no slot due waits in the
+   zone, untouched, for the earliest next slot among them (:mod:`services.ingest.poll_slots`);
+5. a batch that no import audience takes (its master DPID is no audience's data source, or its destination
    is not the one its audiences name: :mod:`services.ingest.routing`) is reported, recorded with the
    reason and filed in ``processed/`` unread;
-5. every part is verified against the ``.info`` before anything is emitted;
-6. the parts are read and the IDs emitted as ``audience-membership`` batches for the import audiences of
+6. every part is verified against the ``.info`` before anything is emitted (a gzip part is inflated there,
+   once, into a spool the next step reads: :mod:`services.ingest.part_spool`);
+7. the parts are read and the IDs emitted as ``audience-membership`` batches for the import audiences of
    the batch's data source (:mod:`services.ingest.file_runs`: ``full`` files → ``mode=full``, ``iter`` →
    ``delta``);
-7. the batch is recorded as processed in Postgres (``processed_file``) and its files moved to ``processed/``.
+8. the batch is recorded as processed in Postgres (``processed_file``) and its files moved to ``processed/``.
 
 Run ids and batch boundaries are derived from the batch's name and content, so a restart in the middle
 re-emits exactly the same batches, which reconcile's ``applied_batch`` ledger recognises: nothing lost,
@@ -26,12 +29,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import asyncpg
 
 from services.ingest.arrivals import QuietPeriod, split_arrivals
 from services.ingest.audiences import AudienceDirectory
+from services.ingest.batch_attempts import BatchAttempts
 from services.ingest.file_runs import FileRunsContext, NoValidLine, emit_file_runs
 from services.ingest.governance import GovernanceCheck
 from services.ingest.outbound_batches import (
@@ -39,18 +44,22 @@ from services.ingest.outbound_batches import (
     OutboundBatch,
     Parts,
     group_names,
+    inflated,
     ready_parts,
     verify_parts,
 )
+from services.ingest.part_spool import BatchSpools, default_spool_dir, prepare_spool_dir
+from services.ingest.poll_slots import ImportPolls, PollWindow, held
 from services.ingest.routing import Unrouted, origin_of, unrouted
 from services.ingest.run_ids import batch_run_id
+from shared.db import acquire
 from shared.dropzone import DropZone, ObjectInfo
-from shared.formats import FormatError
+from shared.failures import classify, give_up_reason, is_dependency_failure, redact
+from shared.formats import BadFileName, FormatError
 from shared.formats.outbound import DEFAULT_NAMES, OutboundFileName, OutboundNames
 from shared.kafka import Producer
 from shared.logging import get_logger
 from shared.messages import MAX_IDS_PER_BATCH
-from shared.retry import is_transient
 from shared.runs.outcome import RunOutcome
 from shared.runs.reporter import RunReporter
 
@@ -75,7 +84,13 @@ class FileImporter:
         quiet_period_s: float = 0.0,
         names: OutboundNames = DEFAULT_NAMES,
         on_file: Callable[[str, str], None] | None = None,
+        max_attempts: int = 3,
+        max_part_bytes: int | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
+        """``max_attempts``: scans a batch may fail unexpectedly in before it is rejected (HANDLER_MAX_ATTEMPTS).
+        ``spool_dir`` (IMPORT_SPOOL_DIR, default a private folder of the system temp dir): where gzip parts'
+        content waits between check and parse; prepared (and a crash's leftovers removed) here, at start."""
         self._zone = zone
         self._names = names
         self._pool = pool
@@ -92,6 +107,11 @@ class FileImporter:
             batch_size=min(batch_size, MAX_IDS_PER_BATCH),
         )
         self._parts_timeout_s = parts_timeout_s
+        self._max_part_bytes = max_part_bytes  # IMPORT_MAX_PART_BYTES: a part's content, inflated
+        self._spool_dir = prepare_spool_dir(spool_dir or default_spool_dir())
+        self._attempts = BatchAttempts(max_attempts)
+        self._polls = ImportPolls(pool)
+        self._window = PollWindow()  # this scan's: which audiences' deliveries may be read
         self._on_file = on_file or (lambda _name, _outcome: None)
 
     async def scan(self) -> int:
@@ -100,7 +120,7 @@ class FileImporter:
         Several ingest replicas may watch the same zone: a Postgres advisory lock lets one of them scan at a
         time (it is released with the session, so a crashed scanner never blocks the others).
         """
-        async with self._pool.acquire() as conn:
+        async with acquire(self._pool) as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCAN_LOCK_KEY):
                 return 0
             try:
@@ -109,6 +129,7 @@ class FileImporter:
                 await conn.execute("SELECT pg_advisory_unlock($1)", SCAN_LOCK_KEY)
 
     async def _scan(self) -> int:
+        self._window = await self._polls.window()
         considered, alone = split_arrivals(await self._zone.list())
         self._note_lingering(alone)
         batches, bad = group_names(considered, self._names)
@@ -124,14 +145,36 @@ class FileImporter:
             try:
                 if await self._handle_batch(batches[root]):
                     done += 1
+                self._attempts.forget(root)
             except Exception as exc:
-                if is_transient(exc):
+                if is_dependency_failure(exc):
                     raise  # the zone or a dependency is down: the whole scan waits and tries again
                 # One batch's surprise (a part that vanished while it was read, ...) must not hold up the
-                # batches after it. The batch is tried again at the next scan: its runs and batches derive
-                # from its files, and reconcile applies a batch once whatever is emitted twice.
-                log.error("batch_scan_failed", batch=root, error=type(exc).__name__, detail=str(exc)[:500])
+                # batches after it. The batch is tried again at the next scan (its runs and batches derive
+                # from its files, and reconcile applies a batch once whatever is emitted twice), and given up
+                # after HANDLER_MAX_ATTEMPTS.
+                if await self._failed(batches[root], exc):
+                    done += 1
+        # Only a scan that got this far polled its due slots: one cut short polls them at the next scan.
+        await self._polls.record(self._window)
         return done
+
+    async def _failed(self, batch: OutboundBatch, exc: Exception) -> bool:
+        """Note an unexpected failure of ``batch``; True when that gave the batch up (it is rejected)."""
+        failures = self._attempts.failed(batch.root)
+        log.error(
+            "batch_scan_failed",
+            batch=batch.root,
+            attempt=failures,
+            error=type(exc).__name__,
+            detail=redact(str(exc))[:500],
+            exc_info=exc,
+        )
+        if not self._attempts.exhausted(failures):
+            return False
+        self._attempts.forget(batch.root)
+        await self._reject(batch, give_up_reason(classify(exc), exc, failures))
+        return True
 
     def _note_lingering(self, alone: list[ObjectInfo]) -> None:
         """Say once about each left-alone file not renamed within the parts timeout (an upload that was
@@ -157,6 +200,14 @@ class FileImporter:
                     reason=None if state == "processed" else "batch was rejected earlier",
                 )
             return False
+        if await self._held(batch):
+            return False
+        # The batch's gzip parts are inflated once, by the check, into spools the parse reads: freed however
+        # the batch ends (processed, rejected, failed, cancelled).
+        async with BatchSpools(self._spool_dir) as spools:
+            return await self._import(batch, spools)
+
+    async def _import(self, batch: OutboundBatch, spools: BatchSpools) -> bool:
         try:
             ready = await ready_parts(self._zone, batch, parts_timeout_s=self._parts_timeout_s, names=self._names)
             if ready is None:
@@ -168,7 +219,7 @@ class FileImporter:
                 if skipped is not None:
                     await self._file_unrouted(batch, skipped)
                     return True
-            await verify_parts(self._zone, info, parts)
+            await verify_parts(self._zone, info, parts, max_part_bytes=self._max_part_bytes, spools=spools)
         except (BatchRejected, FormatError) as exc:
             await self._reject(batch, str(exc))
             return True
@@ -178,7 +229,7 @@ class FileImporter:
             batch.root,
         )
         try:
-            run_ids = await self._emit(batch, parts)
+            run_ids = await self._emit(batch, parts, spools)
         except (NoValidLine, FormatError) as exc:
             await self._reject(batch, str(exc))
             return True
@@ -193,6 +244,17 @@ class FileImporter:
             self._on_file(name, "processed")
         log.info("batch_processed", batch=batch.root, runs=len(run_ids))
         return True
+
+    async def _held(self, batch: OutboundBatch) -> bool:
+        """Whether the batch waits for its audiences' next polling slot (decided from a part's name, before
+        anything is read). A batch being retried after a failure is not held: its retries stay at each scan."""
+        if not self._window.intervals or not batch.parts or self._attempts.pending(batch.root):
+            return False
+        try:
+            name = self._names.parse(min(batch.parts))
+        except BadFileName:
+            return False  # ready_parts says what is wrong with it
+        return held(self._window, await self._directory.import_audiences(), origin_of(name))
 
     async def _unrouted(self, name: OutboundFileName) -> Unrouted | None:
         origin = origin_of(name)
@@ -217,10 +279,18 @@ class FileImporter:
         await self._status.report(RunOutcome(batch_run_id(batch.root), "import", "failed", reason=skipped.reason))
         log.warning("batch_not_imported", batch=batch.root, outcome=skipped.outcome, reason=skipped.reason)
 
-    async def _emit(self, batch: OutboundBatch, parts: Parts) -> list[uuid.UUID]:
-        return await emit_file_runs(
-            self._runs, batch.root, [(parsed, self._zone.read(obj.name)) for obj, parsed in parts]
-        )
+    async def _emit(self, batch: OutboundBatch, parts: Parts, spools: BatchSpools | None = None) -> list[uuid.UUID]:
+        contents = [(parsed, self._content(obj, parsed, spools)) for obj, parsed in parts]
+        return await emit_file_runs(self._runs, batch.root, contents)
+
+    def _content(self, obj: ObjectInfo, parsed: OutboundFileName, spools: BatchSpools | None) -> AsyncIterator[bytes]:
+        """A part's content: a gzip part's from the spool its check filled (inflated once)."""
+        if not parsed.gzip:
+            return self._zone.read(obj.name)
+        if spools is not None and spools.has(parsed.name):
+            return spools.content(parsed.name)
+        # Not spooled (emitted without the check's spools): inflated here, bounded alike.
+        return inflated(self._zone.read(obj.name), max_total_bytes=self._max_part_bytes)
 
     async def _reject(self, batch: OutboundBatch, reason: str) -> None:
         for name in batch.files():

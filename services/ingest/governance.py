@@ -4,7 +4,10 @@ A campaign list is PII by nature (recipients with e-mails). If the audience's ow
 segment's data source, or the data source of any trait in the segment's rule carries the ``PII``
 export restriction, the import is refused: the run is reported ``blocked`` and nothing is written.
 Metadata comes from the platform's REST API and is cached for ``refresh_s``; when the platform cannot
-be asked, the import waits (a transient error) rather than proceeding unchecked.
+be asked, the import waits (a transient error) rather than proceeding unchecked. Each platform verdict is
+recorded in ``segment_governance`` (given a pool), where reconcile checks it again for every membership
+batch (:mod:`services.reconcile.import_governance`): a producer writing to the topic directly cannot
+bypass it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from services.ingest.audiences import ImportAudience
 from shared.logging import get_logger
@@ -32,9 +36,10 @@ def traits_in_rule(rule: str) -> list[int]:
 
 
 class Governance:
-    def __init__(self, client: PlatformClient, *, refresh_s: float = 300.0) -> None:
+    def __init__(self, client: PlatformClient, *, refresh_s: float = 300.0, pool: Any = None) -> None:
         self._client = client
         self._refresh_s = refresh_s
+        self._pool = pool  # asyncpg.Pool: where the platform's verdicts are recorded for reconcile
         self._verdicts: dict[int, tuple[str | None, float]] = {}
 
     async def check(self, audience: ImportAudience) -> str | None:
@@ -48,6 +53,13 @@ class Governance:
         if cached is not None and time.monotonic() - cached[1] < self._refresh_s:
             return cached[0]
         verdict = await self._platform_verdict(sid)
+        if self._pool is not None:
+            await self._pool.execute(
+                """INSERT INTO segment_governance (platform_segment_id, refusal) VALUES ($1, $2)
+                   ON CONFLICT (platform_segment_id) DO UPDATE SET refusal = EXCLUDED.refusal, checked_at = now()""",
+                sid,
+                verdict,
+            )
         self._verdicts[sid] = (verdict, time.monotonic())
         if verdict is not None:
             log.warning("import_blocked_by_governance", audience_id=audience.audience_id, segment=sid, reason=verdict)

@@ -10,12 +10,14 @@ each destination's name template, the documented default for the others; :func:`
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
+from services.ingest.part_spool import BatchSpools
 from shared.dropzone import DropZone, ObjectInfo, UnsafeName, safe_name
 from shared.errors import PermanentError
 from shared.formats import BadFileName
@@ -25,6 +27,10 @@ from shared.formats.outbound.name_grammar import DEFAULT_NAMES, OutboundNames
 from shared.formats.outbound.names import OutboundFileName, is_info_name
 
 Parts = list[tuple[ObjectInfo, OutboundFileName]]
+
+# A .info lists a batch's parts (a few hundred bytes each): 4 MiB is thousands of parts. A larger one is
+# refused before it is read, and a read stops there whatever the listing said.
+MAX_INFO_BYTES = 4 * 1024 * 1024
 
 
 class BatchRejected(PermanentError):
@@ -82,7 +88,7 @@ async def ready_parts(
         if overdue:
             raise BatchRejected("no .info control file arrived for these parts", batch=batch.root)
         return None
-    info = parse_info(await zone.read_bytes(batch.info.name), file_name=batch.info.name)
+    info = parse_info(await read_info(zone, batch.info), file_name=batch.info.name)
     problems = info.inconsistencies()
     if problems:
         raise BatchRejected("the .info file does not add up: " + "; ".join(problems), batch=batch.root)
@@ -116,8 +122,30 @@ async def ready_parts(
     return info, parts
 
 
-async def verify_parts(zone: DropZone, info: InfoFile, parts: Parts) -> None:
-    """Every part as the ``.info`` describes it (size, md5 of the stored bytes, lines of the content)."""
+async def read_info(zone: DropZone, info: ObjectInfo) -> bytes:
+    """The ``.info``'s bytes, refused beyond :data:`MAX_INFO_BYTES` (listed or read)."""
+    if info.size > MAX_INFO_BYTES:
+        raise BatchRejected(f"the .info is larger than {MAX_INFO_BYTES} bytes", info=info.name, size=info.size)
+    data = bytearray()
+    async for chunk in zone.read(info.name):
+        data += chunk
+        if len(data) > MAX_INFO_BYTES:
+            raise BatchRejected(f"the .info is larger than {MAX_INFO_BYTES} bytes", info=info.name)
+    return bytes(data)
+
+
+async def verify_parts(
+    zone: DropZone,
+    info: InfoFile,
+    parts: Parts,
+    *,
+    max_part_bytes: int | None = None,
+    spools: BatchSpools | None = None,
+) -> None:
+    """Every part as the ``.info`` describes it (size, md5 of the stored bytes, lines of the content). A gzip
+    part inflating to more than ``max_part_bytes`` is rejected (``DecompressedTooLarge``, a format error).
+    With ``spools``, each gzip part's content is kept there as it is inflated: the parse reads it from
+    there instead of inflating the part again."""
     for obj, parsed in parts:
         entry = info.entry(parsed.name) or next(e for e in info.files if e.file_name.endswith(parsed.name))
         if obj.size != entry.byte_size:
@@ -125,14 +153,12 @@ async def verify_parts(zone: DropZone, info: InfoFile, parts: Parts) -> None:
                 "part size differs from the .info", part=parsed.name, size=obj.size, expected=entry.byte_size
             )
         md5 = hashlib.md5(usedforsecurity=False)
-        lines = 0
-        last = b"\n"
-        async for piece in _decoded(_Tee(zone.read(obj.name), md5), gzip=parsed.gzip):
-            lines += piece.count(b"\n")
-            if piece:
-                last = piece[-1:]
-        if last != b"\n":
-            lines += 1
+        sink = spools.new(parsed.name) if parsed.gzip and spools is not None else None
+        counter = _LineCounter(GzipDecoder(max_total_bytes=max_part_bytes) if parsed.gzip else None, sink)
+        async for chunk in _Tee(zone.read(obj.name), md5):
+            # Inflating and counting are CPU work: off the event loop, a stored chunk at a time.
+            await asyncio.to_thread(counter.feed, chunk)
+        lines = await asyncio.to_thread(counter.close)
         if md5.hexdigest() != entry.md5.lower():
             raise BatchRejected("part md5 differs from the .info", part=parsed.name)
         if lines != entry.line_count:
@@ -157,15 +183,40 @@ class _Tee:
         return chunk
 
 
-async def _decoded(chunks: _Tee, *, gzip: bool) -> AsyncIterator[bytes]:
-    """Stored chunks in, content chunks out."""
-    if not gzip:
-        async for chunk in chunks:
-            yield chunk
-        return
-    decoder = GzipDecoder()
+class _LineCounter:
+    """Lines of a part's content, fed its stored chunks (inflated on the way when gzip, and the content
+    written to ``sink`` when there is one: called in a worker thread, so the writes are off the loop too)."""
+
+    def __init__(self, decoder: GzipDecoder | None, sink: BinaryIO | None = None) -> None:
+        self._decoder = decoder
+        self._sink = sink
+        self.lines = 0
+        self._last = b"\n"
+
+    def _count(self, piece: bytes) -> None:
+        if self._sink is not None:
+            self._sink.write(piece)
+        self.lines += piece.count(b"\n")
+        if piece:
+            self._last = piece[-1:]
+
+    def feed(self, chunk: bytes) -> None:
+        for piece in self._decoder.feed(chunk) if self._decoder is not None else (chunk,):
+            self._count(piece)
+
+    def close(self) -> int:
+        for piece in self._decoder.close() if self._decoder is not None else ():
+            self._count(piece)
+        return self.lines + (self._last != b"\n")
+
+
+async def inflated(chunks: AsyncIterator[bytes], *, max_total_bytes: int | None = None) -> AsyncIterator[bytes]:
+    """A gzip part's content from its stored chunks, inflated in a worker thread a piece (1 MiB) at a time:
+    the event loop never inflates, and memory holds one piece."""
+    decoder = GzipDecoder(max_total_bytes=max_total_bytes)
     async for chunk in chunks:
-        for piece in decoder.feed(chunk):
+        pieces = decoder.feed(chunk)
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
             yield piece
-    for piece in decoder.close():
+    for piece in await asyncio.to_thread(list, decoder.close()):  # what the last member still held
         yield piece

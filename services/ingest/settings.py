@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from services.ingest.realtime_settings import RealtimeSettings
 from shared.dropzone.settings import S3Settings
 from shared.formats.outbound import BadTemplate, OutboundNames
 from shared.platform import PlatformSettings
-from shared.settings import DEFAULT_VAR_DIR, DatabaseSettings, KafkaSettings
+from shared.settings import DEFAULT_VAR_DIR, DatabaseSettings, KafkaSettings, PageAuthSettings
 
 
-class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settings):
+class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settings, PageAuthSettings, RealtimeSettings):
     http_port: int = Field(8081, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
     import_dropzone_url: str = Field(
         f"file://{DEFAULT_VAR_DIR / 'dropzones' / 'import'}",
@@ -19,6 +20,19 @@ class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settin
     import_poll_interval_s: float = Field(1.0, gt=0, description="How often the import drop zone is scanned.")
     import_parts_timeout_s: float = Field(
         600.0, gt=0, description="A batch whose .info or parts are still missing after this long is rejected."
+    )
+    import_max_part_bytes: int = Field(
+        8 * 1024**3,
+        ge=1024,
+        description="A gzip part whose content inflates to more than this many bytes is rejected with its batch "
+        "(a gzip bomb): checked as it inflates, so no more than this is ever inflated.",
+    )
+    import_spool_dir: str = Field(
+        "",
+        description="Folder where a gzip part's content, inflated once while its batch is checked, waits for the "
+        "parse (anonymous files freed when the batch ends, even by a crash; up to IMPORT_MAX_PART_BYTES per gzip "
+        "part of the batch in hand). Created 0700; a link or another user's folder stops the service. Empty: "
+        "`audience-bridge-ingest-spool-<uid>` in the system temp dir (TMPDIR). Point it at a disk, not a tmpfs.",
     )
     import_quiet_period_s: float = Field(
         30.0,
@@ -37,6 +51,12 @@ class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settin
         "(13-digit milliseconds). A template the bridge cannot read names with stops the service.",
     )
     membership_batch_size: int = Field(5000, ge=1, le=10000, description="IDs per audience-membership message.")
+    segment_event_ledger_retention_h: float = Field(
+        168.0,
+        gt=0,
+        description="How long segment events' ids (duplicates ignored) and each ID's latest occurred_at (older "
+        "events ignored) are remembered across polls; purged hourly.",
+    )
     segment_events_max_poll: int = Field(
         5000, ge=1, description="Segment events coalesced per poll into membership batches."
     )

@@ -39,6 +39,7 @@ class PublishApp(KafkaPostgresApp):
             # ab_export_runs_total counts an ended run exactly when ab_runs_total does: they cannot disagree.
             on_counted=lambda run: self.publish_metrics.run_reported(run.state),
         )
+        self.run_status = self.status  # an export batch given up fails its run, counted here
         self.zone: DropZone | None = None
         self.platform: PlatformClient | None = None
         self._publisher: Publisher | None = None

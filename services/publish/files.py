@@ -38,6 +38,7 @@ from services.publish.metrics import PublishMetrics
 from services.publish.parts import FileSet, PartPlan, file_sets, object_key, plan_parts
 from services.publish.settings import DEFAULT_EXPORT_PARTNER, PublishSettings
 from services.publish.stage import staged_ids
+from shared.db import acquire
 from shared.dropzone import DropZone, DropZoneUnavailable
 from shared.errors import PermanentError
 from shared.formats.inbound import DEFAULT_MAX_PART_BYTES, InboundFileName
@@ -376,7 +377,7 @@ async def _write_once(
     recorded = {r["name"]: r["lines"] for r in rows}
     result = WrittenFiles()
     planned: set[str] = set()
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+    async with acquire(pool) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         for fs in file_sets(run.mode):
             q = _set_query(fs, run, trait)
             stats = await conn.fetchrow(q.plan, *q.plan_args)

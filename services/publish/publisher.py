@@ -42,6 +42,7 @@ from services.publish.files import FileOptions, WrittenFiles, write_run_files
 from services.publish.metrics import NoPublishMetrics, PublishMetrics
 from services.publish.parts import file_timestamp
 from services.publish.stage import allocate_file_ts, stage_batches
+from shared.db import acquire
 from shared.dropzone import DropZone, DropZoneUnavailable
 from shared.errors import PermanentError
 from shared.kafka import Delivery, Rejected
@@ -229,7 +230,7 @@ class Publisher:
 
     async def _apply(self, run: ExportRun, files: WrittenFiles) -> RunOutcome:
         """In one transaction: exported_member follows the run, the run succeeds, its staging goes."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with acquire(self._pool) as conn, conn.transaction():
             locked = await store.lock(conn, run.run_id, "export")
             if locked["state"] == "succeeded":  # finished meanwhile (by a retry): its members stand as applied
                 return (await self._reload(run.run_id, conn)).outcome()
@@ -256,7 +257,7 @@ class Publisher:
 
     async def _mark_uploaded(self, run: ExportRun, files: WrittenFiles) -> RunOutcome:
         """The files are in the zone: the run waits for the platform's receipts, its IDs pending (staged)."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with acquire(self._pool) as conn, conn.transaction():
             locked = await store.lock(conn, run.run_id, "export")
             if locked["state"] not in ("started", "progress", "failed"):  # ended or uploaded meanwhile
                 return (await self._reload(run.run_id, conn)).outcome()
@@ -279,7 +280,7 @@ class Publisher:
         finished it): a succeeded run stays succeeded, and its outcome is returned unannounced."""
         reason = failure_reason(step, exc)
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with acquire(self._pool) as conn, conn.transaction():
                 await store.move(conn, run.run_id, "failed", reason=reason)
         except IllegalTransition:
             return (await self._reload(run.run_id)).outcome()
@@ -339,7 +340,7 @@ class Publisher:
         # A session-level advisory lock on its own connection: released by unlock, or by Postgres when
         # the process dies, so a crashed publisher never leaves a run locked.
         key = _lock_key(run_id)
-        async with self._pool.acquire() as conn:
+        async with acquire(self._pool) as conn:
             await conn.execute("SELECT pg_advisory_lock($1)", key)
             try:
                 yield

@@ -42,6 +42,7 @@ from services.publish.receipts import (
     timed_out,
     unapplied_ranges,
 )
+from shared.db import acquire
 from shared.dropzone import DropZone, DropZoneUnavailable
 from shared.errors import TransientError
 from shared.logging import get_logger
@@ -282,7 +283,7 @@ class ReceiptPoller:
 
     async def end_run(self, run_id: uuid.UUID) -> RunOutcome | None:
         """End an uploaded run whose files all have their verdict; None if it is not (or no longer) one."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with acquire(self._pool) as conn, conn.transaction():
             locked = await store.lock(conn, run_id, "export")
             if locked["state"] != "uploaded":
                 return None

@@ -7,7 +7,7 @@ from pydantic import Field
 from shared.dropzone.settings import S3Settings
 from shared.formats.inbound.writer import DEFAULT_MAX_PART_BYTES
 from shared.platform import PlatformSettings
-from shared.settings import DEFAULT_VAR_DIR, DatabaseSettings, KafkaSettings
+from shared.settings import DEFAULT_VAR_DIR, DatabaseSettings, KafkaSettings, PageAuthSettings
 
 # The folder ecsim watches by default (services/ecsim/settings.py), so `make up` connects both sides.
 DEFAULT_EXPORT_DROPZONE_URL = (DEFAULT_VAR_DIR / "dropzones" / "export").as_uri()
@@ -16,7 +16,7 @@ DEFAULT_EXPORT_DROPZONE_URL = (DEFAULT_VAR_DIR / "dropzones" / "export").as_uri(
 DEFAULT_EXPORT_PARTNER = "1352"
 
 
-class PublishSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settings):
+class PublishSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settings, PageAuthSettings):
     http_port: int = Field(8083, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
     export_dropzone_url: str = Field(
         DEFAULT_EXPORT_DROPZONE_URL,

@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from services.publish.export_run import ExportRun
+from shared.db import acquire
 from shared.messages import AudienceExportBatch
 
 
@@ -59,7 +60,7 @@ async def stage_batches(pool: asyncpg.Pool, batches: Sequence[AudienceExportBatc
     by_seq: dict[int, AudienceExportBatch] = {}
     for batch in batches:
         by_seq.setdefault(batch.seq, batch)  # the same batch twice in one poll: once is enough
-    async with pool.acquire() as conn, conn.transaction():
+    async with acquire(pool) as conn, conn.transaction():
         rows = await conn.fetch(
             """INSERT INTO published_batch (run_id, seq) SELECT $1, unnest($2::integer[])
                ON CONFLICT DO NOTHING RETURNING seq""",
@@ -108,7 +109,7 @@ async def allocate_file_ts(pool: asyncpg.Pool, run: ExportRun, start: int) -> in
     """The run's file timestamp: chosen once (then always the same), the first second from ``start``
     that no other run of the same DPID uses."""
     while True:
-        async with pool.acquire() as conn, conn.transaction():
+        async with acquire(pool) as conn, conn.transaction():
             existing = await conn.fetchval("SELECT file_ts FROM publish_run WHERE run_id = $1 FOR UPDATE", run.run_id)
             if existing is not None:
                 return int(existing)

@@ -25,16 +25,22 @@ RUN_NAMESPACE = uuid.UUID("c0b8a1d2-6e3f-4a7b-8c9d-0e1f2a3b4c5d")
 # The ID expression per data source kind. Built once from fixed whitelists: no input reaches SQL text.
 # DISTINCT without ORDER BY: Postgres de-duplicates with a hash, and batch order carries no meaning (the
 # run's files are written from what publish staged, in batch order, so a run's files are fixed per run).
+# Opted-out recipients are never exported (consent): an anti-join with the few of them (a partial index), so
+# a mirror/full run removes what was shared for them; they are counted apart (OPTED_OUT), not as excluded.
+_CONSENTING = "NOT EXISTS (SELECT 1 FROM recipient o WHERE o.recipient_id = lm.recipient_id AND o.opted_out)"
+OPTED_OUT = (
+    "SELECT count(*) FROM list_member lm JOIN recipient r USING (recipient_id) WHERE lm.list_id = $1 AND r.opted_out"
+)
 CURRENT_IDS: dict[tuple[str, str | None, str], str] = {
     ("ecid", None, "none"): (
-        "SELECT DISTINCT v.ecid AS id FROM list_member lm JOIN visitor_link v USING (recipient_id) "
-        "WHERE lm.list_id = $1"
+        "SELECT DISTINCT v.ecid AS id FROM list_member lm JOIN visitor_link v USING (recipient_id) "  # noqa: S608
+        f"WHERE lm.list_id = $1 AND {_CONSENTING}"
     ),
     **{
         ("declared", key, transform): (
             f"SELECT DISTINCT {declared_key_sql(key, transform)} AS id "  # noqa: S608
             "FROM list_member lm JOIN recipient r USING (recipient_id) "
-            f"WHERE lm.list_id = $1 AND {exportable_key_sql(key, transform)}"
+            f"WHERE lm.list_id = $1 AND NOT r.opted_out AND {exportable_key_sql(key, transform)}"
         )
         for key in RECONCILIATION_KEYS
         for transform in KEY_TRANSFORMS
@@ -42,13 +48,13 @@ CURRENT_IDS: dict[tuple[str, str | None, str], str] = {
 }
 EXCLUDED: dict[tuple[str, str | None, str], str] = {
     ("ecid", None, "none"): (
-        "SELECT lm.recipient_id FROM list_member lm WHERE lm.list_id = $1 "
-        "AND NOT EXISTS (SELECT 1 FROM visitor_link v WHERE v.recipient_id = lm.recipient_id)"
+        "SELECT lm.recipient_id FROM list_member lm WHERE lm.list_id = $1 "  # noqa: S608
+        f"AND NOT EXISTS (SELECT 1 FROM visitor_link v WHERE v.recipient_id = lm.recipient_id) AND {_CONSENTING}"
     ),
     **{
         ("declared", key, transform): (
             "SELECT lm.recipient_id FROM list_member lm JOIN recipient r USING (recipient_id) "  # noqa: S608
-            f"WHERE lm.list_id = $1 AND {unexportable_key_sql(key, transform)}"
+            f"WHERE lm.list_id = $1 AND NOT r.opted_out AND {unexportable_key_sql(key, transform)}"
         )
         for key in RECONCILIATION_KEYS
         for transform in KEY_TRANSFORMS
@@ -81,7 +87,16 @@ def diff_sql(current_ids: str, mode: str) -> tuple[DiffQuery, ...]:
             by_audience=True,
         )
     if mode == "append":
-        return (adds,)
+        # Append removes nothing, except what was shared for recipients since deleted or forgotten (erasure).
+        # The withdrawn IDs first (usually none: then the list's IDs are never read).
+        withdrawn = DiffQuery(
+            "WITH w AS MATERIALIZED (SELECT DISTINCT e.id FROM withdrawn_id w JOIN exported_member e "  # noqa: S608
+            "ON e.audience_id = w.audience_id AND e.id = w.id WHERE w.audience_id = $2) "
+            f"SELECT w.id FROM w WHERE NOT EXISTS (SELECT 1 FROM ({current_ids}) c WHERE c.id = w.id)",
+            is_add=False,
+            by_audience=True,
+        )
+        return (adds, withdrawn)
     removes = DiffQuery(
         "SELECT e.id FROM exported_member e WHERE e.audience_id = $2 "  # noqa: S608
         f"AND NOT EXISTS (SELECT 1 FROM ({current_ids}) c WHERE c.id = e.id)",

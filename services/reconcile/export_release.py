@@ -19,6 +19,7 @@ from services.reconcile.export_binding import binding_of
 from services.reconcile.export_diff import CURRENT_IDS, diff_sql, load_source
 from services.reconcile.export_locks import lock_audience
 from services.reconcile.exporting import Exporter, OpenedRun
+from shared.db import acquire
 from shared.errors import PermanentError
 from shared.logging import get_logger
 from shared.runs import store
@@ -112,7 +113,7 @@ async def _load(conn: Connection, run_id: uuid.UUID) -> Mapping[str, Any]:
 
 async def release_export(exporter: Exporter, pool: asyncpg.Pool, run_id: uuid.UUID, released_by: str) -> RunOutcome:
     """Move the held run back to work and emit it, diffed now, without the guard."""
-    async with pool.acquire() as conn:
+    async with acquire(pool) as conn:
         run = await _load(conn, run_id)
         async with conn.transaction():
             await lock_audience(conn, run["audience_id"])

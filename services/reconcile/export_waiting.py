@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 import asyncpg
 
 from services.reconcile.export_locks import try_lock_publish_run
+from shared.db import acquire
 from shared.logging import get_logger
 from shared.messages import AudienceExportRequest
 from shared.retry import is_transient
@@ -117,7 +118,7 @@ async def fail_stuck_runs(pool: asyncpg.Pool, timeout_s: float) -> list[RunOutco
     )
     ended = []
     for candidate in candidates:
-        async with pool.acquire() as conn, conn.transaction():
+        async with acquire(pool) as conn, conn.transaction():
             # Publish is writing this run's files right now: it is not stuck; look again next tick.
             if not await try_lock_publish_run(conn, candidate["run_id"]):
                 continue
@@ -154,7 +155,7 @@ class ExportQueue:
         """One look; returns how many waiting requests were handed back."""
         for outcome in await fail_stuck_runs(self._pool, self._run_timeout_s):
             await self._reporter.report(outcome)
-        async with self._pool.acquire() as conn:
+        async with acquire(self._pool) as conn:
             requests = await resumable(conn)
         if requests:
             await self._exporter.resume(requests)

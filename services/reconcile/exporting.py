@@ -9,8 +9,9 @@ exported (``mirror`` and ``full``).
 
 Before anything is emitted, a request may be
 
-* refused: its data source forbids the export (``blocked``), or its audience belongs to another list
-  (``failed``: :mod:`services.reconcile.export_binding`);
+* refused: its data source forbids the export (``blocked``), the catalog does not declare it for this list,
+  mode and requester (``failed``: :mod:`services.reconcile.export_authorisation`), or its audience belongs
+  to another list (``failed``: :mod:`services.reconcile.export_binding`);
 * put to wait: an earlier run of its audience is under way (:mod:`services.reconcile.export_waiting`,
   which hands it back once that run ended, or failed it after ``EXPORT_RUN_TIMEOUT_S``);
 * held ``blocked``: it would remove most of a large audience (:mod:`services.reconcile.export_guard`),
@@ -36,11 +37,13 @@ from typing import Any, Literal
 
 import asyncpg
 
+from services.reconcile import export_authorisation as authorisation
 from services.reconcile import export_waiting as waiting
 from services.reconcile.export_binding import binding_of, refusal
 from services.reconcile.export_diff import (
     CURRENT_IDS,
     EXCLUDED,
+    OPTED_OUT,
     Source,
     diff_sql,
     export_audience_id,
@@ -52,6 +55,7 @@ from services.reconcile.export_guard import ExportGuards, RemovalPlan, guarded, 
 from services.reconcile.export_locks import lock_audience, request_turn
 from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
 from shared.copy_text import CopyTextLines
+from shared.db import acquire
 from shared.errors import PermanentError
 from shared.id_batches import Cut, RunBatches
 from shared.kafka import Delivery, OutgoingMessage, Producer, Rejected
@@ -104,6 +108,7 @@ class Exporter:
         metrics: ReconcileMetrics | None = None,
         guards: ExportGuards | None = None,
         concurrency: int = 2,
+        allow_undeclared: bool = False,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -114,6 +119,7 @@ class Exporter:
         self._metrics: ReconcileMetrics = metrics or NoReconcileMetrics()
         self._guards = guards or ExportGuards()
         self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._allow_undeclared = allow_undeclared
 
     async def handle(self, deliveries: Sequence[Delivery[AudienceExportRequest]]) -> list[Rejected]:
         """A poll's requests: each audience's in order, different audiences side by side (a large export
@@ -157,7 +163,7 @@ class Exporter:
             await self.export(request)
         except PermanentError as exc:
             # A request that waited must not hold its audience's queue once it is refused.
-            async with self._pool.acquire() as conn:
+            async with acquire(self._pool) as conn:
                 await waiting.stop_waiting(conn, request.request_id)
             blocked = isinstance(exc, ExportBlocked)
             reason = exc.message if blocked else str(exc)
@@ -171,7 +177,7 @@ class Exporter:
     async def export(self, request: AudienceExportRequest) -> uuid.UUID | None:
         """Emit the request's run, hold it or refuse it; returns its run id. None: it was emitted before, or
         it waits for an earlier run of its audience (the export queue hands it back)."""
-        async with self._pool.acquire() as conn, request_turn(conn, request.request_id):
+        async with acquire(self._pool) as conn, request_turn(conn, request.request_id):
             # A redelivered request that was emitted already is done, whatever came after it: checking this
             # first keeps an old request from waiting on a newer run of its audience (which waits behind it).
             emitted = await conn.fetchval(
@@ -217,18 +223,21 @@ class Exporter:
             # Runs of one audience are diffed one after the other, across partitions and replicas.
             await lock_audience(conn, audience_id)
             row = await conn.fetchrow(
-                """INSERT INTO export_request (request_id, audience_id, attempts, requested_by, request)
-                   VALUES ($1, $2, 0, $3, $4::jsonb)
+                """INSERT INTO export_request (request_id, audience_id, attempts, requested_by, request, requested_via)
+                   VALUES ($1, $2, 0, $3, $4::jsonb, $5)
                    ON CONFLICT (request_id) DO UPDATE SET request = coalesce(export_request.request, EXCLUDED.request)
                    RETURNING attempts, emitted_run, waiting_since""",
                 request.request_id,
                 audience_id,
                 request.requested_by,
                 request.model_dump_json(),
+                request.requested_via,
             )
             if row["emitted_run"] is not None:
                 return None
-            why = refusal(await binding_of(conn, audience_id), list_id, request.list_id)
+            declared = await authorisation.declaration_of(conn, source.data_source_id, request.audience_name)
+            why = authorisation.refusal(declared, request, list_id, allow_undeclared=self._allow_undeclared)
+            why = why or refusal(await binding_of(conn, audience_id), list_id, request.list_id)
             if why is not None:
                 return await self._refuse(conn, request, list_id, source, audience_id, why)
             # A diff against what the platform has not applied yet could miss a removal: wait, off the consumer.
@@ -269,7 +278,12 @@ class Exporter:
                 run_id,
             )
             excluded = int(excluded_status.rsplit(" ", 1)[-1])
-            await store.set_counts(conn, run_id, {"excluded": excluded})
+            # Consent: opted-out members are left out (and leave a mirror/full audience), counted apart.
+            # (Recorded when there are any: a run's counts name what happened to it.)
+            opted_out = int(await conn.fetchval(OPTED_OUT, list_id))
+            await store.set_counts(
+                conn, run_id, {"excluded": excluded} | ({"opted_out": opted_out} if opted_out else {})
+            )
         return OpenedRun(run_id, received, excluded)
 
     async def _new_run(
@@ -295,6 +309,8 @@ class Exporter:
             request_id=request.request_id,
             dpid=source.dpid,
             counts=counts,
+            requested_by=request.requested_by,
+            requested_via=request.requested_via,
         )
         if not await store.open_run(conn, new_run):
             # Attempts are numbered by the request's row, so each has a run id of its own: never reached.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from services.reconcile.consent import admitted_sql
 from services.reconcile.declared_keys import RECONCILIATION_KEYS, declared_key_sql
 from services.reconcile.import_target import Connection, ImportTarget, affected, copy_ids, pick_statement
 from services.reconcile.unmatched import forget_stale, keep_unmatched_of_snapshot
@@ -167,19 +168,19 @@ SELECT count(*) FILTER (WHERE lost_some) FROM changed"""
 # landing all over it). A plain insert: ON CONFLICT's speculative insertion cost a third more per row. Another
 # transaction adding one of them meanwhile (re-matching, the campaign) makes it fail on the key: retried then,
 # from the start.
-_ADD_TRACKED = """
+_ADD_TRACKED = f"""
 INSERT INTO list_member (list_id, recipient_id, platform_ids)
 SELECT $1::bigint, s.recipient_id, array_agg(s.id) FROM snapshot_match s
- WHERE s.recipient_id IS NOT NULL
+ WHERE s.recipient_id IS NOT NULL AND {admitted_sql("s.recipient_id")}
    AND NOT EXISTS (SELECT 1 FROM list_member lm WHERE lm.list_id = $1 AND lm.recipient_id = s.recipient_id)
  GROUP BY s.recipient_id
- ORDER BY s.recipient_id"""
-_ADD = """
+ ORDER BY s.recipient_id"""  # noqa: S608 - fixed text (IMPORT_OPTED_OUT: services/reconcile/consent.py)
+_ADD = f"""
 INSERT INTO list_member (list_id, recipient_id)
 SELECT DISTINCT $1::bigint, s.recipient_id FROM snapshot_match s
- WHERE s.recipient_id IS NOT NULL
+ WHERE s.recipient_id IS NOT NULL AND {admitted_sql("s.recipient_id")}
    AND NOT EXISTS (SELECT 1 FROM list_member lm WHERE lm.list_id = $1 AND lm.recipient_id = s.recipient_id)
- ORDER BY 2"""
+ ORDER BY 2"""  # noqa: S608 - fixed text
 
 
 async def apply_snapshot(conn: Connection, run_id: uuid.UUID, target: ImportTarget) -> MemberChanges:

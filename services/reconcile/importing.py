@@ -23,12 +23,14 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.reconcile.import_delta import apply_delta
+from services.reconcile.import_governance import PolicyRefused, check_import
 from services.reconcile.import_snapshot import DEFAULT_WORK_MEM_MB, end_snapshot, stage_ids
 from services.reconcile.import_snapshot import ImportGuards as ImportGuards  # the Importer's configuration
 from services.reconcile.import_target import Connection, ImportTarget, load_target
 from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
 from services.reconcile.release import release_run as release_run  # where it was, for callers of old
 from services.reconcile.unmatched import forget, keep_invalid, storable
+from shared.db import acquire
 from shared.errors import PermanentError
 from shared.ids import invalid_ids
 from shared.kafka import Delivery, Rejected
@@ -106,7 +108,8 @@ class Importer:
                     RunOutcome(
                         run_id=batch.run_id,
                         direction="import",
-                        state="failed",
+                        # Refused by governance: held like ingest holds it, not a failure of the run's own.
+                        state="blocked" if isinstance(exc, PolicyRefused) else "failed",
                         audience_id=batch.audience_id,
                         reason=str(exc),
                     )
@@ -131,8 +134,9 @@ class Importer:
     async def _apply_in_transaction(self, batch: AudienceMembership) -> _Applied:
         """The batch applied and its run's counts recorded, in one transaction. The batch that ends a full
         run also counts the snapshot's matched and unmatched IDs (known only once it is matched)."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with acquire(self._pool) as conn, conn.transaction():
             target = await load_target(conn, batch.audience_id)
+            await check_import(conn, batch.audience_id)  # governance twice: a direct write cannot bypass it
             if target.id_type != batch.id_type:
                 raise PermanentError(
                     "batch id type differs from the audience's data source",

@@ -20,6 +20,7 @@ delta's ``batch_matches`` (:mod:`services.reconcile.import_delta`). Both inside 
 
 from __future__ import annotations
 
+from services.reconcile.consent import admitted_sql
 from services.reconcile.import_target import Connection, affected
 
 
@@ -32,18 +33,21 @@ async def ensure_member_adds(conn: Connection) -> None:
     )
 
 
+# IMPORT_OPTED_OUT: an opted-out recipient may be kept out (services/reconcile/consent.py).
+_ADD = f"""INSERT INTO list_member (list_id, recipient_id, platform_ids)
+           SELECT list_id, recipient_id, array_agg(DISTINCT id) FILTER (WHERE tracked)
+             FROM member_adds WHERE {admitted_sql("member_adds.recipient_id")}
+            GROUP BY list_id, recipient_id ORDER BY list_id, recipient_id
+           ON CONFLICT DO NOTHING"""  # noqa: S608 - fixed text
+
+
 async def add_members(conn: Connection) -> int:
     """Apply ``member_adds``: new members join with their IDs, members already there gain the new ones.
     Returns the members added.
 
     Two statements, not one upsert: the insert skips a member another transaction adds meanwhile (it waits for
     that one to commit), and the merge, a statement of its own, then sees that member and gives it the IDs."""
-    added = await conn.execute(
-        """INSERT INTO list_member (list_id, recipient_id, platform_ids)
-           SELECT list_id, recipient_id, array_agg(DISTINCT id) FILTER (WHERE tracked)
-             FROM member_adds GROUP BY list_id, recipient_id ORDER BY list_id, recipient_id
-           ON CONFLICT DO NOTHING"""
-    )
+    added = await conn.execute(_ADD)
     # Members with no record stay without one: the IDs that hold them are not known, only these new ones.
     await conn.execute(
         """UPDATE list_member lm SET platform_ids = ARRAY(SELECT DISTINCT i FROM unnest(lm.platform_ids || a.ids) i)

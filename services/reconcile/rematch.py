@@ -17,23 +17,25 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
-_ECID = """
+
+def _ecid(only: str = "") -> str:
+    return f"""
 WITH matched AS (
     DELETE FROM unmatched_id u
      USING shared_audience sa, visitor_link v
      WHERE u.reason = 'unknown_ecid' AND u.id_type = 'ecid'
        AND sa.audience_id = u.audience_id AND sa.direction = 'import' AND sa.list_id IS NOT NULL
-       AND v.ecid = u.id
+       AND v.ecid = u.id {only}
     RETURNING sa.list_id, v.recipient_id, u.id
 ), gathered AS (
     INSERT INTO member_adds (list_id, recipient_id, id, tracked)
     SELECT list_id, recipient_id, id, true FROM matched
 )
 SELECT count(DISTINCT id) AS ids FROM matched
-"""
+"""  # noqa: S608 - ``only`` is one of the fixed restrictions below
 
 
-def _declared(key: str, transform: str) -> str:
+def _declared(key: str, transform: str, only: str = "") -> str:
     return f"""
 WITH matched AS (
     DELETE FROM unmatched_id u
@@ -42,7 +44,7 @@ WITH matched AS (
        AND sa.audience_id = u.audience_id AND sa.direction = 'import' AND sa.list_id IS NOT NULL
        AND ds.data_source_id = sa.data_source_id
        AND ds.reconciliation_key = '{key}' AND ds.key_transform = '{transform}'
-       AND {declared_key_sql(key, transform)} = u.id
+       AND {declared_key_sql(key, transform)} = u.id {only}
     RETURNING sa.list_id, r.recipient_id, u.id
 ), gathered AS (
     INSERT INTO member_adds (list_id, recipient_id, id, tracked)
@@ -52,7 +54,16 @@ SELECT count(DISTINCT id) AS ids FROM matched
 """  # noqa: S608 - key and transform come from the fixed whitelists below
 
 
-_STATEMENTS = [_ECID] + [_declared(k, t) for k in RECONCILIATION_KEYS for t in KEY_TRANSFORMS]
+_STATEMENTS = [_ecid()] + [_declared(k, t) for k in RECONCILIATION_KEYS for t in KEY_TRANSFORMS]
+
+# Re-matching only what a stream of changes concerns (services/reconcile/recipient_changes.py, visitor_links.py):
+# the ECIDs of the temporary table ``new_links`` (ecid), the recipients of ``changed_recipients`` (recipient_id).
+_ECID_OF_NEW_LINKS = _ecid("AND u.id IN (SELECT ecid FROM new_links)")
+_DECLARED_OF_CHANGED = [
+    _declared(k, t, "AND r.recipient_id IN (SELECT recipient_id FROM changed_recipients)")
+    for k in RECONCILIATION_KEYS
+    for t in KEY_TRANSFORMS
+]
 
 
 async def rematch(conn: Any) -> dict[str, int]:
@@ -66,3 +77,19 @@ async def rematch(conn: Any) -> dict[str, int]:
     if ids:
         log.info("rematched", ids=ids, members_added=members)
     return {"matched": ids, "added": members}
+
+
+async def rematch_new_links(conn: Any) -> dict[str, int]:
+    """Inside the caller's transaction: the unmatched ECIDs of ``new_links`` that now match join their lists."""
+    await ensure_member_adds(conn)
+    ids = int(await conn.fetchval(_ECID_OF_NEW_LINKS))
+    return {"matched": ids, "added": await add_members(conn) if ids else 0}
+
+
+async def rematch_changed_recipients(conn: Any) -> dict[str, int]:
+    """Inside the caller's transaction: unmatched declared IDs that the keys of ``changed_recipients`` now match."""
+    await ensure_member_adds(conn)
+    ids = 0
+    for sql in _DECLARED_OF_CHANGED:
+        ids += int(await conn.fetchval(sql))
+    return {"matched": ids, "added": await add_members(conn) if ids else 0}

@@ -10,7 +10,7 @@ a Content-Security-Policy that forbids scripts, so a missed escape still could n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -19,8 +19,17 @@ import orjson
 from aiohttp import web
 
 from services.reconcile.status_chart import audience_label, esc, fmt_int, fmt_rate, fmt_time, render_chart
+from services.reconcile.status_dead_letters import (
+    DeadLetterSummary,
+    DeadLetterTally,
+    dead_letters_json,
+    dead_letters_section,
+)
 from services.reconcile.status_files import file_json, files_section
-from services.reconcile.status_queries import RECENT_RUNS, RunRow, StatusSnapshot, load_runs, load_snapshot
+from services.reconcile.status_import_polls import import_poll_json, import_polls_section
+from services.reconcile.status_queries import RECENT_RUNS, RunRow, StatusSnapshot, load_runs
+from services.reconcile.status_reads import PageReads, PageUnavailable, RenderMemo
+from services.reconcile.status_schedules import schedule_json, schedules_section
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -30,7 +39,11 @@ MAX_API_RUNS: Final = 500
 REFRESH_S: Final = 30
 RELEASE_COMMAND: Final = "audience-bridge release"
 COUNT_COLUMNS: Final = ("received", "matched", "unmatched", "invalid", "excluded", "added", "removed")
-CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+CSP: Final = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+STARTING: Final = "starting: the database is not connected yet\n"
 # What a database that is away raises: a 503 that says so, where anything else is a bug worth its stack trace.
 _DATABASE_AWAY: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -125,6 +138,10 @@ def _runs_section(snapshot: StatusSnapshot) -> str:
     for run in snapshot.runs:
         cells = "".join(f'<td class="n">{fmt_int(run.counts.get(k))}</td>' for k in COUNT_COLUMNS)
         released = f'<br><span class="muted">released by {esc(run.released_by)}</span>' if run.released_by else ""
+        if run.requested_by:  # the export's audit trail: who asked, through what
+            released += (
+                f'<br><span class="muted requested">asked by {esc(run.requested_via)}:{esc(run.requested_by)}</span>'
+            )
         rows.append(
             f'<tr class="run" data-run-id="{esc(run.run_id)}">'
             f'<td class="t">{esc(fmt_time(run.started_at))}</td>'
@@ -229,8 +246,8 @@ def _deliveries_section(snapshot: StatusSnapshot) -> str:
     )
 
 
-def render_page(snapshot: StatusSnapshot) -> str:
-    """The whole page as HTML, a pure function of the snapshot."""
+def render_page(snapshot: StatusSnapshot, dead_letters: DeadLetterSummary | None = None) -> str:
+    """The whole page as HTML, a pure function of the snapshot (and of the dead letters' figures)."""
     chart_runs = list(reversed(snapshot.runs[:CHART_RUNS]))  # the chart reads left to right in time
     chart_scope = f" (last {len(chart_runs)})" if chart_runs else ""
     unmatched_total = sum(u.ids for u in snapshot.unmatched)
@@ -257,13 +274,17 @@ def render_page(snapshot: StatusSnapshot) -> str:
         "<header><h1>Audience Bridge · status</h1>"
         f"<p>as of {esc(fmt_time(snapshot.generated_at))} UTC · refreshes every {REFRESH_S} s · "
         'read-only · JSON: <a style="color:#b0bec5" href="api/status">api/status</a>, '
-        '<a style="color:#b0bec5" href="api/runs">api/runs</a></p></header>'
+        '<a style="color:#b0bec5" href="api/runs">api/runs</a> · '
+        '<a style="color:#b0bec5" href="insights">audience insights</a></p></header>'
         f'<main><div class="cards">{cards_html}</div>'
         f"{_blocked_section(snapshot)}"
         f'<section id="chart-section"><h2>Match rate and volume per run{chart_scope}</h2>'
         f"{render_chart(chart_runs)}</section>"
-        f"{_runs_section(snapshot)}{_audiences_section(snapshot)}{_unmatched_section(snapshot)}"
+        f"{_runs_section(snapshot)}{_audiences_section(snapshot)}{schedules_section(snapshot.schedules)}"
+        f"{import_polls_section(snapshot.import_polls)}"
+        f"{_unmatched_section(snapshot)}"
         f"{_deliveries_section(snapshot)}{files_section(tuple(snapshot.files))}"
+        f"{dead_letters_section(dead_letters)}"
         "</main></body></html>\n"
     )
 
@@ -283,6 +304,8 @@ def run_json(run: RunRow, now: datetime) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "duration_s": round(run.duration_s(now), 3),
         "released_by": run.released_by,
+        "requested_by": run.requested_by,
+        "requested_via": run.requested_via,
     }
 
 
@@ -329,18 +352,20 @@ def snapshot_json(snapshot: StatusSnapshot) -> dict[str, Any]:
             for d in snapshot.deliveries
         ],
         "export_files": [file_json(f) for f in snapshot.files],
+        "schedules": [schedule_json(s) for s in snapshot.schedules],
+        "import_polls": [import_poll_json(p) for p in snapshot.import_polls],
     }
-
-
-PoolProvider = Callable[[], asyncpg.Pool | None]
 
 
 class StatusPage:
     """The page's HTTP handlers. The pool is asked for per request: the HTTP server answers before the
     service has connected to Postgres (and between reconnects), and then the page says so with a 503."""
 
-    def __init__(self, pool: PoolProvider) -> None:
-        self._pool = pool
+    def __init__(self, reads: PageReads, dead_letters: DeadLetterTally | None = None) -> None:
+        # The page's own pool and its shared snapshot (status_reads): viewers never take the service's pool.
+        self._reads = reads
+        self._page_memo, self._api_memo = RenderMemo(), RenderMemo()
+        self._dead_letters = dead_letters
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.page)
@@ -348,15 +373,11 @@ class StatusPage:
         app.router.add_get("/api/status", self.api_status)
         app.router.add_get("/api/runs", self.api_runs)
 
-    def _current_pool(self) -> asyncpg.Pool:
-        pool = self._pool()
-        if pool is None:
-            raise web.HTTPServiceUnavailable(text="starting: the database is not connected yet\n")
-        return pool
-
     async def _snapshot(self) -> StatusSnapshot:
         try:
-            return await load_snapshot(self._current_pool())
+            return await self._reads.snapshot()
+        except PageUnavailable:
+            raise web.HTTPServiceUnavailable(text=STARTING) from None
         except _DATABASE_AWAY as exc:
             # The page is a window on the database: when it is away, say so instead of a stack trace.
             log.warning("status_page_database_unavailable", error=type(exc).__name__)
@@ -364,29 +385,43 @@ class StatusPage:
 
     async def page(self, _: web.Request) -> web.Response:
         snapshot = await self._snapshot()
+        dead_letters = await self._dead_letters.summary() if self._dead_letters is not None else None
+        html = self._page_memo.get((snapshot, dead_letters), lambda: render_page(snapshot, dead_letters).encode())
         return web.Response(
-            text=render_page(snapshot),
+            body=html,
             content_type="text/html",
             charset="utf-8",
             headers={
                 "Content-Security-Policy": CSP,
                 "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
                 "Cache-Control": "no-store",
             },
         )
 
     async def api_status(self, _: web.Request) -> web.Response:
         snapshot = await self._snapshot()
-        return _json(snapshot_json(snapshot))
+        dead_letters = await self._dead_letters.summary() if self._dead_letters is not None else None
+
+        def render() -> bytes:
+            body = snapshot_json(snapshot)
+            if dead_letters is not None:
+                body["dead_letters"] = dead_letters_json(dead_letters)
+            return orjson.dumps(body)
+
+        body = self._api_memo.get((snapshot, dead_letters), render)
+        return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
     async def api_runs(self, request: web.Request) -> web.Response:
         raw = request.query.get("limit", str(RECENT_RUNS))
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_API_RUNS:
             raise web.HTTPBadRequest(text=f"limit must be an integer from 1 to {MAX_API_RUNS}\n")
         try:
-            async with self._current_pool().acquire() as conn:
+            async with self._reads.connection() as conn:
                 runs = await load_runs(conn, int(raw))
                 now = await conn.fetchval("SELECT now()")
+        except PageUnavailable:
+            raise web.HTTPServiceUnavailable(text=STARTING) from None
         except _DATABASE_AWAY as exc:
             log.warning("status_api_database_unavailable", error=type(exc).__name__)
             raise web.HTTPServiceUnavailable(text="the database is not answering; try again shortly\n") from exc

@@ -18,6 +18,10 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
+from services.reconcile.import_poll_reads import ImportPollRow, load_import_polls
+from services.reconcile.schedules import Schedule, list_schedules
+from shared.db import acquire
+from shared.logging import redact_text
 from shared.runs.states import ENDED_STATES, LIVE_STATES
 
 if TYPE_CHECKING:  # status_files renders with status_chart, which reads this module's rows
@@ -61,6 +65,8 @@ class RunRow:
     updated_at: datetime
     finished_at: datetime | None
     released_by: str | None = None
+    requested_by: str | None = None  # an export's requester and channel (api, cli, kafka): the audit trail
+    requested_via: str | None = None
 
     @property
     def received(self) -> int:
@@ -118,16 +124,17 @@ class StatusSnapshot:
     totals: Mapping[str, int] = field(default_factory=dict)
     deliveries: Sequence[DeliveryRow] = ()  # not imported, newest first
     files: Sequence[FileRow] = ()  # export files, newest first: uploaded vs applied (status_files)
+    schedules: Sequence[Schedule] = ()  # export schedules, by id (status_schedules)
+    import_polls: Sequence[ImportPollRow] = ()  # import audiences' polling intervals (status_import_polls)
 
 
 _AUDIENCES = """
 SELECT sa.audience_id, sa.name, sa.direction, ds.name AS data_source, ds.id_type, sa.list_id, l.name AS list_name,
-       coalesce(m.size, 0) AS list_size, sa.export_mode, sa.platform_segment_id,
+       0 AS list_size, sa.export_mode, sa.platform_segment_id,
        lr.state AS last_state, lr.started_at AS last_started_at
   FROM shared_audience sa
   JOIN data_source ds ON ds.data_source_id = sa.data_source_id
   LEFT JOIN list l ON l.list_id = sa.list_id
-  LEFT JOIN LATERAL (SELECT count(*) AS size FROM list_member lm WHERE lm.list_id = sa.list_id) m ON true
   LEFT JOIN LATERAL (SELECT r.state, r.started_at FROM run r WHERE r.audience_id = sa.audience_id
                       ORDER BY r.started_at DESC LIMIT 1) lr ON true
  ORDER BY sa.direction DESC, lower(sa.name), sa.audience_id
@@ -135,7 +142,7 @@ SELECT sa.audience_id, sa.name, sa.direction, ds.name AS data_source, ds.id_type
 
 _RUN_COLUMNS = """r.run_id, r.direction, r.audience_id, sa.name AS audience_name, r.mode, r.state,
        r.counts::text AS counts, r.match_rate::text AS match_rate, r.reason, r.started_at, r.updated_at,
-       r.finished_at, r.released_by
+       r.finished_at, r.released_by, r.requested_by, r.requested_via
   FROM run r LEFT JOIN shared_audience sa ON sa.audience_id = r.audience_id"""
 
 _RECENT_RUNS = f"SELECT {_RUN_COLUMNS} ORDER BY r.started_at DESC, r.run_id LIMIT $1"
@@ -185,11 +192,14 @@ def _run(row: asyncpg.Record) -> RunRow:
         state=row["state"],
         counts={str(k): int(v) for k, v in counts.items()},
         match_rate=_rate_of(row["match_rate"]),
-        reason=row["reason"],
+        # Stored reasons are redacted when written (shared.runs.store); one written around it is here.
+        reason=redact_text(row["reason"]) if row["reason"] else None,
         started_at=row["started_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
         released_by=row["released_by"],
+        requested_by=row["requested_by"],
+        requested_via=row["requested_via"],
     )
 
 
@@ -198,7 +208,13 @@ async def load_runs(conn: Connection, limit: int = RECENT_RUNS) -> list[RunRow]:
 
 
 async def load_snapshot(pool: asyncpg.Pool, *, runs: int = RECENT_RUNS) -> StatusSnapshot:
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+    async with acquire(pool) as conn:
+        return await read_snapshot(conn, runs=runs)
+
+
+async def read_snapshot(conn: Connection, *, runs: int = RECENT_RUNS) -> StatusSnapshot:
+    """Everything but the list sizes (0 here: counting them is services.reconcile.status_reads' business)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
         audiences = [AudienceRow(**dict(r)) for r in await conn.fetch(_AUDIENCES)]
         recent = await load_runs(conn, runs)
         blocked = [_run(r) for r in await conn.fetch(_BLOCKED_RUNS)]
@@ -206,6 +222,8 @@ async def load_snapshot(pool: asyncpg.Pool, *, runs: int = RECENT_RUNS) -> Statu
         totals_row = await conn.fetchrow(_TOTALS, sorted(LIVE_STATES))
         deliveries = [DeliveryRow(**dict(r)) for r in await conn.fetch(_DELIVERIES, RECENT_DELIVERIES)]
         files = await _load_files(conn)
+        scheduled = await list_schedules(conn)
+        import_polls = await load_import_polls(conn)
         generated_at: datetime = await conn.fetchval("SELECT now()")
     totals = {k: int(v) for k, v in dict(totals_row).items()} if totals_row is not None else {}
     return StatusSnapshot(
@@ -217,6 +235,8 @@ async def load_snapshot(pool: asyncpg.Pool, *, runs: int = RECENT_RUNS) -> Statu
         totals=totals,
         deliveries=deliveries,
         files=files,
+        schedules=scheduled,
+        import_polls=import_polls,
     )
 
 
@@ -224,3 +244,8 @@ async def _load_files(conn: Connection) -> list[FileRow]:
     from services.reconcile.status_files import load_files  # imported here: see the TYPE_CHECKING import
 
     return await load_files(conn)
+
+
+async def load_audiences(conn: Connection) -> list[AudienceRow]:
+    """The audiences as the status page lists them (the HTTP API's ``GET /api/audiences``)."""
+    return [AudienceRow(**dict(r)) for r in await conn.fetch(_AUDIENCES)]

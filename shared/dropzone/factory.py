@@ -43,7 +43,7 @@ def open_dropzone(url: str, *, s3: S3Options | None = None) -> DropZone:
             raise ConfigError("file:// drop-zone URL must not name a host: use file:///abs/path", url=shown)
         if not path.startswith("/"):
             raise ConfigError("file:// drop-zone URL needs an absolute path: file:///abs/path", url=shown)
-        return FileDropZone(Path(path))
+        return FileDropZone(Path(path), io_timeout_s=(s3 or S3Options()).file_io_timeout_s)
 
     if "@" in parts.netloc:
         raise ConfigError("credentials do not belong in a drop-zone URL: pass them as S3 options", url=shown)

@@ -93,6 +93,9 @@ class S3Options(BaseModel):
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(60.0, gt=0)
     addressing_style: AddressingStyle = "auto"
+    file_io_timeout_s: float = Field(
+        60.0, gt=0, description="Bound on each file:// operation run in a thread (carried here for both kinds)."
+    )
 
     @model_validator(mode="after")
     def _keys_come_in_pairs(self) -> Self:

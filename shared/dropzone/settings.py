@@ -19,8 +19,16 @@ class S3Settings(BaseServiceSettings):
         DEFAULT_ACL, description="Canned ACL on every write (the platform requires bucket-owner-full-control)."
     )
 
+    dropzone_io_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Bound on each file:// drop-zone operation (a hung mount then counts as the zone being "
+        "unavailable: retried, /readyz false); s3:// requests are bounded by their connect and read timeouts.",
+    )
+
     def s3_options(self) -> S3Options:
         return S3Options(
+            file_io_timeout_s=self.dropzone_io_timeout_s,
             endpoint_url=self.s3_endpoint_url,
             region=self.s3_region,
             access_key_id=self.s3_access_key_id,

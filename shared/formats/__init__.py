@@ -41,8 +41,12 @@ class CorruptGzip(FormatError):
     """A ``.gz`` stream is not valid gzip, or is truncated."""
 
 
+class DecompressedTooLarge(CorruptGzip):
+    """A ``.gz`` stream inflates to more than the bound on a part's content (a gzip bomb)."""
+
+
 class InvalidRecord(FormatError):
     """A writer was given a record that cannot be written in the format."""
 
 
-__all__ = ["BadFileName", "CorruptGzip", "EmptyFile", "FormatError", "InvalidRecord"]
+__all__ = ["BadFileName", "CorruptGzip", "DecompressedTooLarge", "EmptyFile", "FormatError", "InvalidRecord"]

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Final, NamedTuple, TypeAlias
 
-from shared.formats import CorruptGzip
+from shared.formats import CorruptGzip, DecompressedTooLarge
 from shared.formats.parts import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GZIP_LEVEL,
@@ -189,18 +189,30 @@ class GzipDecoder:
     """Inflates a gzip stream fed in chunks; yields pieces of at most ``max_piece_bytes``.
 
     Consume each returned iterator fully before feeding again. ``close`` raises ``CorruptGzip`` when
-    the stream stops inside a member; garbage between or after members is reported by ``feed``.
+    the stream stops inside a member; garbage between or after members is reported by ``feed``. With
+    ``max_total_bytes``, a stream inflating to more raises ``DecompressedTooLarge`` as soon as it does
+    (a gzip bomb is stopped after that many bytes, not after all of them).
     """
 
-    __slots__ = ("_d", "_in_member", "_max", "members")
+    __slots__ = ("_d", "_in_member", "_max", "_max_total", "members", "total")
 
-    def __init__(self, max_piece_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+    def __init__(self, max_piece_bytes: int = DEFAULT_CHUNK_BYTES, *, max_total_bytes: int | None = None) -> None:
         if max_piece_bytes < 1:
             raise ValueError("max_piece_bytes must be positive")
         self._max = max_piece_bytes
+        self._max_total = max_total_bytes
         self._d = zlib.decompressobj(GZIP_WBITS)
         self._in_member = False
         self.members = 0
+        self.total = 0
+
+    def _counted(self, out: bytes) -> bytes:
+        self.total += len(out)
+        if self._max_total is not None and self.total > self._max_total:
+            raise DecompressedTooLarge(
+                f"the content inflates to more than {self._max_total} bytes", max_bytes=self._max_total
+            )
+        return out
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         data = chunk
@@ -213,7 +225,7 @@ class GzipDecoder:
             except zlib.error as e:
                 raise CorruptGzip("not a valid gzip stream", detail=str(e)) from None
             if out:
-                yield out
+                yield self._counted(out)
             if self._d.eof:
                 self._in_member = False
                 self.members += 1
@@ -228,7 +240,7 @@ class GzipDecoder:
         except zlib.error as e:
             raise CorruptGzip("not a valid gzip stream", detail=str(e)) from None
         if out:
-            yield out
+            yield self._counted(out)
         if self._in_member and not self._d.eof:
             raise CorruptGzip("truncated gzip stream")
 

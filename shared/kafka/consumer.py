@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from shared.errors import TransientError
-from shared.kafka.batch_processor import BatchProcessor, Stopping, pause
+from shared.kafka.batch_processor import BatchProcessor, GiveUpHook, Stopping, pause
 from shared.kafka.connection import connection_kwargs
 from shared.kafka.dead_letters import DeadLetters
 from shared.kafka.deliveries import Delivery, Handler, Records, Rejected
@@ -85,7 +85,9 @@ class ConsumerLoop:
         max_poll_records: int | None = None,
         linger_s: float = 0.0,
         partition_concurrency: int = 1,
+        on_given_up: GiveUpHook | None = None,
     ) -> None:
+        """``on_given_up``: told of each message given up after HANDLER_MAX_ATTEMPTS (to fail its run)."""
         self._settings = settings
         self._max_poll = max_poll_records or settings.kafka_max_poll_records
         # Small messages (single events) are worth coalescing: wait this long after the first record for
@@ -109,6 +111,7 @@ class ConsumerLoop:
             metrics=metrics,
             stopping=self._stopping,
             on_commit=self.touch,
+            on_given_up=on_given_up,
         )
         # Above 1, partitions are handled side by side, each by a worker of its own fed by the poll loop.
         self._concurrency = max(1, partition_concurrency)
@@ -126,6 +129,10 @@ class ConsumerLoop:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def waiting_on(self) -> set[str]:
+        """The dependencies (postgres, kafka, other) a batch of this consumer is waiting for right now."""
+        return set(self._batches.waiting_on.values())
 
     def stuck_for(self) -> float:
         """Seconds without progress while there is work: a batch in flight, or lag behind the partition's end

@@ -49,6 +49,8 @@ def decode_records(model: type[Message], records: Records) -> tuple[list[Deliver
     good: list[Delivery[Any]] = []
     poison: list[Failure] = []
     for record in records:
+        if record.value is None and model.skips_tombstones:
+            continue
         try:
             message = decode(model, record.value)
         except PoisonMessage as exc:

@@ -87,15 +87,17 @@ class Producer:
             await self.start()
         producer = self._producer
         assert producer is not None
+        timeout_s = self._settings.kafka_send_timeout_s
+        loop = asyncio.get_running_loop()
         try:
-            futures = [
-                await asyncio.wait_for(
-                    producer.send(m.topic, m.value, key=m.key, headers=m.headers),
-                    self._settings.kafka_send_timeout_s,
-                )
-                for m in messages
-            ]
-            await asyncio.wait_for(asyncio.gather(*futures), self._settings.kafka_send_timeout_s)
+            # Each enqueue is bounded (it blocks while the accumulator is full): one deadline re-armed after
+            # every message costs far less than a wait_for (a task) per message, which dominated small sends.
+            futures = []
+            async with asyncio.timeout(timeout_s) as deadline:
+                for m in messages:
+                    futures.append(await producer.send(m.topic, m.value, key=m.key, headers=m.headers))
+                    deadline.reschedule(loop.time() + timeout_s)
+            await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
         except MessageSizeTooLargeError as exc:
             raise PermanentError("message too large for Kafka", topic=messages[0].topic) from exc
         except (KafkaError, OSError, TimeoutError) as exc:

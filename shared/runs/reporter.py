@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter
 
 from shared.kafka import Producer
-from shared.logging import get_logger
+from shared.logging import get_logger, redact_text
 from shared.messages import AudienceSyncStatus, RunCounts
 from shared.runs.outcome import RunOutcome
 from shared.runs.states import ENDED_STATES, Direction, RunState
@@ -95,7 +95,8 @@ class RunReporter:
             state=run.state,
             counts=counts,
             match_rate=dict(run.match_rate) if run.match_rate else None,
-            reason=run.reason[:MAX_REASON] if run.reason else None,
+            # A reason quotes errors, and errors quote DSNs and settings: no secret leaves in a status event.
+            reason=redact_text(run.reason)[:MAX_REASON] if run.reason else None,
             service=self._service,
         )
         await self._producer.send_model(self._topic, event)

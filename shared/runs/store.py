@@ -18,6 +18,7 @@ from typing import Any, Final
 import orjson
 
 from shared.errors import PermanentError, TransientError
+from shared.logging import redact_text
 from shared.runs.outcome import RunOutcome, int_map, match_rate
 from shared.runs.states import (
     ENDED_STATES,
@@ -55,6 +56,9 @@ class NewRun:
     request_id: uuid.UUID | None = None
     dpid: int | None = None
     counts: Mapping[str, int] | None = None
+    # The audit trail of an export: who asked, and through what (api, cli, kafka).
+    requested_by: str | None = None
+    requested_via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +104,8 @@ async def open_run(conn: Connection, run: NewRun) -> bool:
     check_transition(None, run.state, run_id=run.run_id)
     created = await conn.fetchval(
         """INSERT INTO run (run_id, direction, audience_id, mode, state, data_source_id, list_id, id_type,
-                            request_id, dpid, counts)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)
+                            request_id, dpid, counts, requested_by, requested_via)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13)
            ON CONFLICT (run_id) DO NOTHING RETURNING true""",
         run.run_id,
         run.direction,
@@ -114,6 +118,8 @@ async def open_run(conn: Connection, run: NewRun) -> bool:
         run.request_id,
         run.dpid,
         _json(run.counts or {}),
+        run.requested_by,
+        run.requested_via,
     )
     return bool(created)
 
@@ -182,7 +188,8 @@ async def move(
         run_id,
         to,
         isinstance(reason, _Keep),
-        None if isinstance(reason, _Keep) else reason,
+        # Shown on the status page and by the CLI: a reason quoting an error loses its secrets here.
+        None if isinstance(reason, _Keep) or reason is None else redact_text(reason),
         _json(counts or {}),
         released_by,
         sorted(ENDED_STATES),
@@ -212,10 +219,24 @@ async def fail_live_attempts(conn: Connection, request_id: uuid.UUID, reason: st
         """UPDATE run SET state = 'failed', reason = $2, finished_at = now(), updated_at = now()
             WHERE request_id = $1 AND state = ANY($3::text[]) RETURNING run_id""",
         request_id,
-        reason,
+        redact_text(reason),
         sorted(LIVE_STATES),
     )
     return [r["run_id"] for r in rows]
+
+
+async def fail_stalled_imports(conn: Connection, stall_s: float, reason: str) -> list[RunOutcome]:
+    """End as ``failed`` every live import run not updated for ``stall_s`` seconds (one statement)."""
+    rows = await conn.fetch(
+        f"""UPDATE run SET state = 'failed', reason = $2, finished_at = now(), updated_at = now()
+             WHERE direction = 'import' AND state = ANY($3::text[])
+               AND updated_at < now() - make_interval(secs => $1)
+         RETURNING {_COLUMNS}""",  # noqa: S608 - a constant column list
+        stall_s,
+        reason,
+        sorted(LIVE_STATES & set(sources_of("failed"))),
+    )
+    return [_outcome(row) for row in rows]
 
 
 async def load(conn: Connection, run_id: uuid.UUID) -> RunOutcome | None:

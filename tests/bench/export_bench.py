@@ -1,6 +1,7 @@
 """Export benchmark: a list of N recipients shared by declared ID (hashed e-mails), from the request to the
 run ``succeeded``: its inbound files uploaded, processed by ecsim (no added delay) and confirmed by the
-platform's receipts, which publish polls. The time to the uploaded files is kept as a phase."""
+platform's receipts, which publish polls; the platform's trait then checked to hold exactly the list's IDs. The
+time to the uploaded files is kept as a phase."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from services.reconcile.catalog import ensure_list
 from shared.kafka import Producer, ensure_topics
 from shared.messages import AudienceExportRequest
 from shared.settings import KafkaSettings
-from tests.bench.campaign import PLATFORM_SEED, load_recipients
+from tests.bench.campaign import PLATFORM_SEED, hashed_email, load_recipients
+from tests.bench.output_checks import id_set_mismatches, require
 from tests.bench.stack import BenchStack, bench_stack
 
 
@@ -29,20 +31,34 @@ async def _wait_export(stack: BenchStack, timeout: float) -> dict[str, Any]:
     raise TimeoutError(f"export run not finished after {timeout}s")
 
 
+async def _load_list(stack: BenchStack, n: int) -> None:
+    """N recipients, all members of the list to export."""
+    await load_recipients(stack.pool, n)
+    async with stack.pool.acquire() as conn:
+        list_id = await ensure_list(conn, "bench-export")
+        await conn.execute(
+            "INSERT INTO list_member (list_id, recipient_id) SELECT $1, recipient_id FROM recipient", list_id
+        )
+        # A campaign database at rest: vacuumed and analysed, so autovacuum does not wake up on the freshly
+        # loaded tables in the middle of the measurement.
+        await conn.execute("VACUUM (ANALYZE) recipient, visitor_link, list_member")
+
+
+async def _check_trait(stack: BenchStack, n: int) -> None:
+    """The platform's trait (ecsim) must hold exactly the list's hashed e-mails, each once."""
+    sid = await stack.pool.fetchval("SELECT platform_trait_id FROM shared_audience WHERE direction = 'export'")
+    if sid is None:
+        require(["the export audience has no platform trait"], f"export {n:,}")
+    held = await stack.ecsim_admin("GET", f"/sim/traits/{sid}/members?ids=true&pageSize={n + 1000}")
+    require(id_set_mismatches((hashed_email(i) for i in range(1, n + 1)), held["ids"]), f"export {n:,}")
+
+
 async def run_export(workdir: Path, n: int) -> dict[str, Any]:
     # ecsim processes inbound files as soon as they land (the platform's hours of latency set to nothing):
     # the headline is the time until the platform has applied the run and publish knows it.
     async with bench_stack(workdir, ECSIM_INBOUND_POLL_INTERVAL_S="0.1", ECSIM_INBOUND_DELAY_S="0") as stack:
         print(f"export {n:,}: loading {n:,} recipients into a list ...", flush=True)
-        await load_recipients(stack.pool, n)
-        async with stack.pool.acquire() as conn:
-            list_id = await ensure_list(conn, "bench-export")
-            await conn.execute(
-                "INSERT INTO list_member (list_id, recipient_id) SELECT $1, recipient_id FROM recipient", list_id
-            )
-            # A campaign database at rest: vacuumed and analysed, so autovacuum does not wake up on the freshly
-            # loaded tables in the middle of the measurement.
-            await conn.execute("VACUUM (ANALYZE) recipient, visitor_link, list_member")
+        await _load_list(stack, n)
         await stack.ecsim_admin("POST", "/sim/seed", PLATFORM_SEED)
         await stack.start("reconcile", EXPORT_BATCH_SIZE="10000")
         await stack.start("publish", EXPORT_RECEIPT_POLL_S="0.1", EXPORT_RECEIPT_POLL_MAX_S="0.5")
@@ -75,6 +91,7 @@ async def run_export(workdir: Path, n: int) -> dict[str, Any]:
                  FROM published_batch b"""
         )
         assert marks is not None
+        await _check_trait(stack, n)
         rss = stack.rss()
 
     def since_request(at: Any) -> float:

@@ -1,6 +1,6 @@
 """Import benchmark: N IDs of full segment files (half ECIDs, half hashed e-mails, 90% matchable; one batch
-per data source, as the platform delivers them) from the import drop zone to list membership, end to end;
-and the Postgres floor for the same work."""
+per data source, as the platform delivers them) from the import drop zone to list membership, end to end, the
+lists checked exact; then the Postgres floor of the same work (tests/bench/import_floor.py), checked likewise."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.reconcile.declared_keys import declared_key_sql
 from shared.formats.lines import PartSummary
 from shared.formats.outbound import OutboundFileName, OutboundWriter
 from tests.bench.campaign import PLATFORM_SEED, ecid, hashed_email, load_recipients
+from tests.bench.import_floor import measure_floor
+from tests.bench.output_checks import check_lists, import_expectations
 from tests.bench.stack import BenchStack, bench_stack
 
 
@@ -31,11 +32,6 @@ def _email_rows(n: int) -> Any:
     matchable = half * 9 // 10
     for i in range(n - half):
         yield (hashed_email(half + i + 1) if i < matchable else hashed_email(10**15 + i), (5002,), ())
-
-
-def _rows(n: int) -> Any:
-    yield from _ecid_rows(n)
-    yield from _email_rows(n)
 
 
 def write_outbound(staging: Path, n: int) -> list[tuple[OutboundFileName, list[PartSummary]]]:
@@ -84,37 +80,10 @@ async def _wait_runs(stack: BenchStack, audiences: list[str], timeout: float) ->
     raise TimeoutError(f"import runs not finished after {timeout}s")
 
 
-async def floor(stack: BenchStack, n: int) -> float:
-    """Postgres alone: COPY the same IDs, join them with the identity tables, insert the matches."""
-    ids = [row[0] for row in _rows(n)]
-    half = n // 2
-    async with stack.pool.acquire() as conn:
-        await conn.execute(
-            "CREATE TABLE floor_ids (id text NOT NULL); "
-            "CREATE TABLE floor_member (list_id bigint, recipient_id bigint, PRIMARY KEY (list_id, recipient_id))"
-        )
-        # The same room to hash as reconcile gives a snapshot (IMPORT_WORK_MEM_MB's default).
-        await conn.execute("SET work_mem = '256MB'")
-        started = time.perf_counter()
-        await conn.copy_records_to_table("floor_ids", records=((i,) for i in ids[:half]), columns=("id",))
-        await conn.execute(
-            "INSERT INTO floor_member SELECT 1, v.recipient_id FROM floor_ids f JOIN visitor_link v ON v.ecid = f.id "
-            "ON CONFLICT DO NOTHING"
-        )
-        await conn.execute("TRUNCATE floor_ids")
-        await conn.copy_records_to_table("floor_ids", records=((i,) for i in ids[half:]), columns=("id",))
-        await conn.execute(
-            "INSERT INTO floor_member SELECT 2, r.recipient_id FROM floor_ids f "
-            f"JOIN recipient r ON {declared_key_sql('email', 'sha256')} = f.id ON CONFLICT DO NOTHING"
-        )
-        elapsed = time.perf_counter() - started
-        await conn.execute("DROP TABLE floor_ids; DROP TABLE floor_member; RESET work_mem")
-    return elapsed
-
-
 async def run_import(workdir: Path, n: int) -> dict[str, Any]:
+    expected = import_expectations(n)
     async with bench_stack(workdir) as stack:
-        print(f"import {n:,}: loading {n * 9 // 10:,} recipients ...", flush=True)
+        print(f"import {n:,}: loading {n:,} recipients ...", flush=True)
         await load_recipients(stack.pool, n)
         await stack.ecsim_admin("POST", "/sim/seed", PLATFORM_SEED)
         await stack.start("reconcile")
@@ -129,17 +98,25 @@ async def run_import(workdir: Path, n: int) -> dict[str, Any]:
             for part in parts:
                 os.replace(staging / part.name, zone / part.name)
             os.replace(staging / batch.info_name, zone / batch.info_name)
-        await _wait_runs(stack, ["visitors-5001", "emails-5002"], timeout=max(600, n / 2000))
+        await _wait_runs(stack, [e.audience_id for e in expected], timeout=max(600, n / 2000))
         elapsed = time.perf_counter() - started
-        members = await stack.pool.fetchval("SELECT count(*) FROM list_member")
+        async with stack.pool.acquire() as conn:
+            await check_lists(conn, expected, f"import {n:,}")
         rss = stack.rss()
-        print(f"import {n:,}: {elapsed:.1f}s end to end; measuring the Postgres floor ...", flush=True)
-        floor_s = await floor(stack, n)
+        print(f"import {n:,}: {elapsed:.1f}s end to end, lists exact; measuring the Postgres floor ...", flush=True)
+        snapshots = [
+            (expected[0], "ecid", [row[0] for row in _ecid_rows(n)]),
+            (expected[1], "declared", [row[0] for row in _email_rows(n)]),
+        ]
+        floor_s = await measure_floor(stack.pool, snapshots)
+        async with stack.pool.acquire() as conn:
+            await check_lists(conn, expected, f"import {n:,} floor")
     return {
         "ids": n,
         "seconds": round(elapsed, 2),
         "ids_per_s": round(n / elapsed),
-        "members": members,
+        "members": sum(e.members for e in expected),
+        "unmatched": sum(e.unmatched for e in expected),
         "floor_seconds": round(floor_s, 2),
         "floor_ratio": round(elapsed / floor_s, 2),
         "rss_mb": rss,

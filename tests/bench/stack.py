@@ -22,9 +22,27 @@ from shared.settings import DEFAULT_VAR_DIR
 from tests.fixtures.stack import ServiceProcess, spawn_service
 from tests.helpers import delete_topics_with_prefix, drop_database
 
-ADMIN_DSN = os.environ.get(
-    "DATABASE_URL", "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"
-)
+LOCAL_DSN = "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"
+# The Postgres settings a run records with its figures (results.json's "postgres").
+RECORDED_SETTINGS = ("server_version", "wal_level", "synchronous_commit", "shared_buffers", "max_wal_size", "fsync")
+
+
+def admin_dsn() -> str:
+    """The cluster the benchmarks create their databases in: DATABASE_URL's (read at each stack, as a run under
+    BENCH_WAL_LEVEL points it at a private cluster)."""
+    return os.environ.get("DATABASE_URL", LOCAL_DSN)
+
+
+async def postgres_settings() -> dict[str, str]:
+    """The settings of the cluster the figures are measured on."""
+    conn = await asyncpg.connect(admin_dsn())
+    try:
+        rows = await conn.fetch(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[])", list(RECORDED_SETTINGS)
+        )
+    finally:
+        await conn.close()
+    return {r["name"]: r["setting"] + (f" ({r['unit']})" if r["unit"] else "") for r in rows}
 
 
 @contextmanager
@@ -91,10 +109,11 @@ class BenchStack:
 @asynccontextmanager
 async def bench_stack(workdir: Path, **ecsim_env: str) -> AsyncIterator[BenchStack]:
     name = f"ab_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
+    admin_url = admin_dsn()
+    admin = await asyncpg.connect(admin_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    database_url = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    database_url = admin_url.rsplit("/", 1)[0] + "/" + name
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4, command_timeout=3600)
     assert pool is not None
     async with pool.acquire() as conn:
@@ -122,4 +141,4 @@ async def bench_stack(workdir: Path, **ecsim_env: str) -> AsyncIterator[BenchSta
         await asyncio.gather(*(s.stop() for s in stack.services.values()))
         await delete_topics_with_prefix(os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), prefix)
         await pool.close()
-        await drop_database(ADMIN_DSN, name)
+        await drop_database(admin_url, name)

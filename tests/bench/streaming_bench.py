@@ -1,10 +1,9 @@
-"""Streaming benchmark: upstream segment events at a steady rate, latency from event to list membership."""
+"""Streaming benchmark: upstream segment events at a steady rate, latency from an event handed to Kafka to its
+recipient's membership committed (tests/bench/commit_latency.py); the list checked exact at the end."""
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import statistics
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,8 @@ from shared.kafka import OutgoingMessage, Producer, ensure_topics
 from shared.messages import SegmentEvent
 from shared.settings import KafkaSettings
 from tests.bench.campaign import PLATFORM_SEED, ecid, load_recipients
+from tests.bench.commit_latency import CommitWatch, percentiles
+from tests.bench.output_checks import ListExpectation, check_lists
 from tests.bench.stack import bench_stack
 
 
@@ -34,57 +35,45 @@ async def run_streaming(workdir: Path, rate: int, seconds: int) -> dict[str, Any
         tick = 0.05  # send in 50 ms slices so the rate is steady, not bursty
         per_tick = max(1, int(rate * tick))
         sent = 0
-        sent_at: list[tuple[int, float]] = []  # (index of the tick's first event, wall time it was sent)
-        started = time.perf_counter()
-        while sent < total:
-            due = started + (sent / rate)
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = datetime.now(UTC)
-            batch = [
-                SegmentEvent(
-                    event_id=f"b-{i}",
-                    segment_id="5001",
-                    id_type="ecid",
-                    data_source="visitors",
-                    id=ecid(i + 1),
-                    op="add",
-                    occurred_at=now,
-                )
-                for i in range(sent, min(total, sent + per_tick))
-            ]
-            sent_at.append((sent, time.time()))
-            await producer.send([OutgoingMessage.of(topic, e) for e in batch])
-            sent += len(batch)
-        send_seconds = time.perf_counter() - started
-        await producer.stop()
-        deadline = time.monotonic() + 300
-        while await stack.pool.fetchval("SELECT count(*) FROM list_member") < total:
-            if time.monotonic() > deadline:
-                raise TimeoutError("streamed events did not all reach the list")
-            await asyncio.sleep(0.2)
-        latencies = await _latencies(stack.pool, sent_at)
+        list_id = await stack.pool.fetchval("SELECT list_id FROM shared_audience WHERE audience_id = 'visitors-5001'")
+        watch = CommitWatch(stack.pool, list_id)
+        watcher = asyncio.create_task(watch.watch(total, timeout=seconds + 300))
+        try:
+            started = time.perf_counter()
+            while sent < total:
+                due = started + (sent / rate)
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                now = datetime.now(UTC)
+                batch = [
+                    SegmentEvent(
+                        event_id=f"b-{i}",
+                        segment_id="5001",
+                        id_type="ecid",
+                        data_source="visitors",
+                        id=ecid(i + 1),
+                        op="add",
+                        occurred_at=now,
+                    )
+                    for i in range(sent, min(total, sent + per_tick))
+                ]
+                # Timed from before the hand-over to Kafka (recipient i + 1 holds the ECID of event i).
+                watch.sent(range(sent + 1, sent + len(batch) + 1), time.perf_counter())
+                await producer.send([OutgoingMessage.of(topic, e) for e in batch])
+                sent += len(batch)
+            send_seconds = time.perf_counter() - started
+            await producer.stop()
+            await watcher
+        finally:
+            watcher.cancel()  # a failed send must not leave the poller running
+        async with stack.pool.acquire() as conn:
+            await check_lists(conn, [ListExpectation("visitors-5001", 1, total, 0, "unknown_ecid")], "streaming")
         rss = stack.rss()
-    p50, p95, p99 = latencies
     return {
         "events": total,
         "rate_per_s": round(total / send_seconds),
-        "p50_ms": p50,
-        "p95_ms": p95,
-        "p99_ms": p99,
+        **percentiles(watch.latencies_ms),
+        "poll_interval_ms": round(watch.interval * 1000, 1),
         "rss_mb": rss,
     }
-
-
-async def _latencies(pool: Any, sent_at: list[tuple[int, float]]) -> tuple[float, float, float]:
-    """Latency of each event: when its recipient joined the list (the applying transaction's time) minus when
-    the event was handed to Kafka."""
-    rows = await pool.fetch("SELECT recipient_id, extract(epoch FROM added_at)::float8 AS at FROM list_member")
-    firsts = [first for first, _ in sent_at]
-    latencies = []
-    for row in rows:
-        tick = bisect.bisect_right(firsts, row["recipient_id"] - 1) - 1
-        latencies.append((row["at"] - sent_at[tick][1]) * 1000)
-    q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return round(q[49], 1), round(q[94], 1), round(q[98], 1)

@@ -1,43 +1,62 @@
-"""The fault scenario behind ``make chaos`` (and, shortened, a CI test).
+"""The fault scenario behind ``make chaos`` (and, shortened, ``make chaos-short``, which CI runs).
 
 On the real local stack: import several audiences (full and delta, both ID types) and export two lists
 while a driver kills ingest, reconcile and publish with SIGKILL at random points (restarting them),
-restarts the Kafka broker once and Postgres once, and ecsim answers 429/500 on a share of calls, expires
-tokens, processes inbound files late and rejects a whole file and then a share of lines of the e-mail
-audience's files (the runs end ``failed``/``partial``, and the following mirrors send what was not applied
-again; a last mirror once the rejections stop). At the end every outcome must be exactly right: lists, the
-platform's trait members, ``exported_member``,
-``applied_batch`` (each batch once), processed files (each once), every run final. Secrets must not
-appear in any log line or status event. The driver prints what it killed when and the time to recover.
+restarts the Kafka broker once and Postgres once (when they are ours to restart: otherwise the report says
+so), cuts and delays the services' Postgres and Kafka connections through toxiproxy, makes Postgres refuse
+writes with chosen SQLSTATEs for a while, and delivers a batch whose reading hangs (tests/chaos/faults.py);
+and ecsim answers 429/500 on a share of calls, expires tokens, processes inbound files late and rejects a
+whole file and then a share of lines of the e-mail audience's files (the runs end ``failed``/``partial``,
+and the following mirrors send what was not applied again; a last mirror once the rejections stop). At the
+end every outcome must be exactly right (tests/chaos/checks_outcomes.py, checks_ledgers.py): lists, the
+platform's trait members, ``exported_member``, each batch applied once and each file processed once (also
+as counted by the driver itself), every run final, every dead-letter topic holding only the bad messages
+sent on purpose. Secrets must not appear in any log line or status event. The driver prints what it did
+when and the time to recover.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
-from services.reconcile.catalog import CatalogImportAudience, ensure_list, upsert_import_audience
-from services.reconcile.exporting import export_audience_id
+from services.reconcile.catalog import (
+    CatalogExportAudience,
+    CatalogImportAudience,
+    ensure_list,
+    upsert_export_audience,
+    upsert_import_audience,
+)
 from shared.errors import TransientError
 from shared.formats.outbound import OutboundRow
 from shared.kafka import Producer, ensure_topics
-from shared.messages import AudienceExportRequest
+from shared.messages import AudienceExportRequest, ExportMode
 from shared.settings import REPO_ROOT, KafkaSettings
 from tests.bench.campaign import PLATFORM_SEED, ecid, hashed_email, load_recipients
 from tests.bench.stack import BenchStack, bench_stack
-from tests.helpers import deliver_outbound, read_topic
+from tests.chaos.checks_ledgers import send_bad_messages, verify_ledgers
+from tests.chaos.checks_outcomes import verify_outcomes, verify_secrets
+from tests.chaos.faults import Faults, faults_met, prepared_faults
+from tests.chaos.faults_db import as_driver
+from tests.chaos.private_kafka import PrivateBroker
+from tests.chaos.report import ChaosReport, Event
+from tests.helpers import deliver_outbound
 
 LOCAL = REPO_ROOT / "deploy" / "local"
-CLIENT_SECRET = "ecsim-local-secret"
+# The lists exported (declared in the catalog, as a deployment must): their audience, data source and mode.
+EXPORTS: dict[str, tuple[str, str, ExportMode]] = {
+    "export-emails": ("Chaos emails", "hashed-emails", "mirror"),
+    "export-visitors": ("Chaos visitors", "visitors", "append"),
+}
 
 
 @dataclass(frozen=True)
@@ -51,33 +70,10 @@ class ChaosConfig:
     batch_size: int = 500
     timeout_s: float = 900
     seed: int = 7
-
-
-@dataclass
-class Event:
-    at: float
-    what: str
-    recovery_s: float | None = None
-
-
-@dataclass
-class ChaosReport:
-    events: list[Event] = field(default_factory=list)
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return all(ok for _, ok, _ in self.checks)
-
-    def print(self) -> None:
-        print("\nchaos timeline (seconds since start):")
-        for event in self.events:
-            recovery = f", back in {event.recovery_s:.1f}s" if event.recovery_s is not None else ""
-            print(f"  {event.at:7.1f}  {event.what}{recovery}")
-        print(f"\nchecks (scenario took {self.seconds:.0f}s):")
-        for name, ok, detail in self.checks:
-            print(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    # Faults that are not crashes (tests/chaos/faults.py): each held this long while work arrives.
+    kafka_faults: bool = True  # the scenario's own broker behind toxiproxy (tests/chaos/private_kafka.py)
+    fault_hold_s: float = 8.0
+    zone_hang_s: float = 15.0
 
 
 class Chaos:
@@ -88,6 +84,9 @@ class Chaos:
         self.rng = random.Random(config.seed)
         self.started = time.monotonic()
         self.waves = 0
+        self.delivered: list[str] = []  # file batches delivered, by the driver's own count
+        self.faults: Faults | None = None
+        self.broker: PrivateBroker | None = None
         self.dropped: set[int] = set()
         self.requests: list[AudienceExportRequest] = []
         self.last_request: uuid.UUID | None = None
@@ -131,6 +130,11 @@ class Chaos:
             # Two lists to export: even recipients by hashed e-mail (mirror), multiples of 3 by ECID (append).
             for name, step in (("export-emails", 2), ("export-visitors", 3)):
                 list_id = await ensure_list(conn, name)
+                audience, source, mode = EXPORTS[name]
+                declared = CatalogExportAudience(
+                    list=name, data_source=source, audience_name=audience, modes=(mode,), requesters=("kafka:chaos",)
+                )
+                await upsert_export_audience(conn, declared)
                 await conn.copy_records_to_table(
                     "list_member",
                     records=[(list_id, r) for r in range(step, c.recipients + 1, step)],
@@ -155,8 +159,11 @@ class Chaos:
             (hashed_email(i), (5002,), ()) for i in range(c.recipients - n + 1, c.recipients + 1)
         ]
         ts = int(time.time() * 1000)
-        deliver_outbound(zone, "full", visitors, ts)
-        deliver_outbound(zone, "full", emails, ts + 1, master_dpid=1002, destination_id=7002)  # hashed e-mails' DPID
+        for batch in (
+            deliver_outbound(zone, "full", visitors, ts),
+            deliver_outbound(zone, "full", emails, ts + 1, master_dpid=1002, destination_id=7002),  # e-mails' DPID
+        ):
+            self.delivered.append(batch.batch_root)
 
     async def wave(self) -> None:
         """More work arriving while things fail: 100 visitors leave (a delta file), and the e-mail list
@@ -165,10 +172,12 @@ class Chaos:
         k = self.waves
         zone = self.stack.workdir / "import"
         leaving = range(100 * (k - 1) + 1, 100 * k + 1)
-        deliver_outbound(zone, "iter", [(ecid(i), (), (5001,)) for i in leaving], int(time.time() * 1000) + k)
+        batch = deliver_outbound(zone, "iter", [(ecid(i), (), (5001,)) for i in leaving], int(time.time() * 1000) + k)
+        self.delivered.append(batch.batch_root)
         dropped = [r for r in range(1000 * k, 1000 * k + 200) if r % 2 == 0]
         await self._with_retry(
-            lambda conn: conn.execute(
+            lambda conn: as_driver(
+                conn,
                 "DELETE FROM list_member WHERE list_id = (SELECT list_id FROM list WHERE name = 'export-emails') "
                 "AND recipient_id = ANY($1::bigint[])",
                 dropped,
@@ -210,19 +219,9 @@ class Chaos:
     async def request_exports(self) -> list[AudienceExportRequest]:
         requests = [
             AudienceExportRequest(
-                list_id="export-emails",
-                audience_name="Chaos emails",
-                data_source="hashed-emails",
-                mode="mirror",
-                requested_by="chaos",
-            ),
-            AudienceExportRequest(
-                list_id="export-visitors",
-                audience_name="Chaos visitors",
-                data_source="visitors",
-                mode="append",
-                requested_by="chaos",
-            ),
+                list_id=name, audience_name=audience, data_source=source, mode=mode, requested_by="chaos"
+            )
+            for name, (audience, source, mode) in EXPORTS.items()
         ]
         for request in requests:
             await self._send_request(request)
@@ -248,18 +247,37 @@ class Chaos:
         actions: list[tuple[str, str]] = [
             ("kill", s) for s in ("ingest", "reconcile", "publish") for _ in range(c.kills_per_service)
         ]
-        if c.restart_broker and _started_here("kafka"):
-            actions.append(("infra", "kafka.sh"))
-        if c.restart_postgres and _started_here("postgres"):
-            actions.append(("infra", "postgres.sh"))
+        for wanted, what in ((c.restart_broker, "kafka"), (c.restart_postgres, "postgres")):
+            if wanted and what == "kafka" and self.broker is not None:
+                actions.append(("broker", "kafka"))  # the scenario's own broker: always ours to restart
+                continue
+            why = _why_not_restartable(what) if wanted else f"turned off (CHAOS_RESTART_{what.upper()}=0)"
+            if why is None:
+                actions.append(("infra", f"{what}.sh"))
+            else:
+                self.report.not_exercised.append(f"{what} restart: {why}")
+                self.log(f"could NOT restart {what}: {why}")
+        if self.faults is not None:
+            actions += [("fault", target) for target in self.faults.targets()]
         self.rng.shuffle(actions)
         for kind, target in actions:
             await asyncio.sleep(self.rng.uniform(0.5, 3.0))
-            if kind == "kill":
+            if kind == "fault" and self.faults is not None:
+                # The wave arrives while the fault holds.
+                self.log(f"fault {target} begins")
+                began = time.monotonic()
+                self.log(await self.faults.hold(target, self.wave), time.monotonic() - began)
+            elif kind == "kill":
                 await self.kill_and_restart(target)
+                await self.wave()
+            elif kind == "broker" and self.broker is not None:
+                began = time.monotonic()
+                await self.broker.restart()
+                self.log("restart the scenario's Kafka broker", time.monotonic() - began)
+                await self.wave()
             else:
                 await self.restart_infra(target)
-            await self.wave()
+                await self.wave()
             await self.platform_rejects()
             if self.rng.random() < 0.5:
                 await self.stack.ecsim_admin("POST", "/sim/tokens/expire")
@@ -307,148 +325,22 @@ class Chaos:
             final = [r for r in rows if r["state"] in ("succeeded", "partial", "failed", "blocked")]
             # Imports: 2 full runs per audience pair fed twice (two lists per segment) and one per delta file
             # per audience; exports: the two first requests, one per wave and the last one.
-            everything = len(final) == len(rows) and files >= 2 + self.waves and len(rows) >= 2 + self.waves + 2
+            delivered = len(self.delivered)
+            everything = len(final) == len(rows) and files >= delivered and len(rows) >= delivered + 2
             if everything and await self._last_request_ended():
                 return
             await asyncio.sleep(0.5)
         raise TimeoutError("runs did not all reach a final state")
 
-    async def verify(self, expected: dict[str, set[int]], requests: list[AudienceExportRequest]) -> None:
-        pool = self.stack.pool
-        check = self.report.checks
-        left = set(range(1, 100 * self.waves + 1))
-        expected = {**expected, "full-visitors": expected["full-visitors"] - left}
-        for audience_id, members in expected.items():
-            rows = await pool.fetch(
-                "SELECT recipient_id FROM list_member JOIN shared_audience USING (list_id) WHERE audience_id = $1",
-                audience_id,
-            )
-            actual = {r["recipient_id"] for r in rows}
-            check.append(
-                (
-                    f"list of {audience_id} is exact",
-                    actual == members,
-                    f"{len(actual):,} members, {len(members):,} expected, {len(actual ^ members)} differ",
-                )
-            )
-        runs = await pool.fetch("SELECT run_id, direction, state, batches_applied, last_seq, reason FROM run")
-        superseded = [r for r in runs if r["state"] == "failed" and "superseded" in (r["reason"] or "")]
-        # Export runs the platform refused in whole or in part, as ecsim was told to: their IDs went again.
-        refused = [
-            r
-            for r in runs
-            if r["direction"] == "export" and r["state"] in ("failed", "partial") and _refused_by_platform(r["reason"])
-        ]
-        others = [r for r in runs if r not in superseded and r not in refused]
-        check.append(
-            (
-                "every run reached a final state",
-                all(r["state"] == "succeeded" for r in others),
-                f"{sum(r['state'] == 'succeeded' for r in others)} succeeded of {len(others)}"
-                f" (+{len(superseded)} export attempts superseded after a crash,"
-                f" +{len(refused)} export runs the platform refused in whole or in part, as told)"
-                + "".join(
-                    f"; {r['direction']} {r['state']}: {r['reason']}" for r in others if r["state"] != "succeeded"
-                ),
-            )
-        )
-        imports = [r for r in runs if r["direction"] == "import"]
-        once = all(r["last_seq"] is not None and r["batches_applied"] == r["last_seq"] + 1 for r in imports)
-        applied = await pool.fetchval("SELECT count(*) FROM applied_batch")
-        check.append(
-            (
-                "every import batch applied exactly once",
-                once and applied == sum(r["batches_applied"] for r in imports),
-                f"{applied} batches in applied_batch",
-            )
-        )
-        staged = await pool.fetchval("SELECT count(*) FROM import_stage_id")
-        check.append(("no staged snapshot left behind", staged == 0, f"{staged} IDs left in import_stage_id"))
-        files = await pool.fetch("SELECT batch_root, state FROM processed_file")
-        check.append(
-            (
-                "every file batch processed once",
-                len(files) == 2 + self.waves and all(f["state"] == "processed" for f in files),
-                f"{len(files)} batches recorded for {2 + self.waves} delivered, "
-                f"states {sorted({f['state'] for f in files})}",
-            )
-        )
-        for request, step, source, id_of, gone in (
-            (requests[0], 2, "hashed-emails", hashed_email, self.dropped),
-            (requests[1], 3, "visitors", ecid, set()),
-        ):
-            audience_id = export_audience_id(source, request.audience_name)
-            want = {id_of(r) for r in range(step, self.config.recipients + 1, step) if r not in gone}
-            exported = {
-                r["id"] for r in await pool.fetch("SELECT id FROM exported_member WHERE audience_id = $1", audience_id)
-            }
-            trait = await pool.fetchval(
-                "SELECT platform_trait_id FROM shared_audience WHERE audience_id = $1", audience_id
-            )
-            held = await self._trait_members(int(trait)) if trait is not None else set()
-            check.append(
-                (
-                    f"platform holds exactly the {source} export",
-                    held == want == exported,
-                    f"{len(want):,} expected, {len(exported):,} recorded, {len(held):,} on the platform",
-                )
-            )
 
-    async def _trait_members(self, trait: int) -> set[str]:
-        await self.stack.ecsim_admin("POST", "/sim/inbound/scan")
-        ids: set[str] = set()
-        page = 0
-        while True:
-            body = await self.stack.ecsim_admin(
-                "GET", f"/sim/traits/{trait}/members?ids=true&page={page}&pageSize=50000"
-            )
-            ids.update(body["ids"])
-            if len(body["ids"]) < 50000:
-                return ids
-            page += 1
-
-    async def verify_secrets(self) -> None:
-        leaks = []
-        for log in self.stack.workdir.glob("*.log"):
-            text = log.read_text(errors="replace")
-            for secret in (CLIENT_SECRET, "audience_bridge:audience_bridge@"):
-                if secret in text:
-                    leaks.append(f"{log.name}: {secret[:6]}…")
-            if "Bearer ey" in text or 'access_token":"' in text:
-                leaks.append(f"{log.name}: a token")
-        status = await read_topic(
-            KafkaSettings().kafka_bootstrap_servers,
-            f"{self.stack.topic_prefix}audience-sync-status",
-            expect=10**9,
-            timeout=5,
-        )
-        for record in status:
-            value = record.value or b""
-            if CLIENT_SECRET.encode() in value or b"Bearer" in value:
-                leaks.append("audience-sync-status")
-        self.report.checks.append(
-            (
-                "no secret in any log line or status event",
-                not leaks,
-                f"{len(status)} status events and {len(list(self.stack.workdir.glob('*.log')))} "
-                f"logs scanned; leaks: {leaks or 'none'}",
-            )
-        )
-
-
-def _refused_by_platform(reason: str | None) -> bool:
-    """A run ended by the platform's receipts refusing lines or a file (services.publish.receipts)."""
-    text = reason or ""
-    return "the platform applied none" in text or "the platform rejected" in text or "chaos: file rejected" in text
-
-
-def _started_here(what: str) -> bool:
-    """Only restart what this checkout started (a shared broker or server is not ours to bounce)."""
+def _why_not_restartable(what: str) -> str | None:
+    """None when this checkout started ``what`` (only that is ours to bounce), else why not, from its status."""
     script = LOCAL / f"{what}.sh"
     out = subprocess.run([str(script), "status"], capture_output=True, text=True, check=False)
-    return (
-        out.returncode == 0 and "pid" in out.stdout and "not started" not in out.stdout and "external" not in out.stdout
-    )
+    said = (out.stdout.strip() or out.stderr.strip() or f"exit {out.returncode}").splitlines()[-1][:200]
+    if out.returncode == 0 and "pid" in out.stdout and "not started" not in out.stdout and "external" not in out.stdout:
+        return None
+    return f"not started from this checkout ({script.name} status: {said})"
 
 
 async def run_chaos(workdir: Path, config: ChaosConfig) -> ChaosReport:
@@ -461,26 +353,54 @@ async def run_chaos(workdir: Path, config: ChaosConfig) -> ChaosReport:
             "/sim/faults",
             {"rate": config.fault_rate, "statuses": [429, 500, 503], "retry_after_s": 0, "seed": config.seed},
         )
-        for name in ("reconcile", "ingest", "publish"):
-            await stack.start(name, **chaos.service_env)
-        chaos.log("stack up; delivering imports and requesting exports")
-        chaos.deliver_imports()
-        requests = await chaos.request_exports()
-        await chaos.drive()
-        await chaos.heal()
-        await chaos.wait_final()
-        chaos.log("all runs final")
-        await stack.ecsim_admin("DELETE", "/sim/faults")
-        await chaos.verify(expected, requests)
-        await chaos.verify_secrets()
+        n = config.ids_per_import
+        shared_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        async with prepared_faults(
+            stack.pool,
+            stack.database_url,
+            workdir,
+            hold_s=config.fault_hold_s,
+            hang_s=config.zone_hang_s,
+            hanging_ids=range(n - 49, n + 1),  # members from the snapshot that no wave removes
+            kafka=config.kafka_faults,
+            not_exercised=chaos.report.not_exercised,
+        ) as setup:
+            chaos.faults = setup.faults
+            chaos.broker = setup.broker
+            chaos.service_env["DATABASE_URL"] = setup.database_url
+            if setup.kafka_bootstrap is not None:
+                # Everyone (services, driver, checks) reaches the scenario's own broker through its proxy.
+                os.environ["KAFKA_BOOTSTRAP_SERVERS"] = setup.kafka_bootstrap
+                chaos.service_env["KAFKA_BOOTSTRAP_SERVERS"] = setup.kafka_bootstrap
+                chaos.log(f"the scenario's own Kafka broker, reached through toxiproxy at {setup.kafka_bootstrap}")
+            try:
+                await _play(chaos, expected)
+            finally:
+                if shared_kafka is None:
+                    os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+                else:
+                    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = shared_kafka
         chaos.report.seconds = time.monotonic() - chaos.started
         return chaos.report
 
 
-def dumps(report: ChaosReport) -> bytes:
-    data: dict[str, Any] = {
-        "events": [{"at": e.at, "what": e.what, "recovery_s": e.recovery_s} for e in report.events],
-        "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in report.checks],
-        "seconds": report.seconds,
-    }
-    return orjson.dumps(data, option=orjson.OPT_INDENT_2)
+async def _play(chaos: Chaos, expected: dict[str, set[int]]) -> None:
+    stack = chaos.stack
+    for name in ("reconcile", "ingest", "publish"):
+        await stack.start(name, **chaos.service_env)
+    chaos.log("stack up; delivering imports and requesting exports")
+    bad = await send_bad_messages(KafkaSettings(topic_prefix=stack.topic_prefix))
+    chaos.deliver_imports()
+    requests = await chaos.request_exports()
+    await chaos.drive()
+    if chaos.faults is not None:
+        chaos.delivered += [h.batch_root for h in chaos.faults.hanging]
+    await chaos.heal()
+    await chaos.wait_final()
+    chaos.log("all runs final")
+    await stack.ecsim_admin("DELETE", "/sim/faults")
+    await verify_outcomes(chaos, expected, requests)
+    await verify_ledgers(chaos.report.checks, stack.pool, stack.topic_prefix, chaos.delivered, bad)
+    if chaos.faults is not None:
+        chaos.report.checks += await faults_met(chaos.faults)
+    await verify_secrets(chaos)

@@ -17,6 +17,7 @@ import uuid
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -240,3 +241,62 @@ async def test_status_page_in_chromium_and_reconcile_metrics(
     assert (width, height) == (1280, 900)
     assert screenshot.stat().st_size > 20_000
     assert distinct > 64, "the screenshot is (almost) blank"
+
+
+async def test_status_page_shows_dead_letters_per_topic_and_error(
+    campaign: Campaign,
+    start_service: StartService,  # noqa: F811
+    database_url: str,
+    topic_prefix: str,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """Bad messages dead-lettered by the real reconcile show on the page, per topic and error, in Chromium."""
+    browser = chromium_binary()
+    reconcile = await start_service(
+        "reconcile",
+        env={"TOPIC_PREFIX": topic_prefix, "DATABASE_URL": database_url, "STATUS_DEAD_LETTERS_REFRESH_S": "0"},
+    )
+    dom_text = (await chromium(browser, tmp_path / "profile", "--dump-dom", reconcile.url + "/")).decode()
+    assert 'id="dead-letters-empty"' in dom_text
+
+    ghost = membership(
+        uuid.uuid4(), 0, last=True, audience="no-such-audience", mode="delta", data_source="visitors", id_type="ecid"
+    )
+    bad = [
+        OutgoingMessage(topic=f"{topic_prefix}audience-membership", value=b"{oops", key=b"a"),
+        OutgoingMessage(topic=f"{topic_prefix}audience-membership", value=b"[1, 2]", key=b"b"),
+        OutgoingMessage.of(f"{topic_prefix}audience-membership", ghost),
+        OutgoingMessage(topic=f"{topic_prefix}audience-export-requests", value=HOSTILE.encode(), key=b"c"),
+    ]
+    producer = Producer(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), "test", RuntimeMetrics("test"))
+    try:
+        await producer.send(bad)
+    finally:
+        await producer.stop()
+
+    async def dead_letters() -> dict[str, Any]:
+        status, body = await reconcile.get("/api/status")
+        assert status == 200, body
+        found: dict[str, Any] = orjson.loads(body)["dead_letters"]
+        return found
+
+    summary = await eventually(dead_letters, until=lambda d: d["total"] == 4, timeout=60)
+    assert summary["totals"] == {
+        **dict.fromkeys(summary["totals"], 0),
+        "audience-membership": 3,
+        "audience-export-requests": 1,
+    }
+    by_error = {(e["topic"], e["error"]): e["count"] for e in summary["by_error"]}
+    assert sum(by_error.values()) == 4
+    assert sum(n for (topic, _), n in by_error.items() if topic == "audience-membership") == 3
+
+    dom_text = (await chromium(browser, tmp_path / "profile", "--dump-dom", reconcile.url + "/")).decode()
+    dom = _Dom()
+    dom.feed(dom_text)
+    assert not [a for t, a in dom.tags if t == "script"], "a script element made it into the page"
+    rows = {(a["data-topic"], a["data-error"]) for a in dom.having("tr", "dead-letter")}
+    assert rows == set(by_error)
+    text_content = "".join(dom.text)
+    assert "Dead letters (4)" in text_content
+    assert "audience-bridge dlq list --topic audience-membership --error" in text_content

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import pty
 import sys
@@ -155,11 +156,13 @@ async def test_export_puts_a_request_on_the_topic(database_url: str, kafka_boots
     assert code == 0, out
     [record] = await read_topic(kafka_bootstrap, f"{topic_prefix}audience-export-requests", expect=1)
     request = AudienceExportRequest.model_validate(orjson.loads(record.value))
-    assert (request.list_id, request.audience_name, request.mode, request.requested_by) == (
+    # Who asks is the OS user, whatever the caller types: --requested-by is recorded after it.
+    assert (request.list_id, request.audience_name, request.mode, request.requested_by, request.requested_via) == (
         "VIP",
         "VIP buyers",
         "mirror",
-        "workflow-12",
+        f"{getpass.getuser()} for workflow-12",
+        "cli",
     )
     assert str(request.request_id) in out
     code, out = await _cli(env, "export", "--list", "VIP", "--audience", "x", "--data-source", "d", "--mode", "bogus")

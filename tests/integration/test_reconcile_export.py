@@ -53,6 +53,7 @@ class ExportRig:
             reporter=self.reporter,
             batch_size=40,
             guards=ExportGuards(max_removal_share=max_removal_share, min_size=min_size),
+            allow_undeclared=True,  # these tests are not about authorisation (test_export_authorisation.py is)
         )
 
     async def make_list(self, name: str, recipients: range | list[int]) -> None:
@@ -117,6 +118,7 @@ async def rig(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str) -> As
         reporter=reporter,
         batch_size=40,
         guards=ExportGuards(max_removal_share=0.5, min_size=1000),  # these tests' audiences are not guarded
+        allow_undeclared=True,  # not about authorisation (test_export_authorisation.py is)
     )
     queue = ExportQueue(campaign.pool, exporter, reporter, run_timeout_s=600)
     yield ExportRig(

@@ -148,7 +148,7 @@ async def test_hostile_names_through_the_export_path(
     topic = f"{topic_prefix}audience-export-batches"
     await ensure_topics(settings, [topic, f"{topic_prefix}audience-sync-status"])
     producer, status = _status(kafka_bootstrap, topic_prefix)
-    exporter = Exporter(pool, producer, batches_topic=topic, reporter=status, batch_size=100)
+    exporter = Exporter(pool, producer, batches_topic=topic, reporter=status, batch_size=100, allow_undeclared=True)
     try:
         for n, name in enumerate(HOSTILE_NAMES):
             async with pool.acquire() as conn:

@@ -149,7 +149,9 @@ def test_grafana_provisioning_points_at_prometheus_and_the_dashboards() -> None:
     (source,) = _yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
-    assert "9090:9090" in compose["prometheus"]["ports"]
+    # Published on the host only through the ports override, and only on loopback (README, "Security").
+    assert "ports" not in compose["prometheus"]
+    assert "127.0.0.1:9090:9090" in _yaml(REPO_ROOT / "docker-compose.ports.yml")["services"]["prometheus"]["ports"]
     (provider,) = _yaml(GRAFANA / "provisioning" / "dashboards" / "audience-bridge.yml")["providers"]
     mounts = dict(v.split(":")[:2] for v in compose["grafana"]["volumes"])
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]

@@ -32,11 +32,16 @@ def test_compose_service_matches_its_settings(service: str) -> None:
     spec = _compose()["services"][service]
     assert spec["command"] == [f"services.{service}"]
     env = spec["environment"]
-    unknown = set(env) - env_names(SETTINGS[service])
+    known = env_names(SETTINGS[service])
+    # A setting may come from a file (Docker secrets): <NAME>_FILE of a known <NAME>.
+    unknown = {v for v in env if v not in known and v.removesuffix("_FILE") not in known}
     assert not unknown, f"{service}: compose sets variables the service does not read: {unknown}"
     port = str(env["HTTP_PORT"])
     assert port == str(SETTINGS[service].model_fields["http_port"].default)
-    assert spec["ports"] == [f"{port}:{port}"]
+    # Nothing on the host by default; the ports override publishes it on loopback (README, "Security").
+    assert "ports" not in spec
+    override = yaml.safe_load((REPO_ROOT / "docker-compose.ports.yml").read_text())["services"]
+    assert override[service]["ports"] == [f"127.0.0.1:{port}:{port}"]
     check = " ".join(spec["healthcheck"]["test"])
     assert f"127.0.0.1:{port}/readyz" in check
 
@@ -44,7 +49,11 @@ def test_compose_service_matches_its_settings(service: str) -> None:
 def test_compose_has_the_infrastructure() -> None:
     services = _compose()["services"]
     assert services["kafka"]["image"].startswith("apache/kafka:")
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    # A KRaft node with SASL/SCRAM, from the configuration the ACL test runs (deploy/kafka-sasl/).
+    assert services["kafka"]["entrypoint"] == ["bash", "/etc/audience-bridge/kafka-sasl/kafka.sh"]
+    template = (REPO_ROOT / "deploy/kafka-sasl/server.properties.template").read_text()
+    assert "process.roles=broker,controller" in template
+    assert "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer" in template
     assert services["postgres"]["environment"]["POSTGRES_DB"] == "audience_bridge"
     for name in ("ingest", "reconcile", "publish"):
-        assert set(services[name]["depends_on"]) == {"kafka", "postgres"}
+        assert set(services[name]["depends_on"]) == {"kafka", "kafka-acls", "postgres"}

@@ -65,7 +65,9 @@ from shared.messages import (
     AudienceMembership,
     AudienceSyncStatus,
     Message,
+    RecipientChange,
     SegmentEvent,
+    VisitorLink,
     decode,
 )
 
@@ -194,6 +196,14 @@ def _sample(model: type[Message]) -> dict[str, Any]:
             "service": "ingest",
             "counts": {"received": 1},
         },
+        RecipientChange: {
+            "recipient_id": 7,
+            "op": "upsert",
+            "email": "a@example.com",
+            "opted_out": False,
+            "position": 1,
+        },
+        VisitorLink: {"ecid": "1" * 38, "recipient_id": 7, "seen_at": "2024-05-01T00:00:00Z"},
     }
     return dict(samples[model])
 

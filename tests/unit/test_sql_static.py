@@ -83,6 +83,9 @@ REVIEWED: Final[dict[Site, str]] = {
     Site("services/reconcile/exporting.py", "Exporter._emit", "query", "query.sql"): (
         "diff_sql(...) of a prebuilt statement"
     ),
+    Site("services/reconcile/insights_queries.py", "list_audience_overlap", "interpolates", "ids"): (
+        "a CURRENT_IDS query looked up by the data source's (id_type, key, transform), never built from input"
+    ),
     Site("services/reconcile/export_guard.py", "removal_plan", "interpolates", "current_ids"): (
         "one of the prebuilt CURRENT_IDS statements, chosen by the data source's kind"
     ),
@@ -120,11 +123,111 @@ REVIEWED: Final[dict[Site, str]] = {
     ),
     # shared: migrations are the repository's own files.
     Site("shared/migrations.py", "migrate", "query", "migration.sql"): "schemas/sql/NNN_name.sql from the repo",
+    # The campaign streams (issue 18): recipient changes, clicks, consent, erasure, retention.
+    Site("services/reconcile/consent.py", "admitted_sql", "interpolates", "recipient_id"): (
+        "a column name its callers write as a literal (member_ids, import_snapshot)"
+    ),
+    Site("services/reconcile/member_ids.py", "_ADD", "interpolates", "admitted_sql('member_adds.recipient_id')"): (
+        "consent.admitted_sql over a literal column name; the GUC name is a constant"
+    ),
+    Site("services/reconcile/member_ids.py", "add_members", "query", "_ADD"): "the module's _ADD, built once",
+    Site("services/reconcile/import_snapshot.py", "_ADD_TRACKED", "interpolates", "admitted_sql('s.recipient_id')"): (
+        "consent.admitted_sql over a literal column name"
+    ),
+    Site("services/reconcile/import_snapshot.py", "_ADD", "interpolates", "admitted_sql('s.recipient_id')"): (
+        "consent.admitted_sql over a literal column name"
+    ),
+    Site(
+        "services/reconcile/import_snapshot.py",
+        "apply_snapshot",
+        "query",
+        "_ADD_TRACKED if target.tracks_ids else _ADD",
+    ): ("one of the module's two statements, built once"),
+    Site("services/reconcile/exporting.py", "Exporter._open_run", "query", "OPTED_OUT"): (
+        "export_diff.OPTED_OUT: a constant statement"
+    ),
+    Site("services/reconcile/recipient_changes.py", "apply_changes", "query", "LEAVE_IMPORT_LISTS"): (
+        "consent.LEAVE_IMPORT_LISTS: a constant statement (the GUC name is a constant)"
+    ),
+    Site("services/reconcile/recipient_erasure.py", "_declared", "interpolates", "declared_key_sql(key, transform)"): (
+        f"declared_key_sql over {_KEYS}"
+    ),
+    Site("services/reconcile/recipient_erasure.py", "_declared", "interpolates", "key"): _KEYS,
+    Site("services/reconcile/recipient_erasure.py", "_declared", "interpolates", "transform"): _KEYS,
+    Site("services/reconcile/recipient_erasure.py", "withdraw_and_delete", "query", "sql"): (
+        "one of the module's _STATEMENTS, built once over the whitelists"
+    ),
+    Site("services/reconcile/rematch.py", "_ecid", "interpolates", "only"): (
+        "'' or the module's literal restriction to the new_links temporary table"
+    ),
+    Site("services/reconcile/rematch.py", "_declared", "interpolates", "only"): (
+        "'' or the module's literal restriction to the changed_recipients temporary table"
+    ),
+    Site("services/reconcile/rematch.py", "rematch_new_links", "query", "_ECID_OF_NEW_LINKS"): (
+        "built once from _ecid and a literal restriction"
+    ),
+    Site("services/reconcile/rematch.py", "rematch_changed_recipients", "query", "sql"): (
+        f"one of _DECLARED_OF_CHANGED, built once over {_KEYS}"
+    ),
+    Site("shared/runs/purge.py", "purge_staging", "query", "sql"): "one of the module's constant _STAGING statements",
+    Site("shared/runs/purge.py", "purge_finished_runs", "query", "sql"): (
+        "one of the module's constant _RUN_DETAILS statements"
+    ),
+    Site("services/reconcile/visitor_links.py", "link_pending_of_changed", "query", "_LINK_PENDING_OF_CHANGED"): (
+        "_MOVE_PENDING formatted once with a literal restriction"
+    ),
+    Site("services/reconcile/visitor_links.py", "link_all_pending", "query", "_LINK_ALL_PENDING"): (
+        "_MOVE_PENDING formatted once with no restriction"
+    ),
+    Site(
+        "services/cli/loads.py",
+        "load_recipients",
+        "query",
+        "UPSERT_WITH_CONSENT if 'opted_out' in header else UPSERT_KEEPING_CONSENT",
+    ): ("one of two statements built once from literals; the header only chooses which"),
+    Site("services/cli/demo_streams.py", "CampaignStreams._until", "query", "sql"): (
+        "the demo's own literal queries, passed by its methods"
+    ),
+    # The import preview runs the import's own match statement read-only.
+    Site("services/cli/import_preview.py", "_preview_one", "interpolates", "admitted_sql('m.recipient_id')"): (
+        "consent.admitted_sql over a literal column name"
+    ),
+    Site("services/cli/import_preview.py", "_preview_one", "interpolates", "join"): (
+        "snapshot_join(target): one of import_snapshot's prebuilt joins, looked up, never built from the target"
+    ),
+    Site("services/cli/import_preview.py", "_preview_one", "query", "sql"): (
+        "_MATCH formatted just above with the two reviewed pieces"
+    ),
+    Site("services/ingest/event_ledger.py", "EventLedger.purge", "interpolates", "table"): (
+        "a table name from the literal tuple of the loop"
+    ),
+    Site("services/reconcile/api_queries.py", "run_view", "query", "RUN_FILES_SQL"): (
+        "status_files' module constant, literal text"
+    ),
+    Site("services/reconcile/export_dry_run.py", "dry_run", "query", "OPTED_OUT"): (
+        "consent's module constant, built once from literals"
+    ),
+    Site("services/reconcile/export_dry_run.py", "_counted", "interpolates", "int(sample)"): (
+        "an int (DRY_RUN_SAMPLE_SIZE), formatted as a number"
+    ),
+    Site("services/reconcile/export_dry_run.py", "_counted", "interpolates", "query"): (
+        "its callers pass the export's own statements: EXCLUDED[kind], _OPTED_OUT_RECIPIENTS, diff_queries().sql"
+    ),
 }
 
 # Every S608 noqa comment in services/ and shared/, by file and scope. Each silences ruff on a statement whose
 # run-time pieces are in REVIEWED, or that is put together from literals only (_OVERWRITE_ROWS, the run store's).
 NOQA_S608: Final = {
+    # The campaign streams (issue 18): reviewed in REVIEWED, or f-strings of the module's own constants.
+    ("services/reconcile/consent.py", "LEAVE_IMPORT_LISTS"),
+    ("services/reconcile/consent.py", "admitted_sql"),
+    ("services/reconcile/import_snapshot.py", "_ADD"),
+    ("services/reconcile/import_snapshot.py", "_ADD_TRACKED"),
+    ("services/reconcile/member_ids.py", "_ADD"),
+    ("services/reconcile/recipient_erasure.py", "_declared"),
+    ("services/reconcile/rematch.py", "_ecid"),
+    ("shared/runs/purge.py", "_OLD_RUNS"),
+    ("shared/runs/purge.py", "_STAGING"),
     ("services/publish/files.py", "_OVERWRITE_ROWS"),
     ("services/reconcile/import_delta.py", "_DECLARED_MATCH"),
     ("services/reconcile/import_snapshot.py", "_DECLARED_SNAPSHOT"),
@@ -136,11 +239,14 @@ NOQA_S608: Final = {
     ("services/reconcile/export_diff.py", "diff_sql"),
     ("services/reconcile/exporting.py", "Exporter._open_run"),
     ("services/reconcile/export_guard.py", "removal_plan"),
+    ("services/reconcile/insights_queries.py", "list_audience_overlap"),
     ("services/reconcile/export_release.py", "release_plan"),
     # The run table's reads and move: the column list is the module constant _COLUMNS.
     ("shared/runs/store.py", "move"),
     ("shared/runs/store.py", "load"),
     ("shared/runs/store.py", "latest_of_request"),
+    ("shared/runs/store.py", "fail_stalled_imports"),
+    ("services/reconcile/export_dry_run.py", "_counted"),
 }
 
 

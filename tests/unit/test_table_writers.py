@@ -34,8 +34,11 @@ MIGRATIONS: Final = REPO_ROOT / "schemas" / "sql"
 
 WRITERS: Final[dict[str, frozenset[str]]] = {
     # The campaign's side, loaded by the operators (and the demo).
-    "recipient": frozenset({"cli", "demo"}),
-    "visitor_link": frozenset({"cli", "demo"}),
+    "recipient": frozenset({"cli", "demo", "reconcile"}),
+    "visitor_link": frozenset({"cli", "demo", "reconcile"}),
+    "recipient_version": frozenset({"reconcile"}),
+    "visitor_link_pending": frozenset({"reconcile"}),
+    "withdrawn_id": frozenset({"reconcile"}),
     # The catalog, lists and membership.
     "data_source": frozenset({"reconcile"}),
     "list": frozenset({"reconcile"}),
@@ -44,18 +47,24 @@ WRITERS: Final[dict[str, frozenset[str]]] = {
     "unmatched_id": frozenset({"reconcile", "demo"}),
     # Importing.
     "processed_file": frozenset({"ingest"}),
-    "applied_batch": frozenset({"reconcile"}),
-    "import_stage_id": frozenset({"reconcile"}),
+    "import_poll": frozenset({"ingest"}),  # import polling intervals' slots (services/ingest/poll_slots.py)
+    "segment_event_seen": frozenset({"ingest"}),
+    "segment_member_latest": frozenset({"ingest"}),
+    "segment_governance": frozenset({"ingest"}),
+    "applied_batch": frozenset({"reconcile", "shared/runs"}),
+    "import_stage_id": frozenset({"reconcile", "shared/runs"}),
     # Exporting.
     "export_request": frozenset({"reconcile"}),
+    "export_audience_declaration": frozenset({"reconcile"}),
+    "export_schedule": frozenset({"reconcile", "demo"}),
     "audience_rebind": frozenset({"reconcile"}),
     "export_excluded": frozenset({"reconcile"}),
     "exported_member": frozenset({"publish", "demo"}),
     "export_rejected_id": frozenset({"publish"}),
-    "publish_run": frozenset({"publish"}),
-    "publish_stage_batch": frozenset({"publish"}),
-    "published_batch": frozenset({"publish"}),
-    "published_file": frozenset({"publish"}),
+    "publish_run": frozenset({"publish", "shared/runs"}),
+    "publish_stage_batch": frozenset({"publish", "shared/runs"}),
+    "published_batch": frozenset({"publish", "shared/runs"}),
+    "published_file": frozenset({"publish", "shared/runs"}),
     # Both directions.
     "run": frozenset({"shared/runs"}),
     "schema_migrations": frozenset({"shared/migrations"}),
@@ -70,6 +79,11 @@ RUN_WRITERS_BEING_MOVED: Final[frozenset[str]] = frozenset()
 TEMP_TABLES: Final = frozenset(
     {
         "batch_ids",  # reconcile: a delta batch's IDs
+        "changed_recipients",  # reconcile: a poll's recipient changes, newest per recipient
+        "doomed_recipients",  # reconcile: recipients being erased
+        "link_stage",  # reconcile: a poll's visitor links
+        "new_links",  # reconcile: the links that are new
+        "old_runs",  # shared/runs: ended runs being purged
         "batch_matches",  # reconcile: their matches
         "snapshot_match",  # reconcile: a full snapshot's matches
         "member_adds",  # reconcile: members to add with their IDs (a delta's, re-matching's)
@@ -109,7 +123,7 @@ def writer_of(path: str) -> str:
     """Who a module writes for: its service, ``demo``, or the shared package or module."""
     parts = path.removesuffix(".py").split("/")
     if parts[0] == "services" and len(parts) > 2:
-        return "demo" if parts[1:] == ["cli", "demo"] else parts[1]
+        return "demo" if parts[1] == "cli" and parts[2].startswith("demo") else parts[1]
     if parts[0] == "shared" and len(parts) > 1:
         return f"shared/{parts[1]}"
     return path

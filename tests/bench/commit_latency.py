@@ -1,0 +1,69 @@
+"""Latency to commit: when each sent recipient became visible in a list, seen by a poller reading committed rows.
+
+``list_member.added_at`` is the applying transaction's start (``now()``): it says nothing of how long the
+transaction took to commit. The watcher instead asks Postgres, every ``interval`` seconds, which of the recipients
+still awaited are members; a row it reads is committed. A recipient's latency is the time the first poll that
+saw it was sent minus the time its event was handed to Kafka, both on this process's monotonic clock: at most
+``interval`` (plus one poll's time) later than its commit, never earlier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+DEFAULT_INTERVAL_S = 0.01
+
+
+def percentiles(latencies_ms: Sequence[float]) -> dict[str, float]:
+    """p50, p95 and p99 of the latencies (inclusive method: a quantile is never beyond the largest)."""
+    if len(latencies_ms) < 2:
+        raise ValueError(f"need at least 2 latencies, got {len(latencies_ms)}")
+    q = statistics.quantiles(latencies_ms, n=100, method="inclusive")
+    return {"p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1), "p99_ms": round(q[98], 1)}
+
+
+class CommitWatch:
+    """Polls list ``list_id`` for the recipients announced with :meth:`sent` until each is seen."""
+
+    def __init__(self, pool: Any, list_id: int, *, interval: float = DEFAULT_INTERVAL_S) -> None:
+        self.pool = pool
+        self.list_id = list_id
+        self.interval = interval
+        self.awaited: dict[int, float] = {}
+        self.latencies_ms: list[float] = []
+        self.polls = 0
+
+    def sent(self, recipient_ids: Iterable[int], at: float) -> None:
+        """Recipients whose events were handed to Kafka at ``at`` (``time.perf_counter()``)."""
+        for rid in recipient_ids:
+            self.awaited.setdefault(rid, at)
+
+    async def poll_once(self) -> int:
+        """One look at the committed rows; returns how many awaited recipients it found."""
+        if not self.awaited:
+            return 0
+        ids = list(self.awaited)
+        asked = time.perf_counter()
+        found = await self.pool.fetch(
+            "SELECT recipient_id FROM list_member WHERE list_id = $1 AND recipient_id = ANY($2::bigint[])",
+            self.list_id,
+            ids,
+        )
+        self.polls += 1
+        for row in found:
+            self.latencies_ms.append((asked - self.awaited.pop(row["recipient_id"])) * 1000)
+        return len(found)
+
+    async def watch(self, expected: int, timeout: float) -> None:
+        """Poll until ``expected`` recipients have been seen (all of them sent by then)."""
+        deadline = time.monotonic() + timeout
+        while len(self.latencies_ms) < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expected - len(self.latencies_ms)} of {expected} streamed members not seen")
+            started = time.perf_counter()
+            await self.poll_once()
+            await asyncio.sleep(max(0.0, self.interval - (time.perf_counter() - started)))

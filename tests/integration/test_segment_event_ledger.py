@@ -1,0 +1,139 @@
+"""Segment events exactly once over time, against real Postgres and Kafka: duplicates and late, older events
+arriving in later polls change nothing; the ledger forgets after its retention."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from services.ingest.audiences import AudienceDirectory, ImportAudience
+from services.ingest.event_ledger import EventLedger
+from services.ingest.events import SegmentEventHandler
+from shared.kafka import Delivery, Producer, ensure_topics
+from shared.messages import AudienceMembership, SegmentEvent
+from shared.metrics import RuntimeMetrics
+from shared.runs.reporter import RunReporter
+from shared.settings import KafkaSettings
+from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of
+from tests.helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+SEGMENT = "7101"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Events:
+    handler: SegmentEventHandler
+    ledger: EventLedger
+    topic: str
+    bootstrap: str
+    offset: int = 0
+
+    async def poll(self, *events: SegmentEvent) -> None:
+        """One poll of ``events`` (offsets go on from the last poll's)."""
+        deliveries = []
+        for event in events:
+            deliveries.append(
+                Delivery(message=event, topic="segment-events", partition=0, offset=self.offset, key=None, headers=())
+            )
+            self.offset += 1
+        assert await self.handler(deliveries) == []
+
+    async def membership(self, expect: int) -> dict[str, bool]:
+        """Each ID's membership after every batch emitted so far, applied in order (True: member)."""
+        records = await read_topic(self.bootstrap, self.topic, expect=expect, timeout=10)
+        assert len(records) == expect
+        state: dict[str, bool] = {}
+        for record in records:
+            batch = AudienceMembership.model_validate_json(record.value or b"")
+            state.update(dict.fromkeys(batch.adds, True))
+            state.update(dict.fromkeys(batch.removes, False))
+        return state
+
+
+def event(n: int, op: str, at: datetime, event_id: str | None = None) -> SegmentEvent:
+    return SegmentEvent.model_validate(
+        {
+            "event_id": event_id or f"ev-{uuid.uuid4().hex}",
+            "segment_id": SEGMENT,
+            "id_type": "ecid",
+            "data_source": "visitors",
+            "id": ecid_of(n),
+            "op": op,
+            "occurred_at": at,
+        }
+    )
+
+
+@pytest_asyncio.fixture
+async def events(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[Events]:
+    await add_import_audience(campaign.pool, "seg-events", "visitors", int(SEGMENT))
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    topic = f"{topic_prefix}audience-membership"
+    await ensure_topics(settings, [topic, f"{topic_prefix}audience-sync-status"])
+    producer = Producer(settings, "test", RuntimeMetrics("test"))
+    await producer.start()
+
+    async def no_governance(_audience: ImportAudience) -> str | None:
+        return None
+
+    ledger = EventLedger(campaign.pool, retention_h=1)
+    handler = SegmentEventHandler(
+        directory=AudienceDirectory(campaign.pool, refresh_s=60),
+        producer=producer,
+        membership_topic=topic,
+        status=RunReporter(producer, service="test", topic_prefix=topic_prefix),
+        governance=no_governance,
+        ledger=ledger,
+    )
+    yield Events(handler, ledger, topic, kafka_bootstrap)
+    await producer.stop()
+
+
+async def test_a_duplicate_in_a_later_poll_is_ignored(events: Events) -> None:
+    first = event(1, "add", T0)
+    await events.poll(first)
+    await events.poll(first, event(2, "add", T0))  # the producer retried event 1 after the first poll
+    await events.poll(first)  # and again, alone: nothing to emit
+    records = await read_topic(events.bootstrap, events.topic, expect=3, timeout=5)
+    assert len(records) == 2  # one batch per poll that had something new
+    batches = [AudienceMembership.model_validate_json(r.value or b"") for r in records]
+    assert [b.adds for b in batches] == [[ecid_of(1)], [ecid_of(2)]]
+
+
+async def test_a_late_older_event_in_a_later_poll_does_not_undo_a_newer_one(events: Events) -> None:
+    await events.poll(event(1, "add", T0 + timedelta(seconds=20)), event(2, "remove", T0 + timedelta(seconds=20)))
+    # Late, older changes of both IDs, and a newer one of ID 3 than what the next poll holds for it.
+    await events.poll(
+        event(1, "remove", T0 + timedelta(seconds=10)),
+        event(2, "add", T0 + timedelta(seconds=10)),
+        event(3, "add", T0 + timedelta(seconds=30)),
+    )
+    await events.poll(event(3, "remove", T0 + timedelta(seconds=25)), event(1, "remove", T0 + timedelta(seconds=40)))
+    assert await events.membership(expect=3) == {ecid_of(1): False, ecid_of(2): False, ecid_of(3): True}
+
+
+async def test_events_with_the_same_occurred_at_apply_in_arrival_order(events: Events) -> None:
+    await events.poll(event(1, "add", T0))
+    await events.poll(event(1, "remove", T0))
+    assert await events.membership(expect=2) == {ecid_of(1): False}
+
+
+async def test_the_ledger_forgets_after_its_retention(events: Events, campaign: Campaign) -> None:
+    old, recent = event(1, "add", T0), event(2, "add", T0)
+    await events.poll(old, recent)
+    await campaign.pool.execute(
+        "UPDATE segment_event_seen SET seen_at = now() - interval '2 hours' WHERE event_id = $1", old.event_id
+    )
+    await campaign.pool.execute(
+        "UPDATE segment_member_latest SET seen_at = now() - interval '2 hours' WHERE id = $1", old.id
+    )
+    assert await events.ledger.purge() == 2
+    assert await events.ledger.admit([old, recent]) == {old.event_id}
