@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,33 +23,42 @@ from tests.helpers import eventually
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def hang() -> Iterator[Callable[[Callable[..., Any]], Callable[..., Any]]]:
-    """Wraps a function so that it blocks (in its worker thread) until the test ends, then runs."""
-    released = threading.Event()
-
-    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
-        def hanging(*args: Any, **kwargs: Any) -> Any:
-            released.wait()
-            return func(*args, **kwargs)
-
-        return hanging
-
-    yield wrap
-    released.set()
-
-
-async def test_a_read_that_hangs_fails_within_the_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hang: Callable[[Callable[..., Any]], Callable[..., Any]]
-) -> None:
+async def test_a_read_that_hangs_fails_within_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     zone = open_dropzone(tmp_path.as_uri(), s3=S3Options(file_io_timeout_s=0.3))
     await zone.write("a.sync", b"ok\n")
-    monkeypatch.setattr(nofollow, "open_read", hang(nofollow.open_read))
-    with pytest.raises(DropZoneIOTimeout) as raised:
-        await zone.read_bytes("a.sync")
-    assert classify(raised.value) is FailureKind.DEPENDENCY
-    assert "DROPZONE_IO_TIMEOUT_S" in str(raised.value)
-    assert await zone.exists("a.sync")  # the zone still answers what does not hang
+    released = threading.Event()
+    opened: list[int] = []
+    open_read = nofollow.open_read
+
+    def hanging_open(*args: Any) -> int:
+        released.wait()
+        fd = open_read(*args)
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(nofollow, "open_read", hanging_open)
+    try:
+        with pytest.raises(DropZoneIOTimeout) as raised:
+            await zone.read_bytes("a.sync")
+        assert classify(raised.value) is FailureKind.DEPENDENCY
+        assert "DROPZONE_IO_TIMEOUT_S" in str(raised.value)
+        assert await zone.exists("a.sync")  # the zone still answers what does not hang
+    finally:
+        released.set()
+
+    async def still_open() -> bool:
+        # The abandoned open returns once released; the zone closes what it opened (nobody else will).
+        target = str(tmp_path / "a.sync")
+        return any(_points_to(fd, target) for fd in opened) or not opened
+
+    await eventually(still_open, until=lambda is_open: not is_open)
+
+
+def _points_to(fd: int, target: str) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == target
+    except OSError:
+        return False
 
 
 async def test_a_write_that_hangs_fails_within_the_timeout_and_leaves_nothing(
