@@ -176,8 +176,11 @@ async def test_every_form_is_masked_in_stored_reasons(form: str) -> None:
     secret=st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=6, max_size=40)
 )
 def test_any_secret_in_any_form_is_masked(secret: str) -> None:
+    # The masked text does not depend on the secret at all: "not in" would fail on a secret that is also a word
+    # of the text around it (a secret "postgr" in a postgresql:// URL).
+    other = "q" * len(secret)
     for form, make in FORMS.items():
-        assert secret not in redact_text(make(secret)), form
+        assert redact_text(make(secret)) == redact_text(make(other)), form
 
 
 def test_ordinary_text_is_left_alone() -> None:
