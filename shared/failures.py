@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import re
 import traceback
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +26,7 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from shared.errors import PermanentError, TransientError
+from shared.logging import redact_text
 
 
 class FailureKind(StrEnum):
@@ -121,17 +121,10 @@ def dependency_of(exc: BaseException) -> str:
     return str(getattr(exc, "context", {}).get("dependency", "other")) if isinstance(exc, TransientError) else "other"
 
 
-_SECRETS = (
-    re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@"),  # a DSN's password
-    re.compile(r"(?i)((?:password|passwd|secret|token|authorization|api[_-]?key)\s*[=:]\s*)[^\s,;'\"&]+"),
-)
-
-
 def redact(text: str) -> str:
-    """``text`` (a stack trace, an error message) without DSN passwords and key=value secrets."""
-    for pattern in _SECRETS:
-        text = pattern.sub(r"\1***@" if pattern is _SECRETS[0] else r"\1***", text)
-    return text
+    """``text`` (a stack trace, an error message) with its secrets masked: the log's own redaction, so a dead
+    letter or a run's reason masks every form a log line does."""
+    return redact_text(text)
 
 
 def give_up_reason(kind: FailureKind, exc: BaseException, attempts: int) -> str:

@@ -51,6 +51,7 @@ def _request(audience: WithdrawnAudience, requested_by: str) -> AudienceExportRe
         # The audience's own mode: every mode removes withdrawn IDs, and a mirror stays a mirror.
         mode=audience.mode or "append",
         requested_by=requested_by,
+        requested_via="cli",
     )
 
 

@@ -235,7 +235,8 @@ async def test_a_full_import_whose_batches_stop_arriving_ends_failed_and_its_sta
     start_reconcile: Callable[..., Awaitable[ReconcileApp]], campaign: Campaign
 ) -> None:
     pool = campaign.pool
-    app = await start_reconcile(import_run_stall_s=2.0)
+    # Long enough to see the staged IDs before the stall ends the run, even on a loaded machine.
+    app = await start_reconcile(import_run_stall_s=5.0)
     run_id = uuid.uuid4()
     # A 3-batch snapshot whose last batch never comes (lost upstream).
     snapshot = _delta_run(run_id, [ecid_of(i) for i in range(1, 31)], size=10, mode="full")
