@@ -28,7 +28,7 @@ CMD ["services.reconcile"]
 
 # The bridge's code: the repository's less DEV_ONLY, the test rig the runtime image leaves out.
 FROM base AS bridge-code
-ARG DEV_ONLY="services/ecsim shared/population.py shared/schema_export.py shared/asyncapi_export.py services/registry.py services/settings_doc.py"
+ARG DEV_ONLY="services/ecsim shared/population.py shared/schema_export.py shared/asyncapi_export.py shared/asyncapi_catalog.py services/registry.py services/settings_doc.py"
 COPY shared ./shared
 COPY services ./services
 RUN rm -r $DEV_ONLY

@@ -143,8 +143,17 @@ def validate_id(id_type: IdType, s: str) -> str:
     return s
 
 
+# The whitespace a declared key is trimmed of, as SQL's ab_key trims it (schemas/sql/017): ASCII only.
+KEY_WHITESPACE: Final = " \t\n\r\f\v"
+
+
 def normalise_email(s: str) -> str:
-    return s.strip().lower()
+    """The e-mail as its key is hashed: ASCII whitespace trimmed, ASCII letters lower-cased (only those: see
+    :func:`declared_key`)."""
+    return s.strip(KEY_WHITESPACE).translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def declared_key(value: str, transform: KeyTransform) -> str:
@@ -154,15 +163,19 @@ def declared_key(value: str, transform: KeyTransform) -> str:
     hex SHA-256 of the trimmed, lower-cased value, the hashing the platform's own ID service applies to
     e-mail addresses. An empty value is refused in both cases: every empty field would otherwise
     collapse onto a single shared ID.
+
+    Trimmed of ASCII whitespace (:data:`KEY_WHITESPACE`) and lower-cased in ASCII (A-Z only; every other
+    character is hashed as it is): the rule SQL's ``ab_key`` computes too (schemas/sql/017), whatever the
+    database's collation, so a key Python derives is the key Postgres stores and matches.
     """
-    trimmed = value.strip()
+    trimmed = value.strip(KEY_WHITESPACE)
     if transform == "none":
         return validate_declared_id(trimmed)
     if transform == "sha256":
         if not trimmed:
             raise InvalidId("declared", REASON_EMPTY, length=0)
         try:
-            encoded = trimmed.lower().encode("utf-8")
+            encoded = trimmed.encode("utf-8").lower()  # bytes.lower(): the ASCII letters only
         except UnicodeEncodeError:  # a lone surrogate, e.g. from a surrogateescape'd byte
             raise InvalidId("declared", REASON_NOT_UTF8, length=len(trimmed)) from None
         return hashlib.sha256(encoded).hexdigest()

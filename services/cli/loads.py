@@ -96,8 +96,8 @@ async def load_visitor_links(conn: Any, path: Path, progress: Callable[[int], No
         status = await conn.execute(
             """INSERT INTO visitor_link (ecid, recipient_id)
                SELECT DISTINCT l.ecid, r.recipient_id
-                 FROM load_link l JOIN recipient r ON l.recipient_id ~ '^[0-9]{1,18}$'
-                      AND r.recipient_id = l.recipient_id::bigint
+                 FROM load_link l JOIN recipient r
+                      ON r.recipient_id = CASE WHEN l.recipient_id ~ '^[0-9]{1,18}$' THEN l.recipient_id::bigint END
                 WHERE l.ecid ~ '^[0-9]{38}$'
                ON CONFLICT DO NOTHING"""
         )

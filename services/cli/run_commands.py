@@ -17,6 +17,7 @@ from services.cli.dry_run_output import show_dry_run
 from services.publish.files import FileOptions
 from services.publish.publisher import retry_run
 from services.publish.settings import PublishSettings
+from services.reconcile import consent
 from services.reconcile.export_release import release_export, release_plan
 from services.reconcile.exporting import Exporter
 from services.reconcile.release import ReleasePlan, plan_release, release_run
@@ -91,10 +92,22 @@ def run_cmd(run_id: uuid.UUID) -> None:
     console.print_json(orjson.dumps(data).decode())
 
 
+async def _rematch() -> dict[str, int]:
+    # Opted-out recipients join lists only as reconcile's IMPORT_OPTED_OUT allows, here as in the service.
+    import_opted_out = load_settings(ReconcileSettings).import_opted_out
+
+    async def work(conn: Any) -> dict[str, int]:
+        await consent.set_for_session(conn, import_opted_out)
+        return await rematch_ids(conn)
+
+    return await with_db(work)
+
+
 @app.command("rematch")
 def rematch_cmd() -> None:
-    """Match unmatched IDs again against current recipients and visitor links."""
-    result = run_sync(with_db(rematch_ids))
+    """Match unmatched IDs again against current recipients and visitor links (opted-out recipients only as
+    IMPORT_OPTED_OUT allows)."""
+    result = run_sync(_rematch())
     console.print(f"{result['matched']} IDs matched, {result['added']} list members added")
 
 

@@ -32,32 +32,29 @@ import contextlib
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Final
 
 from services.ecsim.inbound_faults import REASON_COUNTERS, InboundSchedule, rejects_record
-from services.ecsim.profiles import Key, ProfileStore, Transaction, encode_id
+from services.ecsim.inbound_receipts import FileStats, InboundTarget, processed_receipt, rejected_receipt
+from services.ecsim.profiles import ProfileStore, Transaction, encode_id
 from services.ecsim.store import AamStore, Json, id_type_of, now_ms
 from shared.dropzone import Area, DropZone, ObjectNotFound
 from shared.errors import TransientError
 from shared.formats import BadFileName, CorruptGzip, EmptyFile, FormatError
 from shared.formats.inbound import (
     InboundCounters,
-    InboundFileName,
     InboundParser,
     InboundRecord,
     parse_inbound_name,
 )
 from shared.formats.lines import LineError
-from shared.ids import IdType
 from shared.logging import get_logger
 from shared.retry import Backoff
 
 log = get_logger(__name__)
 
 ON_BOARDED: Final = "ON_BOARDED_TRAIT"
-MAX_ERROR_SAMPLES: Final = 10  # per reason, like the platform's error sampling
 MAX_RECENT: Final = 1000
 _DATE_DIR: Final = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 _LOOSE_DPID: Final = re.compile(r"ftp_dpm_(\d{1,18})_")
@@ -68,45 +65,6 @@ class _Rejected(Exception):
         super().__init__(reason)
         self.reason = reason
         self.dpid = dpid
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    key: str
-    name: InboundFileName
-    partner: str
-    dpid: int  # whose ids the file holds: the receipt's data source and the profile namespace
-    owner: int  # whose traits the file realises
-    id_type: IdType
-
-
-@dataclass(slots=True)
-class _Stats:
-    no_trait: int = 0
-    stored: int = 0
-    realized: int = 0
-    traits_failed: int = 0
-    users_failed: int = 0
-    devices: set[Key] = field(default_factory=set)
-    samples: dict[str, list[Json]] = field(default_factory=dict)
-    records: int = 0  # records seen so far (the index line rejections are chosen by)
-    injected: int = 0  # records rejected by an injected fault
-
-    def inject(self, line_number: int, reason: str) -> None:
-        self.injected += 1
-        kept = self.samples.setdefault(reason, [])
-        if len(kept) < MAX_ERROR_SAMPLES:
-            kept.append({"line": line_number, "reason": reason, "detail": "rejected (injected fault)"})
-
-    def sample(self, err: LineError) -> None:
-        kept = self.samples.setdefault(err.reason, [])
-        if len(kept) < MAX_ERROR_SAMPLES:
-            # No user id: a rejected declared id may be raw PII, and receipts are shown to anyone.
-            kept.append({"line": err.line_number, "reason": err.reason, "detail": err.detail})
-
-
-def _clock_text(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 class InboundProcessor:
@@ -217,7 +175,7 @@ class InboundProcessor:
             return self._reject(key, injected, target.dpid, started)
         tx = self.profiles.transaction()
         parser = InboundParser(target.name, id_type=target.id_type)
-        stats = _Stats()
+        stats = FileStats()
         try:
             await self._apply(target, parser, stats, tx)
         except ObjectNotFound:
@@ -241,10 +199,11 @@ class InboundProcessor:
             raise
         removed = tx.removed
         tx.commit()
-        receipt = self._receipt(target, parser.counters, stats, removed, started)
+        injected_as = REASON_COUNTERS[self.schedule.faults.reject_line_reason] if stats.injected else None
+        receipt = processed_receipt(target, parser.counters, stats, removed, (started, self._clock()), injected_as)
         return self._record(key, receipt, target.dpid, "processed", None)
 
-    def _resolve(self, key: str) -> _Target:
+    def _resolve(self, key: str) -> InboundTarget:
         parts = key.split("/")
         base = parts[-1]
         loose = _LOOSE_DPID.match(base)
@@ -264,9 +223,9 @@ class InboundProcessor:
         owner = name.target_dpid if name.target_dpid is not None else name.dpid
         if owner not in datasources:
             raise _Rejected(f"unknown target data source {owner}", name.dpid)
-        return _Target(key, name, parts[0], name.dpid, owner, id_type_of(ds))
+        return InboundTarget(key, name, parts[0], name.dpid, owner, id_type_of(ds))
 
-    async def _apply(self, target: _Target, parser: InboundParser, stats: _Stats, tx: Transaction) -> None:
+    async def _apply(self, target: InboundTarget, parser: InboundParser, stats: FileStats, tx: Transaction) -> None:
         onboarded = self.store.trait_ids_of(target.owner, trait_type=ON_BOARDED)
         overwrite = target.name.mode == "overwrite"
         replace = self.store.trait_ids_of(target.owner) if overwrite else None
@@ -304,90 +263,13 @@ class InboundProcessor:
         for item in parser.close():
             take(item)
 
-    # --- receipts ------------------------------------------------------------------------------------
-
-    def _receipt(self, target: _Target, c: InboundCounters, stats: _Stats, removed: int, started: int) -> Json:
-        ended = self._clock()
-        counters = {
-            "recordsReceived": c.records_received,
-            "formatErrors": c.format_errors,
-            "invalidAamIds": c.invalid_ids,
-            "noMatchingAamId": 0,
-            "noTraitRealized": stats.no_trait,
-            "recordsProcessed": c.records_processed,
-            "storedRecords": stats.stored,
-            "totalDevices": len(stats.devices),
-            "totalSignals": c.signals,
-            "totalUnusedSignals": c.signals,
-            "totalRealizedTraits": stats.realized,
-            "totalRemovedTraits": removed,
-            "totalTraitsFailedValidation": stats.traits_failed,
-            "totalUsersWithTraitsFailedValidation": stats.users_failed,
-        }
-        if stats.injected:
-            counter = REASON_COUNTERS[self.schedule.faults.reject_line_reason]
-            counters[counter] += stats.injected
-        # The e-mail receipt's own wording, for whoever compares with a real one.
-        platform = {
-            "File name": [target.name.name],
-            **c.receipt(),
-            "No Matching AAM ID": 0,
-            "No Trait Realized": stats.no_trait,
-            "Stored Records": stats.stored,
-            "Total devices": len(stats.devices),
-            "Total signals": c.signals,
-            "Total unused signals": c.signals,
-            "Total realized traits": stats.realized,
-            "Total removed traits": removed,
-            "Total traits failed validation": stats.traits_failed,
-            "Total users that have traits which failed validation": stats.users_failed,
-            "Job start time": _clock_text(started),
-            "Job end time": _clock_text(ended),
-        }
-        return {
-            "dataFileName": target.name.name,
-            "objectKey": target.key,
-            "partner": target.partner,
-            "targetDataSourceId": target.owner,
-            "mode": target.name.mode,
-            "part": target.name.part,
-            "status": "processed",
-            "success": True,
-            **counters,
-            "discardedOverUserLimit": c.discarded_over_user_limit,
-            "removalsIgnored": c.removals_ignored,
-            "blankLines": c.blank_lines,
-            "errorsByReason": dict(c.errors_by_reason),
-            "errorSamples": [s for kept in stats.samples.values() for s in kept],
-            "startTime": started,
-            "endTime": ended,
-            "receipt": platform,
-        }
+    # --- receipts (their content: inbound_receipts.py) --------------------------------------------------
 
     def _reject(
         self, key: str, reason: str, dpid: int | None, started: int, counters: InboundCounters | None = None
     ) -> Json:
-        ended = self._clock()
-        base = key.rsplit("/", 1)[-1]
         received = counters.records_received if counters is not None else 0
-        receipt: Json = {
-            "dataFileName": base,
-            "objectKey": key,
-            "status": "rejected",
-            "success": False,
-            "reason": reason,
-            "recordsReceived": received,
-            "formatErrors": 0,
-            "invalidAamIds": 0,
-            "noMatchingAamId": 0,
-            "noTraitRealized": 0,
-            "recordsProcessed": 0,
-            "storedRecords": 0,
-            "totalRemovedTraits": 0,
-            "startTime": started,
-            "endTime": ended,
-            "receipt": {"File name": [base], "Records received": received, "Stored Records": 0, "Error": reason},
-        }
+        receipt = rejected_receipt(key, reason, received, started, self._clock())
         return self._record(key, receipt, dpid, "rejected", reason)
 
     def _record(self, key: str, receipt: Json, dpid: int | None, area: Area, reason: str | None) -> Json:

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 import orjson
 
@@ -41,9 +41,9 @@ REASON_NO_AAM_UUID: Final = "no AAM_UUID"
 REASON_NO_PARTNER_UUID: Final = "no DataPartner_UUID"
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One segment event to write: :class:`SegmentEvent`'s fields."""
+class Change(NamedTuple):
+    """One segment event to write: :class:`SegmentEvent`'s fields. A named tuple: immutable, and built ten
+    times a delivery several times faster than a frozen dataclass."""
 
     event_id: str
     segment_id: str

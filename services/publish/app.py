@@ -66,6 +66,7 @@ class PublishApp(KafkaPostgresApp):
                     poll_s=self.settings.export_receipt_poll_s,
                     poll_max_s=self.settings.export_receipt_poll_max_s,
                     timeout_s=self.settings.export_receipt_timeout_s,
+                    work_mem_mb=self.settings.export_record_work_mem_mb,
                 ),
                 metrics=self.publish_metrics,
             )

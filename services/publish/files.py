@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from services.publish.apply_sql import DEFAULT_APPLY_WORK_MEM_MB
 from services.publish.encoding import (
     OTHER_TRAIT_FIXED_BYTES,
     PartEncoder,
@@ -65,6 +66,7 @@ class FileOptions:
     backoff_max_s: float = 10.0
     # Then: wait for the platform's receipts (``uploaded``), or count the run applied at once (``succeeded``).
     await_receipts: bool = False
+    work_mem_mb: int = DEFAULT_APPLY_WORK_MEM_MB  # recording a run applied at once (EXPORT_RECORD_WORK_MEM_MB)
 
     @classmethod
     def from_settings(cls, settings: PublishSettings) -> FileOptions:
@@ -77,6 +79,7 @@ class FileOptions:
             backoff_initial_s=settings.retry_backoff_initial_s,
             backoff_max_s=settings.retry_backoff_max_s,
             await_receipts=settings.export_await_receipts,
+            work_mem_mb=settings.export_record_work_mem_mb,
         )
 
 

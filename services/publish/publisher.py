@@ -240,7 +240,8 @@ class Publisher:
                 run.run_id,
             )
             assert sizes is not None
-            await apply_whole_run(conn, run.run_id, run.audience_id, full=run.mode == "full")
+            full = run.mode == "full"
+            await apply_whole_run(conn, run.run_id, run.audience_id, full=full, work_mem_mb=self._options.work_mem_mb)
             counts = run_counts(run.totals, run.counts, added=sizes["adds"], removed=sizes["removes"])
             moved = await store.move(conn, run.run_id, "succeeded", counts=counts)
             await drop_staging(conn, run.run_id, run.audience_id, run.started_at)

@@ -26,7 +26,7 @@ from typing import Any, Final
 import asyncpg
 import orjson
 
-from services.publish.apply_sql import apply_whole_run, drop_staging
+from services.publish.apply_sql import DEFAULT_APPLY_WORK_MEM_MB, apply_whole_run, drop_staging, set_work_mem
 from services.publish.export_run import load_run
 from services.publish.metrics import NoPublishMetrics, PublishMetrics
 from services.publish.receipts import (
@@ -137,15 +137,22 @@ def _range_args(ranges: Sequence[LineRange]) -> tuple[list[str], list[int], list
 
 
 async def apply_verdicts(
-    conn: Any, run_id: uuid.UUID, audience_id: str, full: bool, ranges: Sequence[LineRange]
+    conn: Any,
+    run_id: uuid.UUID,
+    audience_id: str,
+    full: bool,
+    ranges: Sequence[LineRange],
+    *,
+    work_mem_mb: int = DEFAULT_APPLY_WORK_MEM_MB,
 ) -> None:
     """exported_member follows what the platform applied (inside the caller's transaction)."""
     if not ranges:
         # Everything applied (the usual case): the plain statements, no line numbers needed.
-        await apply_whole_run(conn, run_id, audience_id, full=full)
+        await apply_whole_run(conn, run_id, audience_id, full=full, work_mem_mb=work_mem_mb)
         await conn.execute("DELETE FROM export_rejected_id WHERE audience_id = $1", audience_id)
         return
     args = (run_id, full, *_range_args(ranges), audience_id)
+    await set_work_mem(conn, work_mem_mb)
     if full:
         # A full run is the complete audience: what the bridge shared before is replaced by what applied
         # (and by the removes not applied: those users still hold the trait).
@@ -298,7 +305,9 @@ class ReceiptPoller:
             result = run_verdict(verdicts)
             run = await load_run(conn, run_id)
             assert run is not None
-            await apply_verdicts(conn, run_id, run.audience_id, run.mode == "full", unapplied_ranges(files, verdicts))
+            ranges = unapplied_ranges(files, verdicts)
+            full = run.mode == "full"
+            await apply_verdicts(conn, run_id, run.audience_id, full, ranges, work_mem_mb=self._options.work_mem_mb)
             reason = result.reason if result.state != "succeeded" else None
             try:
                 moved = await store.move(conn, run_id, result.state, reason=reason, counts=result.counts)

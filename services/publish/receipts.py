@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from services.publish.apply_sql import DEFAULT_APPLY_WORK_MEM_MB
 from shared.platform import InboundReceipt
 
 Verdict = Literal["applied", "partial", "rejected", "timed_out"]
@@ -54,6 +55,7 @@ class ReceiptOptions:
     poll_s: float = 1.0
     poll_max_s: float = 300.0
     timeout_s: float = 172_800.0
+    work_mem_mb: int = DEFAULT_APPLY_WORK_MEM_MB  # recording the ended run (EXPORT_RECORD_WORK_MEM_MB)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,13 @@ class PublishSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Setti
         le=86400,
         description="Polls back off (doubling) up to this while no receipt comes; a receipt resets them.",
     )
+    export_record_work_mem_mb: int = Field(
+        256,
+        ge=4,
+        le=65536,
+        description="Postgres work_mem (MB) of recording a run the platform applied in `exported_member`: room "
+        "to sort a large run's IDs in memory.",
+    )
     export_receipt_timeout_s: float = Field(
         172800.0,
         gt=0,

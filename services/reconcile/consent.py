@@ -3,18 +3,24 @@
 Exports always leave them out (:mod:`services.reconcile.export_diff`). Imports follow the setting, which reconcile
 gives each of its database sessions as the custom setting ``audience_bridge.import_opted_out`` (``on``/``off``):
 the statements that add members test it where they add, so no caller has to carry it along. A session without it
-(the CLI's ``rematch``) admits them, the default.
+admits them, the default; the CLI's ``rematch`` sets it on its connection (:func:`set_for_session`) from the same
+``IMPORT_OPTED_OUT``.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 GUC: Final = "audience_bridge.import_opted_out"
 
 
 def session_settings(import_opted_out: bool) -> dict[str, str]:
     return {GUC: "on" if import_opted_out else "off"}
+
+
+async def set_for_session(conn: Any, import_opted_out: bool) -> None:
+    """The setting on an open connection (one not made by reconcile's pool, whose sessions carry it already)."""
+    await conn.execute("SELECT set_config($1, $2, false)", GUC, session_settings(import_opted_out)[GUC])
 
 
 def admitted_sql(recipient_id: str) -> str:

@@ -2,8 +2,8 @@
 
 Matching (import), resolving (export), re-matching and the indexes must all use the very same
 expression, or the planner cannot use the indexes. The usual keys are stored columns of ``recipient``
-(generated from ``ab_declared_key``, see schemas/sql/005): exporting a large list then reads them
-instead of hashing every member. Any other key/transform is the ``ab_declared_key(<column>,
+(generated from ``ab_key``, see schemas/sql/005): exporting a large list then reads them
+instead of hashing every member. Any other key/transform is the ``ab_key(<column>,
 '<transform>')`` expression itself, with an expression index made on demand. The column and the
 transform come from fixed whitelists, never from input, so the text is safe to splice into SQL.
 """
@@ -17,7 +17,7 @@ from shared.ids import KEY_TRANSFORMS  # one list of transforms: Python computes
 
 RECONCILIATION_KEYS: Final = ("recipient_id", "email", "crm_id")
 
-# (key, transform) -> the stored generated column holding ab_declared_key(key, transform).
+# (key, transform) -> the stored generated column holding ab_key(key, transform).
 STORED_KEYS: Final = {("email", "sha256"): "key_email_sha256", ("crm_id", "none"): "key_crm_id_none"}
 
 # A declared ID must survive the platform's file formats: printable ASCII without separators.
@@ -38,7 +38,7 @@ def declared_key_sql(key: str | None, transform: str, *, alias: str | None = "r"
     if stored is not None:
         return prefix + stored
     column = "recipient_id::text" if key == "recipient_id" else key
-    return f"ab_declared_key({prefix}{column}, '{transform}')"
+    return f"ab_key({prefix}{column}, '{transform}')"
 
 
 def exportable_key_sql(key: str | None, transform: str, *, alias: str | None = "r") -> str:

@@ -90,8 +90,11 @@ async def _find_audience(conn: Connection, ref: str, data_source: str | None) ->
 
 
 async def _find_list(conn: Connection, ref: str) -> tuple[int, str]:
+    # CASE, not AND: SQL does not order an AND, and a generic plan (a statement's 6th run) cast any name.
     row = await conn.fetchrow(
-        "SELECT list_id, name FROM list WHERE name = $1 OR ($1 ~ '^[0-9]{1,18}$' AND list_id = $1::bigint)", ref
+        "SELECT list_id, name FROM list WHERE name = $1"
+        " OR list_id = CASE WHEN $1 ~ '^[0-9]{1,18}$' THEN $1::bigint END",
+        ref,
     )
     if row is None:
         raise RebindRefused("unknown list", list=ref)

@@ -148,8 +148,10 @@ async def load_source(conn: Any, name: str) -> Source:
 
 async def list_id_of(conn: Any, list_ref: str) -> int:
     """A list by name, or by id when the reference is a number."""
+    # CASE, not AND: SQL does not order an AND, and a generic plan (a statement's 6th run) cast any name.
     row = await conn.fetchval(
-        "SELECT list_id FROM list WHERE name = $1 OR ($1 ~ '^[0-9]{1,18}$' AND list_id = $1::bigint)", list_ref
+        "SELECT list_id FROM list WHERE name = $1 OR list_id = CASE WHEN $1 ~ '^[0-9]{1,18}$' THEN $1::bigint END",
+        list_ref,
     )
     if row is None:
         raise PermanentError("unknown list", list=list_ref)

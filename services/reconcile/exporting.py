@@ -33,17 +33,16 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
 from services.reconcile import export_authorisation as authorisation
+from services.reconcile import export_run_rows as rows
 from services.reconcile import export_waiting as waiting
 from services.reconcile.export_binding import binding_of, refusal
 from services.reconcile.export_diff import (
     CURRENT_IDS,
-    EXCLUDED,
-    OPTED_OUT,
     Source,
     diff_sql,
     export_audience_id,
@@ -222,17 +221,7 @@ class Exporter:
         async with conn.transaction():
             # Runs of one audience are diffed one after the other, across partitions and replicas.
             await lock_audience(conn, audience_id)
-            row = await conn.fetchrow(
-                """INSERT INTO export_request (request_id, audience_id, attempts, requested_by, request, requested_via)
-                   VALUES ($1, $2, 0, $3, $4::jsonb, $5)
-                   ON CONFLICT (request_id) DO UPDATE SET request = coalesce(export_request.request, EXCLUDED.request)
-                   RETURNING attempts, emitted_run, waiting_since""",
-                request.request_id,
-                audience_id,
-                request.requested_by,
-                request.model_dump_json(),
-                request.requested_via,
-            )
+            row = await rows.record_request(conn, request, audience_id)
             if row["emitted_run"] is not None:
                 return None
             declared = await authorisation.declaration_of(conn, source.data_source_id, request.audience_name)
@@ -248,85 +237,34 @@ class Exporter:
                     "export_request_waiting", request_id=str(request.request_id), audience_id=audience_id, behind=ahead
                 )
                 return None
-            attempts = await conn.fetchval(
-                """UPDATE export_request SET attempts = attempts + 1, waiting_since = NULL
-                    WHERE request_id = $1 RETURNING attempts""",
-                request.request_id,
-            )
-            run_id = export_run_id(request.request_id, attempts)
-            # An earlier attempt that never finished emitting will never be published: close it.
-            await store.fail_live_attempts(conn, request.request_id, SUPERSEDED)
-            # The audience's list is set once, when it is created (an operator moves it: audience rebind).
-            await conn.execute(
-                """INSERT INTO shared_audience (audience_id, name, direction, data_source_id, list_id, export_mode)
-                   VALUES ($1, $2, 'export', $3, $4, $5)
-                   ON CONFLICT (audience_id) DO UPDATE
-                   SET list_id = coalesce(shared_audience.list_id, EXCLUDED.list_id),
-                       export_mode = EXCLUDED.export_mode, updated_at = now()""",
-                audience_id,
-                request.audience_name,
-                source.data_source_id,
-                list_id,
-                request.mode,
-            )
-            received = int(await conn.fetchval("SELECT count(*) FROM list_member WHERE list_id = $1", list_id))
-            await self._new_run(conn, run_id, request, list_id, source, audience_id, {"received": received})
-            excluded_status = await conn.execute(
-                f"INSERT INTO export_excluded (run_id, recipient_id) SELECT $2::uuid, x.recipient_id "  # noqa: S608
-                f"FROM ({EXCLUDED[source.kind]}) x",
-                list_id,
-                run_id,
-            )
-            excluded = int(excluded_status.rsplit(" ", 1)[-1])
-            # Consent: opted-out members are left out (and leave a mirror/full audience), counted apart.
-            # (Recorded when there are any: a run's counts name what happened to it.)
-            opted_out = int(await conn.fetchval(OPTED_OUT, list_id))
-            await store.set_counts(
-                conn, run_id, {"excluded": excluded} | ({"opted_out": opted_out} if opted_out else {})
-            )
+            return await self._start_attempt(conn, request, list_id, source, audience_id)
+
+    async def _start_attempt(
+        self, conn: Any, request: AudienceExportRequest, list_id: int, source: Source, audience_id: str
+    ) -> OpenedRun:
+        """The request's next attempt: its run, its audience, the recipients it leaves out (in the caller's
+        transaction)."""
+        run_id = await rows.next_attempt(conn, request.request_id)
+        # An earlier attempt that never finished emitting will never be published: close it.
+        await store.fail_live_attempts(conn, request.request_id, SUPERSEDED)
+        await rows.ensure_audience(conn, request, list_id, source, audience_id)
+        received = int(await conn.fetchval("SELECT count(*) FROM list_member WHERE list_id = $1", list_id))
+        await self._new_run(conn, rows.new_run(run_id, request, list_id, source, audience_id, {"received": received}))
+        excluded = await rows.record_left_out(conn, run_id, list_id, source)
         return OpenedRun(run_id, received, excluded)
 
-    async def _new_run(
-        self,
-        conn: Any,
-        run_id: uuid.UUID,
-        request: AudienceExportRequest,
-        list_id: int,
-        source: Source,
-        audience_id: str,
-        counts: dict[str, int],
-        state: Literal["progress", "failed"] = "progress",
-    ) -> None:
-        new_run = store.NewRun(
-            run_id=run_id,
-            direction="export",
-            audience_id=audience_id,
-            mode=request.mode,
-            data_source_id=source.data_source_id,
-            list_id=list_id,
-            id_type=source.id_type,
-            state=state,
-            request_id=request.request_id,
-            dpid=source.dpid,
-            counts=counts,
-            requested_by=request.requested_by,
-            requested_via=request.requested_via,
-        )
+    @staticmethod
+    async def _new_run(conn: Any, new_run: store.NewRun) -> None:
         if not await store.open_run(conn, new_run):
             # Attempts are numbered by the request's row, so each has a run id of its own: never reached.
-            raise PermanentError("an export run with this id exists already", run_id=str(run_id))
+            raise PermanentError("an export run with this id exists already", run_id=str(new_run.run_id))
 
     async def _refuse(
         self, conn: Any, request: AudienceExportRequest, list_id: int, source: Source, audience_id: str, why: str
     ) -> RunOutcome:
         """A ``failed`` run saying why, recorded as the request's outcome (a redelivery changes nothing)."""
-        attempts = await conn.fetchval(
-            """UPDATE export_request SET attempts = attempts + 1, waiting_since = NULL
-                WHERE request_id = $1 RETURNING attempts""",
-            request.request_id,
-        )
-        run_id = export_run_id(request.request_id, attempts)
-        await self._new_run(conn, run_id, request, list_id, source, audience_id, {}, state="failed")
+        run_id = await rows.next_attempt(conn, request.request_id)
+        await self._new_run(conn, rows.new_run(run_id, request, list_id, source, audience_id, {}, state="failed"))
         outcome = await store.move(conn, run_id, "failed", reason=why)
         await conn.execute(
             "UPDATE export_request SET emitted_run = $2 WHERE request_id = $1", request.request_id, run_id

@@ -53,7 +53,8 @@ SELECT r.run_id, r.started_at, coalesce(r.finished_at, r.updated_at) AS ended_at
  ORDER BY r.started_at DESC, r.run_id DESC
  LIMIT $2"""
 
-_LIST = "SELECT list_id, name FROM list WHERE name = $1 OR ($1 ~ '^[0-9]{1,18}$' AND list_id = $1::bigint)"
+# CASE, not AND: SQL does not order an AND, and a generic plan (a statement's 6th run) cast any name.
+_LIST = "SELECT list_id, name FROM list WHERE name = $1 OR list_id = CASE WHEN $1 ~ '^[0-9]{1,18}$' THEN $1::bigint END"
 
 _LIST_OVERLAP = """
 SELECT (SELECT count(*) FROM list_member WHERE list_id = $1) AS a_size,

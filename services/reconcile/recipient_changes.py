@@ -36,38 +36,48 @@ _STAGE = """CREATE TEMP TABLE IF NOT EXISTS changed_recipients (
     recipient_id bigint PRIMARY KEY, is_delete boolean NOT NULL, position bigint NOT NULL, email text, crm_id text,
     first_name text, last_name text, opted_out boolean NOT NULL) ON COMMIT DELETE ROWS"""
 
-# Older or equal changes lose: equal positions are the same change delivered again. Plain statements rather
-# than INSERT … ON CONFLICT, whose speculative insertion cost a third more per row: the statement that drops the
-# stale changes locks the known recipients' versions as it reads them (its subquery, in key order), so the test
-# and the update see the same rows; a new recipient's version or row inserted meanwhile by someone else (a CSV
-# load, a forget) fails on its key, and the batch is retried.
-_DROP_STALE = """DELETE FROM changed_recipients c
-                  USING (SELECT rv.recipient_id, rv.position FROM recipient_version rv
-                           JOIN changed_recipients k USING (recipient_id)
-                          ORDER BY rv.recipient_id FOR UPDATE OF rv) v
-                  WHERE v.recipient_id = c.recipient_id AND v.position >= c.position"""
+# Older or equal changes lose: equal positions are the same change delivered again. The stale changes are
+# dropped from ``changed_recipients`` (read, not locked), then the others' versions are bumped, the UPDATE
+# re-testing ``rv.position < c.position`` on each row as it locks it, and the new recipients' versions inserted.
+# Each change left must have been bumped or inserted: when another writer (a CSV load, a forget) changed a
+# version between the statements, the counts differ and the batch is retried (TransientError), as it is when
+# such a writer inserts a version or a row first (its key). (Before: a pass locking the known versions FOR
+# UPDATE, then the update, a lock and a write per row.) Rows are locked in ``changed_recipients``' order (the
+# recipients', COPYed sorted) by every batch. Plain statements rather than INSERT … ON CONFLICT, whose
+# speculative insertion cost a third more per row.
+_DROP_STALE = """DELETE FROM changed_recipients c USING recipient_version rv
+                  WHERE rv.recipient_id = c.recipient_id AND rv.position >= c.position
+              RETURNING c.is_delete"""
 _BUMP_VERSIONS = """UPDATE recipient_version rv SET position = c.position, deleted = c.is_delete, applied_at = now()
-                      FROM changed_recipients c WHERE rv.recipient_id = c.recipient_id"""
+                      FROM changed_recipients c WHERE rv.recipient_id = c.recipient_id AND rv.position < c.position"""
 _NEW_VERSIONS = """INSERT INTO recipient_version (recipient_id, position, deleted)
                    SELECT recipient_id, position, is_delete FROM changed_recipients c
                     WHERE NOT EXISTS (SELECT 1 FROM recipient_version rv WHERE rv.recipient_id = c.recipient_id)
                     ORDER BY recipient_id"""
+# A change that leaves the row as it is (a CDC update of a column the bridge does not read, a replay with a new
+# position) writes nothing: no new row version, no index entries, no rematch.
 _UPDATE = """UPDATE recipient r
                 SET email = c.email, crm_id = c.crm_id, first_name = c.first_name, last_name = c.last_name,
                     opted_out = c.opted_out, updated_at = now()
-               FROM changed_recipients c WHERE NOT c.is_delete AND r.recipient_id = c.recipient_id"""
+               FROM changed_recipients c WHERE NOT c.is_delete AND r.recipient_id = c.recipient_id
+                AND (r.email, r.crm_id, r.first_name, r.last_name, r.opted_out)
+                    IS DISTINCT FROM (c.email, c.crm_id, c.first_name, c.last_name, c.opted_out)"""
 _INSERT = """INSERT INTO recipient (recipient_id, email, crm_id, first_name, last_name, opted_out)
              SELECT recipient_id, email, crm_id, first_name, last_name, opted_out FROM changed_recipients c
               WHERE NOT is_delete AND NOT EXISTS (SELECT 1 FROM recipient r WHERE r.recipient_id = c.recipient_id)
               ORDER BY recipient_id"""
 
 
-async def _keep_newer(conn: Any) -> int:
-    """Drop the stale changes from ``changed_recipients`` and record the others' positions; returns the stale."""
-    stale = _affected(await conn.execute(_DROP_STALE))
-    await conn.execute(_BUMP_VERSIONS)
-    await conn.execute(_NEW_VERSIONS)
-    return stale
+async def _keep_newer(conn: Any, staged: int) -> tuple[int, int]:
+    """Drop the stale changes from ``changed_recipients`` and record the others' positions; returns (stale,
+    stale upserts)."""
+    stale = await conn.fetch(_DROP_STALE)
+    recorded = _affected(await conn.execute(_BUMP_VERSIONS)) + _affected(await conn.execute(_NEW_VERSIONS))
+    if recorded != staged - len(stale):
+        raise TransientError(
+            "recipient versions were written concurrently", staged=staged, stale=len(stale), recorded=recorded
+        )
+    return len(stale), sum(1 for row in stale if not row["is_delete"])
 
 
 async def _upsert(conn: Any) -> int:
@@ -77,18 +87,27 @@ async def _upsert(conn: Any) -> int:
 # The batch's rows are found by their primary key, never by reading the whole table. Left to its costs, the
 # planner hashed a sequential scan of recipient_version and of recipient for every batch (costing a random page
 # read per key probe, on a database held in memory): three scans of 500,000 rows, 0.75 s of a 5,000-change
-# batch in the benchmark, a cost growing with the table. Turned off for these statements only, then restored.
-_NO_SEQSCAN = "SELECT current_setting('enable_seqscan'), set_config('enable_seqscan', 'off', true)"
-_RESTORE_SEQSCAN = "SELECT set_config('enable_seqscan', $1, true)"
+# batch in the benchmark, a cost growing with the table. Without sequential scans it merged or hashed a full
+# scan of their primary keys instead (the same growth: 40,000 index entries read for a 5,000-change batch).
+# Hash and merge joins are turned off too, for these statements only, then restored: each change is one probe.
+_BY_KEY = """SELECT concat_ws(',', current_setting('enable_seqscan'), current_setting('enable_hashjoin'),
+                             current_setting('enable_mergejoin')),
+                   set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
+                   set_config('enable_mergejoin', 'off', true)"""
+_RESTORE = """SELECT set_config('enable_seqscan', split_part($1, ',', 1), true),
+                     set_config('enable_hashjoin', split_part($1, ',', 2), true),
+                     set_config('enable_mergejoin', split_part($1, ',', 3), true)"""
 
 
-async def _by_key(conn: Any) -> tuple[int, int]:
-    """(stale, upserted): :func:`_keep_newer` then :func:`_upsert`, each row reached through its key."""
-    setting = await conn.fetchval(_NO_SEQSCAN)
-    stale = await _keep_newer(conn)
+async def _by_key(conn: Any, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int, int]:
+    """(stale, upserted, unchanged) of the staged ``rows``: :func:`_keep_newer` then :func:`_upsert`, each row
+    reached through its key."""
+    settings = await conn.fetchval(_BY_KEY)
+    stale, stale_upserts = await _keep_newer(conn, len(rows))
     upserted = await _upsert(conn)
-    await conn.fetchval(_RESTORE_SEQSCAN, setting)
-    return stale, upserted
+    await conn.fetchval(_RESTORE, settings)
+    upserts = sum(1 for row in rows if not row[1])
+    return stale, upserted, upserts - stale_upserts - upserted
 
 
 def latest_changes(changes: Iterable[RecipientChange]) -> list[RecipientChange]:
@@ -128,7 +147,8 @@ def _affected(status: str) -> int:
 
 
 async def apply_changes(conn: Any, changes: Sequence[RecipientChange]) -> dict[str, int]:
-    """Apply ``changes`` in one transaction; returns counts (upserted, deleted, stale, withdrawn, rematched)."""
+    """Apply ``changes`` in one transaction; returns counts (upserted, unchanged, deleted, stale, withdrawn,
+    rematched)."""
     latest = latest_changes(changes)
     rows = [stage_row(c) for c in latest]
     async with conn.transaction():
@@ -138,7 +158,7 @@ async def apply_changes(conn: Any, changes: Sequence[RecipientChange]) -> dict[s
         # A temporary table has no statistics: without them the planner hashes whole tables for a few rows.
         await conn.execute("ANALYZE changed_recipients")
         try:
-            stale, upserted = await _by_key(conn)
+            stale, upserted, unchanged = await _by_key(conn, rows)
         except asyncpg.UniqueViolationError as exc:
             raise TransientError("recipients were written concurrently", error=str(exc)[:200]) from exc
         # A batch without opt-outs or deletes (the usual stream of edits) skips their eleven statements, which
@@ -149,6 +169,8 @@ async def apply_changes(conn: Any, changes: Sequence[RecipientChange]) -> dict[s
         rematched = await rematch_changed_recipients(conn) if upserted else {"matched": 0, "added": 0}
     counts = {
         "upserted": upserted,
+        # Newer changes that left the recipient's row as it was (nothing written but their position).
+        "unchanged": unchanged,
         "deleted": deleted,
         # Superseded within the batch, or not newer than what was applied before.
         "stale": len(changes) - len(latest) + stale,

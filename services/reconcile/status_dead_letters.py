@@ -10,8 +10,6 @@ leaves the last known figures on the page, saying so.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from shared.errors import TransientError
 from shared.kafka.dlq_reader import DeadLetter, ReadBounds, dead_letter_totals, read_dead_letters
 from shared.logging import get_logger
 from shared.settings import KafkaSettings
+from shared.shared_read import SharedRead
 from shared.topics import ALL_TOPICS, DLQ_SUFFIX, dlq_name, topic_name
 
 log = get_logger(__name__)
@@ -130,22 +129,21 @@ def dead_letters_json(summary: DeadLetterSummary | None) -> dict[str, Any] | Non
 
 @dataclass
 class DeadLetterTally:
-    """Reads the summary for the page: cached, one read at a time, bounded in records and time."""
+    """Reads the summary for the page: one read shared by every viewer (``SharedRead``), bounded in records
+    and time; Kafka away keeps the last figures read, marked stale."""
 
     settings: KafkaSettings
     cache_s: float
     scan_per_partition: int
     timeout_s: float
-    _last: tuple[float, DeadLetterSummary] | None = field(default=None, init=False)
-    _reading: asyncio.Task[DeadLetterSummary] | None = field(default=None, init=False)
+    _previous: DeadLetterSummary | None = field(default=None, init=False)
+    _shared: SharedRead[DeadLetterSummary] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._shared = SharedRead(self._read, ttl_s=self.cache_s, name="status-dead-letters-read")
 
     async def summary(self) -> DeadLetterSummary:
-        last = self._last
-        if last is not None and time.monotonic() - last[0] < self.cache_s:
-            return last[1]
-        if self._reading is None or self._reading.done():
-            self._reading = asyncio.create_task(self._read(), name="status-dead-letters-read")
-        return await asyncio.shield(self._reading)
+        return await self._shared.get()
 
     async def _read(self) -> DeadLetterSummary:
         prefix = self.settings.topic_prefix
@@ -156,7 +154,7 @@ class DeadLetterTally:
             letters = await read_dead_letters(self.settings, topics, bounds, timeout_s=self.timeout_s)
         except TransientError as exc:
             log.warning("status_dead_letters_unavailable", error=str(exc))
-            previous = self._last[1] if self._last is not None else DeadLetterSummary(totals={})
+            previous = self._previous or DeadLetterSummary(totals={})
             summary = DeadLetterSummary(
                 totals=previous.totals,
                 counts=previous.counts,
@@ -166,5 +164,5 @@ class DeadLetterTally:
             )
         else:
             summary = summarize(prefix, totals, letters, datetime.now(UTC))
-        self._last = (time.monotonic(), summary)
+        self._previous = summary
         return summary

@@ -1,4 +1,5 @@
-"""The status page for people: audiences, recent runs, blocked runs, unmatched IDs, a chart; and its JSON API.
+"""The status page for people: audiences, recent runs, blocked runs, unmatched IDs, a chart; and its HTTP
+handlers, the JSON API's included (its bodies: :mod:`services.reconcile.status_json`).
 
 :func:`render_page` is a pure function of a :class:`~services.reconcile.status_queries.StatusSnapshot`
 (read by :func:`~services.reconcile.status_queries.load_snapshot`), so it is tested without a database; the
@@ -11,7 +12,6 @@ a Content-Security-Policy that forbids scripts, so a missed escape still could n
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
@@ -25,11 +25,12 @@ from services.reconcile.status_dead_letters import (
     dead_letters_json,
     dead_letters_section,
 )
-from services.reconcile.status_files import file_json, files_section
-from services.reconcile.status_import_polls import import_poll_json, import_polls_section
-from services.reconcile.status_queries import RECENT_RUNS, RunRow, StatusSnapshot, load_runs
+from services.reconcile.status_files import files_section
+from services.reconcile.status_import_polls import import_polls_section
+from services.reconcile.status_json import RELEASE_COMMAND, run_json, snapshot_json
+from services.reconcile.status_queries import RECENT_RUNS, StatusSnapshot, load_runs
 from services.reconcile.status_reads import PageReads, PageUnavailable, RenderMemo
-from services.reconcile.status_schedules import schedule_json, schedules_section
+from services.reconcile.status_schedules import schedules_section
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -37,7 +38,6 @@ log = get_logger(__name__)
 CHART_RUNS: Final = 40
 MAX_API_RUNS: Final = 500
 REFRESH_S: Final = 30
-RELEASE_COMMAND: Final = "audience-bridge release"
 COUNT_COLUMNS: Final = ("received", "matched", "unmatched", "invalid", "excluded", "added", "removed")
 CSP: Final = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; "
@@ -287,74 +287,6 @@ def render_page(snapshot: StatusSnapshot, dead_letters: DeadLetterSummary | None
         f"{dead_letters_section(dead_letters)}"
         "</main></body></html>\n"
     )
-
-
-def run_json(run: RunRow, now: datetime) -> dict[str, Any]:
-    return {
-        "run_id": str(run.run_id),
-        "direction": run.direction,
-        "audience_id": run.audience_id,
-        "audience_name": run.audience_name,
-        "mode": run.mode,
-        "state": run.state,
-        "counts": dict(run.counts),
-        "match_rate": run.rate,
-        "reason": run.reason,
-        "started_at": run.started_at.isoformat(),
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "duration_s": round(run.duration_s(now), 3),
-        "released_by": run.released_by,
-        "requested_by": run.requested_by,
-        "requested_via": run.requested_via,
-    }
-
-
-def snapshot_json(snapshot: StatusSnapshot) -> dict[str, Any]:
-    now = snapshot.generated_at
-    return {
-        "generated_at": now.isoformat(),
-        "totals": dict(snapshot.totals),
-        "audiences": [
-            {
-                "audience_id": a.audience_id,
-                "name": a.name,
-                "direction": a.direction,
-                "data_source": a.data_source,
-                "id_type": a.id_type,
-                "list_id": a.list_id,
-                "list_name": a.list_name,
-                "list_size": a.list_size,
-                "export_mode": a.export_mode,
-                "platform_segment_id": a.platform_segment_id,
-                "last_state": a.last_state,
-                "last_started_at": a.last_started_at.isoformat() if a.last_started_at else None,
-            }
-            for a in snapshot.audiences
-        ],
-        "runs": [run_json(r, now) for r in snapshot.runs],
-        "blocked": [{**run_json(r, now), "release_command": f"{RELEASE_COMMAND} {r.run_id}"} for r in snapshot.blocked],
-        "unmatched": [
-            {
-                "audience_id": u.audience_id,
-                "reason": u.reason,
-                "ids": u.ids,
-                "last_seen": u.last_seen.isoformat() if u.last_seen else None,
-            }
-            for u in snapshot.unmatched
-        ],
-        "deliveries_not_imported": [
-            {
-                "batch_root": d.batch_root,
-                "state": d.state,
-                "reason": d.reason,
-                "finished_at": d.finished_at.isoformat() if d.finished_at else None,
-            }
-            for d in snapshot.deliveries
-        ],
-        "export_files": [file_json(f) for f in snapshot.files],
-        "schedules": [schedule_json(s) for s in snapshot.schedules],
-        "import_polls": [import_poll_json(p) for p in snapshot.import_polls],
-    }
 
 
 class StatusPage:

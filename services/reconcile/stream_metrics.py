@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-CHANGE_OUTCOMES = ("upserted", "deleted", "stale")
+CHANGE_OUTCOMES = ("upserted", "unchanged", "deleted", "stale")
 LINK_OUTCOMES = ("linked", "pending", "dropped")
 PURGED = ("unmatched_ids", "pending_links", "runs", "staging", "withdrawn_ids")
 
@@ -18,7 +18,8 @@ class StreamMetrics:
     def __init__(self, registry: Any | None) -> None:
         self._changes = Counter(
             "ab_recipient_changes_total",
-            "recipient-changes applied, by outcome (upserted, deleted, stale: older than the recipient's last change).",
+            "recipient-changes applied, by outcome (upserted; unchanged: newer but the row was already so; deleted; "
+            "stale: older than the recipient's last change).",
             ["outcome"],
             registry=registry,
         )

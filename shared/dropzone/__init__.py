@@ -17,7 +17,8 @@ from shared.dropzone.base import (
 )
 from shared.dropzone.factory import open_dropzone
 from shared.dropzone.file import FileDropZone
-from shared.dropzone.s3 import S3DropZone, S3Options
+from shared.dropzone.s3 import S3DropZone
+from shared.dropzone.s3_options import S3Options
 
 __all__ = [
     "AREAS",

@@ -9,7 +9,8 @@ from typing import Final
 
 from shared.dropzone.base import DropZone, redact_url
 from shared.dropzone.file import FileDropZone
-from shared.dropzone.s3 import S3DropZone, S3Options
+from shared.dropzone.s3 import S3DropZone
+from shared.dropzone.s3_options import S3Options
 from shared.errors import ConfigError
 
 SCHEMES: Final = ("file", "s3")

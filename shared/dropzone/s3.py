@@ -18,31 +18,36 @@ import asyncio
 import builtins
 import contextlib
 import functools
-from collections.abc import AsyncGenerator, AsyncIterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from contextlib import AsyncExitStack
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Self, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import SecretStr
 
 from shared.dropzone.base import (
     AREAS,
     CHUNK_SIZE,
     DropZone,
-    DropZoneRejected,
-    DropZoneUnavailable,
     ObjectInfo,
     ObjectNotFound,
     UnsafeName,
     check_writable,
     is_listed,
-    redact_url,
     safe_name,
     safe_prefix,
+)
+from shared.dropzone.s3_errors import s3_errors
+from shared.dropzone.s3_options import (
+    CANNED_ACLS,
+    DEFAULT_ACL,
+    MAX_PART_SIZE,
+    MIN_PART_SIZE,
+    AddressingStyle,
+    MiB,
+    S3Options,
 )
 from shared.errors import ConfigError
 
@@ -50,60 +55,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.literals import ObjectCannedACLType
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef, ObjectTypeDef
-
-MiB: Final = 1024 * 1024
-MIN_PART_SIZE: Final = 5 * MiB  # S3's minimum for every part but the last
-MAX_PART_SIZE: Final = 5 * 1024 * MiB
-DEFAULT_ACL: Final = "bucket-owner-full-control"
-CANNED_ACLS: Final = frozenset(
-    {
-        "private",
-        "public-read",
-        "public-read-write",
-        "authenticated-read",
-        "aws-exec-read",
-        "bucket-owner-read",
-        "bucket-owner-full-control",
-    }
-)
-AddressingStyle = Literal["auto", "virtual", "path"]
-
-_NOT_FOUND_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
-# 4xx codes that still mean "try again later" rather than "this request is wrong".
-_TRANSIENT_CODES: Final = frozenset(
-    {"RequestTimeout", "RequestTimeTooSkewed", "ExpiredToken", "TokenRefreshRequired", "SlowDown"}
-)
-_PERMANENT_STATUSES: Final = frozenset({400, 405, 411, 413, 414, 416})
-_NETWORK_ERRORS: Final = (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
-
-
-class S3Options(BaseModel):
-    """How to reach S3. Credentials left unset fall back to the AWS default chain (env, IAM role)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    endpoint_url: str | None = Field(None, description="For S3-compatible stores; None means AWS.")
-    region: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: SecretStr | None = None
-    acl: str | None = Field(DEFAULT_ACL, description="Canned ACL sent with every write; None sends none.")
-    multipart_threshold: int = Field(8 * MiB, ge=0, description="Larger objects use a multipart upload.")
-    part_size: int = Field(8 * MiB, ge=MIN_PART_SIZE, le=MAX_PART_SIZE)
-    max_attempts: int = Field(3, ge=1, description="Total attempts per request, retries included.")
-    connect_timeout: float = Field(10.0, gt=0)
-    read_timeout: float = Field(60.0, gt=0)
-    addressing_style: AddressingStyle = "auto"
-    file_io_timeout_s: float = Field(
-        60.0, gt=0, description="Bound on each file:// operation run in a thread (carried here for both kinds)."
-    )
-
-    @model_validator(mode="after")
-    def _keys_come_in_pairs(self) -> Self:
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("access_key_id and secret_access_key must be given together")
-        if self.acl is not None and self.acl not in CANNED_ACLS:
-            raise ValueError(f"acl must be one of {sorted(CANNED_ACLS)}")
-        return self
 
 
 class S3DropZone(DropZone):
@@ -216,39 +167,8 @@ class S3DropZone(DropZone):
                 )
             return self._s3
 
-    @contextlib.contextmanager
-    def _errors(self, op: str, name: str | None) -> Iterator[None]:
-        """Translate S3 and network failures into the drop-zone error types.
-
-        Only exception types and S3 error codes go into the context: botocore messages do not carry
-        credentials today, but nothing here should depend on that.
-        """
-        try:
-            yield
-        except ClientError as exc:
-            self._raise_client_error(exc, op, name)
-        except _NETWORK_ERRORS as exc:
-            raise DropZoneUnavailable(
-                "S3 drop zone unavailable",
-                url=self._url,
-                name=name,
-                operation=op,
-                endpoint=redact_url(self._endpoint_url) if self._endpoint_url else None,
-                error=type(exc).__name__,
-            ) from exc
-
-    def _raise_client_error(self, exc: ClientError, op: str, name: str | None) -> NoReturn:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        context: dict[str, Any] = {"url": self._url, "name": name, "operation": op, "code": code}
-        if code in _NOT_FOUND_CODES:
-            raise ObjectNotFound("drop-zone object not found", **context) from exc
-        if status in _PERMANENT_STATUSES and code not in _TRANSIENT_CODES:
-            raise DropZoneRejected("S3 rejected the request", status=status, **context) from exc
-        # Everything else (403 access denied, missing bucket, throttling, 5xx) is about the zone, not
-        # the object: a later attempt, or a fixed configuration, can succeed.
-        raise DropZoneUnavailable("S3 drop zone unavailable", status=status, **context) from exc
+    def _errors(self, op: str, name: str | None) -> contextlib.AbstractContextManager[None]:
+        return s3_errors(op, name, url=self._url, endpoint_url=self._endpoint_url)
 
     # ------------------------------------------------------------------ API
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from shared.dropzone.s3 import DEFAULT_ACL, S3Options
+from shared.dropzone.s3_options import DEFAULT_ACL, S3Options
 from shared.settings import BaseServiceSettings
 
 

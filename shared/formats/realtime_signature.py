@@ -21,8 +21,7 @@ _DIGESTS: Final = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashli
 
 def sign(message: bytes, key: bytes, algorithm: SignatureAlgorithm = "sha1") -> str:
     """The signature the platform sends for ``message`` (a POST's body, a GET's path + query)."""
-    digest = hmac.new(key, message, _DIGESTS[algorithm]).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return base64.b64encode(hmac.digest(key, message, _DIGESTS[algorithm])).decode("ascii")
 
 
 def verify(message: bytes, signature: str, keys: Sequence[bytes], algorithm: SignatureAlgorithm = "sha1") -> bool:
@@ -31,6 +30,7 @@ def verify(message: bytes, signature: str, keys: Sequence[bytes], algorithm: Sig
     given = signature.strip().encode("ascii", errors="replace")
     matched = False
     for key in keys:
-        expected = sign(message, key, algorithm).encode("ascii")
+        # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than an hmac.new object per delivery.
+        expected = base64.b64encode(hmac.digest(key, message, _DIGESTS[algorithm]))
         matched |= hmac.compare_digest(expected, given)
     return matched

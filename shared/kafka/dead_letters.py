@@ -1,6 +1,6 @@
 """Dead letters: a message the bridge gives up on goes to ``<topic>.dlq``, its value and key unchanged, with
 ``dlq.*`` headers saying what failed, in which service, and where the original is (the AsyncAPI document,
-``shared/asyncapi_export.py``, describes each header)."""
+``shared/asyncapi_catalog.py``, describes each header)."""
 
 from __future__ import annotations
 

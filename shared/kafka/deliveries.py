@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from aiokafka import ConsumerRecord
 
 from shared.errors import PoisonMessage
+from shared.message_batches import decode_all
 from shared.messages import Message, decode
 
 M = TypeVar("M", bound=Message)
@@ -19,9 +20,9 @@ Records = list[ConsumerRecord[bytes, bytes]]
 Failure = tuple[ConsumerRecord[bytes, bytes], BaseException]
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery(Generic[M]):
-    """A decoded message and where it came from."""
+class Delivery(NamedTuple, Generic[M]):
+    """A decoded message and where it came from. A named tuple, immutable: a frozen dataclass took four times as
+    long to build (one per message: a tenth of reconcile's time on a stream of small messages)."""
 
     message: M
     topic: str
@@ -44,26 +45,31 @@ class Rejected:
 Handler = Callable[[Sequence[Delivery[Any]]], Awaitable[Sequence[Rejected] | None]]
 
 
+def _delivery(record: ConsumerRecord[bytes, bytes], message: Message) -> Delivery[Any]:
+    return Delivery(
+        message=message,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        headers=tuple(record.headers or ()),
+    )
+
+
 def decode_records(model: type[Message], records: Records) -> tuple[list[Delivery[Any]], list[Failure]]:
-    """The records ``model`` can read, as deliveries, and the poison ones with the reason each is unreadable."""
+    """The records ``model`` can read, as deliveries, and the poison ones with the reason each is unreadable.
+
+    The whole poll is validated at once (:func:`shared.message_batches.decode_all`); a poll holding a message
+    that is not valid is decoded one message at a time, so each poison one gets its own reason."""
+    kept = [r for r in records if not (r.value is None and model.skips_tombstones)]
+    messages = decode_all(model, [r.value for r in kept])
+    if messages is not None:
+        return [_delivery(r, m) for r, m in zip(kept, messages, strict=True)], []
     good: list[Delivery[Any]] = []
     poison: list[Failure] = []
-    for record in records:
-        if record.value is None and model.skips_tombstones:
-            continue
+    for record in kept:
         try:
-            message = decode(model, record.value)
+            good.append(_delivery(record, decode(model, record.value)))
         except PoisonMessage as exc:
             poison.append((record, exc))
-            continue
-        good.append(
-            Delivery(
-                message=message,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                headers=tuple(record.headers or ()),
-            )
-        )
     return good, poison

@@ -1,14 +1,17 @@
-"""Real-time benchmark: the platform's signed deliveries of 10 users at a steady rate, sent as ecsim sends them
-(``services.ecsim.realtime.RealtimeSender``: 3 s timeout, one retry) to ingest's ``/platform/realtime``.
+"""Real-time benchmark: the platform's signed deliveries of 10 users at a steady rate to ingest's
+``/platform/realtime``, with the platform's rules (3 s per attempt, one retry), from the lean load generator
+(tests/bench/realtime_load.py) so that the generator does not take the cores the bridge is measured on.
 
-Reports the rate reached, the answer's p50/p99, the latency from a delivery's POST to its users' list
-membership (p50/p99), failures, and ingest's resident memory at the start and end of the sending and its
-peak (flat: no growth with the number of deliveries). The output is checked: every user must be a member.
+Reports the rate reached, the answer's p50/p99/max, the latency from a delivery's POST to its users' list
+membership (p50/p99), and ingest's resident memory sampled every second (start, peak, end, the second half's
+slope). The output is checked: every delivery answered 200, every user a member, and ingest's RSS flat
+(tests/bench/rss_watch.py: a run whose RSS rises more than 20% over its second half fails).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -16,22 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.ecsim.realtime import RealtimeSender, RealtimeTarget, SendResult, user_changes
+from services.ecsim.realtime import RealtimeSender, RealtimeTarget, user_changes
 from shared.formats.realtime import delivery_body
 from tests.bench.campaign import PLATFORM_SEED, ecid, load_recipients
-from tests.bench.stack import BenchStack, bench_stack, peak_rss_mb
+from tests.bench.output_checks import BenchOutputError
+from tests.bench.realtime_load import Answer, KeepAliveClient, send_at_rate, signed_request
+from tests.bench.rss_watch import RssWatch, check_flat, cpu_seconds, rss_figures
+from tests.bench.stack import BenchStack, bench_stack
 from tests.fixtures.stack import free_port
 
 KEY = b"bench-realtime-key"
 USERS_PER_DELIVERY = 10
-TICK_S = 0.02  # deliveries are started in 20 ms slices so the rate is steady, not bursty
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def run_realtime(workdir: Path, rate: int, seconds: int) -> dict[str, Any]:
@@ -42,36 +40,77 @@ async def run_realtime(workdir: Path, rate: int, seconds: int) -> dict[str, Any]
         await load_recipients(stack.pool, users)
         await stack.ecsim_admin("POST", "/sim/seed", PLATFORM_SEED)
         url = await _start(stack, workdir)
+        await _warm_up(url)
+        # Written and signed before the clock starts (each user is in one delivery only, so one time for all
+        # changes nothing they mean).
+        now = datetime.now(UTC)
+        requests = [signed_request(url, _body(k * USERS_PER_DELIVERY + 1, now), KEY) for k in range(deliveries)]
         ingest_pid = stack.services["ingest"].process.pid
-        sender = RealtimeSender()
+        watch = RssWatch(ingest_pid)
+        sampler = asyncio.create_task(watch.run())
+        client = KeepAliveClient(url)
         try:
-            await _warm_up(sender, url)
-            rss_before = _rss_mb(ingest_pid)
             print(f"realtime {rate:,} deliveries/s for {seconds}s: sending ...", flush=True)
-            sent_at, results, send_seconds = await _send(sender, url, rate, deliveries)
-            rss_after = _rss_mb(ingest_pid)
+            cpu_before, own_before = cpu_seconds(ingest_pid), time.process_time()
+            services_before = _services_cpu(stack)
+            sent_at, answers, send_seconds = await send_at_rate(client, requests, rate)
+            ingest_cpu, own_cpu = cpu_seconds(ingest_pid) - cpu_before, time.process_time() - own_before
         finally:
-            await sender.close()
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            await client.close()
+        answered = _answer_figures(answers)
+        print(
+            f"realtime {rate:,} deliveries/s: {round(deliveries / send_seconds):,}/s reached, {answered}, ingest "
+            f"{ingest_cpu / deliveries * 1000:.3f} ms CPU a delivery while sending, "
+            f"sender {own_cpu / deliveries * 1000:.3f}",
+            flush=True,
+        )
+        if answered["failed"]:
+            raise BenchOutputError(
+                f"{answered['failed']:,} of {deliveries:,} deliveries were not answered 200 after the retry"
+            )
         await _wait_members(stack, users)
+        ingest_cpu_to_members = cpu_seconds(ingest_pid) - cpu_before
+        services_cpu = {k: v - services_before[k] for k, v in _services_cpu(stack).items()}
         latencies = await _member_latencies(stack, sent_at)
         rss = stack.rss()
-        rss_peak = round(peak_rss_mb(ingest_pid), 1)
-    answers = [r.elapsed_ms for r in results if r.ok and r.attempts == 1]
-    q = statistics.quantiles(answers, n=100, method="inclusive")
+    memory = rss_figures(watch.samples)
+    check_flat(memory, "ingest")
     return {
         "deliveries": deliveries,
         "users_per_delivery": USERS_PER_DELIVERY,
         "rate_per_s": round(deliveries / send_seconds),
-        "response_p50_ms": round(q[49], 1),
-        "response_p99_ms": round(q[98], 1),
-        "failed": sum(1 for r in results if not r.ok),
-        "retried": sum(1 for r in results if r.attempts > 1),
+        **answered,
+        "connections": client.connections_opened,
+        # CPU per delivery: ingest while the deliveries came (receiving, and consuming what it could), ingest
+        # until the last user was a member (all its work for them), and the load generator.
+        "ingest_cpu_ms_per_delivery": round(ingest_cpu / deliveries * 1000, 3),
+        "ingest_cpu_ms_per_delivery_to_members": round(ingest_cpu_to_members / deliveries * 1000, 3),
+        "sender_cpu_ms_per_delivery": round(own_cpu / deliveries * 1000, 3),
+        # Each bridge process's CPU from the first delivery to the last member, per delivery.
+        "cpu_ms_per_delivery": {k: round(v / deliveries * 1000, 3) for k, v in services_cpu.items()},
         "member_p50_ms": latencies[0],
         "member_p99_ms": latencies[1],
-        "ingest_rss_start_mb": round(rss_before, 1),
-        "ingest_rss_end_mb": round(rss_after, 1),
-        "ingest_rss_peak_mb": rss_peak,
+        "ingest_rss": memory,
         "rss_mb": rss,
+    }
+
+
+def _services_cpu(stack: BenchStack) -> dict[str, float]:
+    return {name: cpu_seconds(s.process.pid) for name, s in stack.services.items() if s.process.returncode is None}
+
+
+def _answer_figures(answers: Sequence[Answer]) -> dict[str, Any]:
+    first_try = [a.elapsed_ms for a in answers if a.ok and a.attempts == 1] or [float("nan")] * 2
+    q = statistics.quantiles(first_try, n=100, method="inclusive")
+    return {
+        "response_p50_ms": round(q[49], 1),
+        "response_p99_ms": round(q[98], 1),
+        "response_max_ms": round(max(first_try), 1),
+        "failed": sum(1 for a in answers if not a.ok),
+        "retried": sum(1 for a in answers if a.attempts > 1),
     }
 
 
@@ -94,40 +133,16 @@ def _body(first_user: int, at: datetime) -> bytes:
     return delivery_body(user_dpid=1001, destination_id=7001, client_id="bench", users=users, at=at)
 
 
-async def _warm_up(sender: RealtimeSender, url: str) -> None:
-    """One delivery of nobody's segment: opens the connections and loads the audience directory."""
+async def _warm_up(url: str) -> None:
+    """One delivery of nobody's segment, sent as ecsim sends it: loads the audience directory."""
     body = delivery_body(user_dpid=1001, destination_id=7001, client_id="bench", users=[], at=datetime.now(UTC))
-    result = await sender.send(RealtimeTarget(url, KEY), body)
+    sender = RealtimeSender()
+    try:
+        result = await sender.send(RealtimeTarget(url, KEY), body)
+    finally:
+        await sender.close()
     if not result.ok:
         raise RuntimeError(f"ingest does not take real-time deliveries: {result}")
-
-
-async def _send(
-    sender: RealtimeSender, url: str, rate: int, deliveries: int
-) -> tuple[list[float], list[SendResult], float]:
-    """Start each delivery at its due time (open loop: a slow answer does not slow the sending down).
-
-    The bodies are written before the clock starts: writing them while sending took a fifth of the load
-    generator's CPU, which shares the 2 cores with ingest (each user is in one delivery only, so one time
-    for all changes nothing they mean)."""
-    target = RealtimeTarget(url, KEY)
-    now = datetime.now(UTC)
-    bodies = [_body(k * USERS_PER_DELIVERY + 1, now) for k in range(deliveries)]
-    sent_at: list[float] = []  # wall time of delivery k's POST; its users are k*10+1 .. k*10+10
-    tasks: list[asyncio.Task[SendResult]] = []
-    started = time.perf_counter()
-    per_tick = max(1, int(rate * TICK_S))
-    k = 0
-    while k < deliveries:
-        delay = started + k / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        for _ in range(min(per_tick, deliveries - k)):
-            sent_at.append(time.time())
-            tasks.append(asyncio.create_task(sender.send(target, bodies[k], users=USERS_PER_DELIVERY)))
-            k += 1
-    results = await asyncio.gather(*tasks)
-    return sent_at, list(results), time.perf_counter() - started
 
 
 async def _wait_members(stack: BenchStack, users: int) -> None:

@@ -26,17 +26,21 @@ from shared.kafka import OutgoingMessage, Producer, ensure_topics
 from shared.messages import VisitorLink
 from shared.settings import KafkaSettings
 from tests.bench.campaign import VISITORS, ecid
+from tests.bench.output_checks import ListExpectation, check_lists
+from tests.bench.recipient_output import CRM_ID, check_recipients, email_of
 from tests.bench.stack import BenchStack, bench_stack
 
 CHUNK = 20_000
+# The first of the click-latency phase's recipients: far above the upserted ones.
+CLICKERS = 10_000_000_000
 
 
 def _upsert(i: int, generation: int) -> bytes:
     # The native message as its model writes it (built directly: the producer, not the bridge, is measured
     # least here).
     return orjson.dumps(
-        {"schema_version": 1, "recipient_id": i, "op": "upsert", "email": f"p{i}.g{generation}@example.com",
-         "crm_id": f"CRM{i}", "opted_out": False, "position": generation}
+        {"schema_version": 1, "recipient_id": i, "op": "upsert", "email": email_of(i, generation),
+         "crm_id": CRM_ID.format(i=i), "opted_out": False, "position": generation}
     )  # fmt: skip
 
 
@@ -96,6 +100,8 @@ async def run_recipient_changes(workdir: Path, count: int, clicks_per_s: int, cl
         started = time.perf_counter()
         print("recipient_changes: reconcile applying ...", flush=True)
         apply_s = await _wait_applied(stack, count, timeout=1800) - started
+        # Exactly the expected rows, or BENCHMARK FAILED and no figure (tests/bench/recipient_output.py).
+        await check_recipients(stack.pool, count - count // 2, below=CLICKERS)
         figures: dict[str, Any] = {
             "changes": count,
             "produce_per_s": round(count / produce_s),
@@ -103,6 +109,9 @@ async def run_recipient_changes(workdir: Path, count: int, clicks_per_s: int, cl
             "apply_s": round(apply_s, 1),
         }
         figures |= await _click_latency(stack, clicks_per_s, click_seconds)
+        # Every click's recipient joined the list and no unmatched ID is left.
+        clicks = figures["clicks"]
+        await check_lists(stack.pool, [ListExpectation("clicks", CLICKERS, clicks, 0, "unknown_ecid")], "clicks")
         figures["rss_mb"] = stack.rss()
         assert reconcile.process.returncode is None
     return figures
@@ -133,7 +142,7 @@ async def _seed_unmatched_clickers(stack: BenchStack, first: int, n: int) -> Non
 
 async def _click_latency(stack: BenchStack, rate: int, seconds: int) -> dict[str, Any]:
     total = rate * seconds
-    first = 10_000_000_000
+    first = CLICKERS
     await _seed_unmatched_clickers(stack, first, total)
     producer = Producer(KafkaSettings(topic_prefix=stack.topic_prefix), "bench")
     await producer.start()

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import orjson
@@ -27,19 +26,17 @@ import pytest_asyncio
 
 from services.reconcile.catalog import ensure_list
 from services.reconcile.exporting import export_audience_id
-from shared.kafka import OutgoingMessage, Producer, ensure_topics
+from shared.kafka import OutgoingMessage, Producer
 from shared.messages import AudienceExportRequest, AudienceMembership, Message, RecipientChange, VisitorLink
-from shared.metrics import RuntimeMetrics
 from shared.runs import store
 from shared.runs.outcome import RunOutcome
-from shared.settings import REPO_ROOT, KafkaSettings
-from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of, email_of, hashed_email_of
-from tests.fixtures.ecsim import EcsimEndpoint, EcsimFactory, ecsim_factory  # noqa: F401
-from tests.fixtures.stack import StartService, start_service  # noqa: F401
+from shared.settings import REPO_ROOT
+from tests.fixtures.bridge_db import add_import_audience, ecid_of, email_of, hashed_email_of
+from tests.fixtures.ecsim import EcsimEndpoint
+from tests.fixtures.service_stack import service_stack
 from tests.helpers import eventually, read_topic
-from tests.integration.test_publish_runs import PLATFORM_SEED
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ENDED = ("succeeded", "partial", "failed", "blocked", "cancelled")
 HASHED, VISITORS = "hashed-emails", "visitors"
@@ -122,40 +119,22 @@ class StreamStack:
         return proc.returncode, out.decode()
 
 
-@pytest_asyncio.fixture
-async def stack(
-    campaign: Campaign,
-    ecsim_factory: EcsimFactory,  # noqa: F811
-    start_service: StartService,  # noqa: F811
-    database_url: str,
-    topic_prefix: str,
-    kafka_bootstrap: str,
-    tmp_path: Path,
-) -> AsyncIterator[StreamStack]:
-    root = tmp_path / "export"
-    ecsim = await ecsim_factory(ECSIM_EXPORT_DROPZONE_URL=root.as_uri(), ECSIM_INBOUND_POLL_INTERVAL_S="0.2")
-    await ecsim.seed(PLATFORM_SEED)
-    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
-    bases = ("audience-export-requests", "audience-membership", "recipient-changes", "visitor-links")
-    await ensure_topics(settings, [f"{topic_prefix}{b}" for b in bases])
-    producer = Producer(settings, "test", RuntimeMetrics("test"))
-    await producer.start()
-    env = {
-        "TOPIC_PREFIX": topic_prefix,
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "EXPORT_DROPZONE_URL": root.as_uri(),
-        "EXPORT_PARTNER_FOLDER": "acme",
-        "PLATFORM_IMS_URL": ecsim.ims_url,
-        "PLATFORM_API_URL": ecsim.api_url,
-        "RETRY_BACKOFF_INITIAL_S": "0.05",
-        "RETRY_BACKOFF_MAX_S": "0.5",
-        "EXPORT_WAIT_POLL_S": "0.2",
-    }
-    await start_service("reconcile", env=env)
-    await start_service("publish", env=env)
-    yield StreamStack(campaign.pool, ecsim, producer, env, topic_prefix, kafka_bootstrap)
-    await producer.stop()
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[StreamStack]:
+    """One stack for the module (tests/fixtures/service_stack.py): each test its own lists and recipients."""
+    async with service_stack(
+        tmp_path_factory.mktemp("campaign-streams"),
+        services=("reconcile", "publish"),
+        env={
+            "EXPORT_PARTNER_FOLDER": "acme",
+            "RETRY_BACKOFF_INITIAL_S": "0.05",
+            "RETRY_BACKOFF_MAX_S": "0.5",
+            "EXPORT_WAIT_POLL_S": "0.2",
+        },
+        ecsim_env={"ECSIM_INBOUND_POLL_INTERVAL_S": "0.2"},
+        topics=("audience-export-requests", "audience-membership", "recipient-changes", "visitor-links"),
+    ) as base:
+        yield StreamStack(base.pool, base.ecsim, base.producer, base.env, base.topic_prefix, base.bootstrap)
 
 
 async def test_a_click_puts_an_unmatched_ecid_in_its_list_within_seconds(stack: StreamStack) -> None:
@@ -178,17 +157,17 @@ async def test_a_click_puts_an_unmatched_ecid_in_its_list_within_seconds(stack: 
 
 
 async def test_an_email_change_moves_the_declared_key_on_the_platform(stack: StreamStack) -> None:
-    await stack.make_list("Readers", [1, 2, 3])
+    await stack.make_list("Readers", [31, 32, 33])
     await stack.export("Readers", "Readers", HASHED)
-    await stack.platform_settles("Readers", HASHED, {hashed_email_of(r) for r in (1, 2, 3)})
+    await stack.platform_settles("Readers", HASHED, {hashed_email_of(r) for r in (31, 32, 33)})
 
     await stack.send(
-        "recipient-changes", [RecipientChange(recipient_id=3, op="upsert", email="New.Three@Example.com", position=1)]
+        "recipient-changes", [RecipientChange(recipient_id=33, op="upsert", email="New.Three@Example.com", position=1)]
     )
-    await stack.applied("SELECT email FROM recipient WHERE recipient_id = 3", until="New.Three@Example.com")
+    await stack.applied("SELECT email FROM recipient WHERE recipient_id = 33", until="New.Three@Example.com")
     await stack.export("Readers", "Readers", HASHED)
-    new_hash = await stack.pool.fetchval("SELECT key_email_sha256 FROM recipient WHERE recipient_id = 3")
-    await stack.platform_settles("Readers", HASHED, {hashed_email_of(1), hashed_email_of(2), new_hash})
+    new_hash = await stack.pool.fetchval("SELECT key_email_sha256 FROM recipient WHERE recipient_id = 33")
+    await stack.platform_settles("Readers", HASHED, {hashed_email_of(31), hashed_email_of(32), new_hash})
 
 
 async def test_a_delete_and_an_opt_out_leave_the_platform_on_the_next_mirror(stack: StreamStack) -> None:

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -26,19 +25,17 @@ import pytest_asyncio
 
 from services.reconcile.catalog import ensure_list
 from services.reconcile.exporting import export_audience_id
-from shared.kafka import OutgoingMessage, Producer, ensure_topics
+from shared.kafka import OutgoingMessage, Producer
 from shared.messages import AudienceExportRequest
-from shared.metrics import RuntimeMetrics
 from shared.runs import store
 from shared.runs.outcome import RunOutcome
-from shared.settings import REPO_ROOT, KafkaSettings
-from tests.fixtures.bridge_db import Campaign, hashed_email_of
-from tests.fixtures.ecsim import EcsimEndpoint, EcsimFactory, ecsim_factory  # noqa: F401
-from tests.fixtures.stack import StartService, start_service  # noqa: F401
+from shared.settings import REPO_ROOT
+from tests.fixtures.bridge_db import hashed_email_of
+from tests.fixtures.ecsim import EcsimEndpoint
+from tests.fixtures.service_stack import service_stack
 from tests.helpers import eventually
-from tests.integration.test_publish_runs import PLATFORM_SEED
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 SOURCE = "hashed-emails"
 RUN_TIMEOUT_S = 10.0
@@ -164,46 +161,30 @@ class GuardStack:
         return run_id
 
 
-@pytest_asyncio.fixture
-async def stack(
-    campaign: Campaign,
-    ecsim_factory: EcsimFactory,  # noqa: F811
-    start_service: StartService,  # noqa: F811
-    database_url: str,
-    topic_prefix: str,
-    kafka_bootstrap: str,
-    tmp_path: Path,
-) -> AsyncIterator[GuardStack]:
-    root = tmp_path / "export"
-    ecsim = await ecsim_factory(ECSIM_EXPORT_DROPZONE_URL=root.as_uri(), ECSIM_INBOUND_POLL_INTERVAL_S="0.2")
-    await ecsim.seed(PLATFORM_SEED)
-    # One partition: every request meets in the same one (and in the same polls), the hardest case for an
-    # audience whose request must wait.
-    settings = KafkaSettings(
-        kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, kafka_topic_partitions=1
-    )
-    await ensure_topics(settings, [f"{topic_prefix}audience-export-requests"])
-    producer = Producer(settings, "test", RuntimeMetrics("test"))
-    await producer.start()
-    env = {
-        "TOPIC_PREFIX": topic_prefix,
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "EXPORT_DROPZONE_URL": root.as_uri(),
-        "EXPORT_PARTNER_FOLDER": "acme",
-        "PLATFORM_IMS_URL": ecsim.ims_url,
-        "PLATFORM_API_URL": ecsim.api_url,
-        "RETRY_BACKOFF_INITIAL_S": "0.05",
-        "RETRY_BACKOFF_MAX_S": "0.5",
-        "EXPORT_GUARD_MIN_SIZE": "50",
-        "EXPORT_MAX_REMOVAL_SHARE": "0.5",
-        "EXPORT_RUN_TIMEOUT_S": str(RUN_TIMEOUT_S),
-        "EXPORT_WAIT_POLL_S": "0.2",
-    }
-    await start_service("reconcile", env=env)
-    await start_service("publish", env=env)
-    yield GuardStack(pool=campaign.pool, ecsim=ecsim, producer=producer, env=env, topic_prefix=topic_prefix)
-    await producer.stop()
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[GuardStack]:
+    """One stack for the module (tests/fixtures/service_stack.py): each test its own lists and audiences."""
+    async with service_stack(
+        tmp_path_factory.mktemp("export-guards"),
+        services=("reconcile", "publish"),
+        env={
+            "EXPORT_PARTNER_FOLDER": "acme",
+            "RETRY_BACKOFF_INITIAL_S": "0.05",
+            "RETRY_BACKOFF_MAX_S": "0.5",
+            "EXPORT_GUARD_MIN_SIZE": "50",
+            "EXPORT_MAX_REMOVAL_SHARE": "0.5",
+            "EXPORT_RUN_TIMEOUT_S": str(RUN_TIMEOUT_S),
+            "EXPORT_WAIT_POLL_S": "0.2",
+        },
+        ecsim_env={"ECSIM_INBOUND_POLL_INTERVAL_S": "0.2"},
+        topics=("audience-export-requests",),
+        # One partition: every request meets in the same one (and in the same polls), the hardest case for an
+        # audience whose request must wait.
+        kafka_topic_partitions=1,
+    ) as base:
+        yield GuardStack(
+            pool=base.pool, ecsim=base.ecsim, producer=base.producer, env=base.env, topic_prefix=base.topic_prefix
+        )
 
 
 async def test_a_mass_removal_is_held_until_released(stack: GuardStack) -> None:

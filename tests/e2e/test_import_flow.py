@@ -7,6 +7,7 @@ writer, as ecsim does.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -136,8 +137,8 @@ async def stack(
         "PLATFORM_API_URL": ecsim.api_url,
         "FULL_IMPORT_GUARD_MIN_LIST_SIZE": "1000",
     }
-    reconcile = await start_service("reconcile", env=env)
-    ingest = await start_service("ingest", env=env)
+    # Side by side: the database is migrated already, and each creates the topics it needs.
+    reconcile, ingest = await asyncio.gather(start_service("reconcile", env=env), start_service("ingest", env=env))
     zone = FileDropZone(root)
     yield ImportStack(
         campaign=campaign,

@@ -10,6 +10,7 @@ scanned the zone after the held delivery arrived. The clock is moved by moving t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -102,8 +103,8 @@ async def stack(
         "PLATFORM_API_URL": ecsim.api_url,
         "FULL_IMPORT_GUARD_MIN_LIST_SIZE": "1000",
     }
-    reconcile = await start_service("reconcile", env=env)
-    ingest = await start_service("ingest", env=env)
+    # Side by side: the database is migrated already, and each creates the topics it needs.
+    reconcile, ingest = await asyncio.gather(start_service("reconcile", env=env), start_service("ingest", env=env))
     assert ecsim.import_dir is not None
     yield PollingStack(campaign, ecsim, ecsim.import_dir, env, start_service, ingest, reconcile)
 

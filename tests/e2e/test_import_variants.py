@@ -18,6 +18,7 @@ The variants and the pages they come from (Adobe Audience Manager, Experience Le
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import AsyncIterator
@@ -145,8 +146,8 @@ async def stack(
         "PLATFORM_API_URL": ecsim.api_url,
         "FULL_IMPORT_GUARD_MIN_LIST_SIZE": "1000",
     }
-    await start_service("reconcile", env=env)
-    ingest = await start_service("ingest", env=env)
+    # Side by side: the database is migrated already, and each creates the topics it needs.
+    _, ingest = await asyncio.gather(start_service("reconcile", env=env), start_service("ingest", env=env))
     yield VariantStack(campaign=campaign, ecsim=ecsim, ingest=ingest)
 
 

@@ -136,8 +136,8 @@ async def stack(
         "REALTIME_OAUTH_CLIENT_ID": ISSUER_CLIENT,
         "REALTIME_OAUTH_CLIENT_SECRET": ISSUER_SECRET,
     }
-    await start_service("reconcile", env=env)
-    ingest = await start_service("ingest", env=env)
+    # Side by side: the database is migrated already, and each creates the topics it needs.
+    _, ingest = await asyncio.gather(start_service("reconcile", env=env), start_service("ingest", env=env))
     yield RealtimeStack(campaign, ecsim, ingest, f"http://127.0.0.1:{port}/platform/realtime")
 
 

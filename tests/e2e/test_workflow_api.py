@@ -9,30 +9,27 @@ as the platform, a workflow engine speaking only HTTP (with a bearer token) and 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
+from services.reconcile.exporting import export_audience_id
 from services.reconcile.schedule_slots import slot_request_id
-from shared.kafka import Producer, ensure_topics
-from shared.metrics import RuntimeMetrics
-from shared.settings import KafkaSettings
 from tests.e2e.test_export_guards import SOURCE, GuardStack
-from tests.fixtures.bridge_db import Campaign, hashed_email_of
-from tests.fixtures.ecsim import EcsimFactory, ecsim_factory  # noqa: F401
-from tests.fixtures.stack import ServiceProcess, StartService, start_service  # noqa: F401
+from tests.fixtures.bridge_db import hashed_email_of
+from tests.fixtures.service_stack import ServiceStack, service_stack
+from tests.fixtures.stack import ServiceProcess
 from tests.helpers import eventually, read_topic
-from tests.integration.test_publish_runs import PLATFORM_SEED
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 TOKEN = "wf-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -44,7 +41,7 @@ LEDGERS = ("export_request", "run", "exported_member", "export_excluded", "share
 @dataclass
 class ApiStack(GuardStack):
     reconcile: ServiceProcess | None = None
-    start: StartService | None = None
+    base: ServiceStack | None = None
 
     async def http(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> tuple[int, Any]:
         assert self.reconcile is not None
@@ -74,56 +71,37 @@ class ApiStack(GuardStack):
         return prints
 
     async def restart_reconcile(self) -> None:
-        assert self.reconcile is not None
-        assert self.start is not None
-        await self.reconcile.stop()
-        self.reconcile = await self.start("reconcile", env=self.env)
+        assert self.base is not None
+        self.reconcile = await self.base.restart("reconcile")
 
 
-@pytest_asyncio.fixture
-async def stack(
-    campaign: Campaign,
-    ecsim_factory: EcsimFactory,  # noqa: F811
-    start_service: StartService,  # noqa: F811
-    database_url: str,
-    topic_prefix: str,
-    kafka_bootstrap: str,
-    tmp_path: Path,
-) -> AsyncIterator[ApiStack]:
-    root = tmp_path / "export"
-    ecsim = await ecsim_factory(ECSIM_EXPORT_DROPZONE_URL=root.as_uri(), ECSIM_INBOUND_POLL_INTERVAL_S="0.2")
-    await ecsim.seed(PLATFORM_SEED)
-    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
-    await ensure_topics(settings, [f"{topic_prefix}audience-export-requests", f"{topic_prefix}audience-export-batches"])
-    producer = Producer(settings, "test", RuntimeMetrics("test"))
-    await producer.start()
-    env = {
-        "TOPIC_PREFIX": topic_prefix,
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "EXPORT_DROPZONE_URL": root.as_uri(),
-        "EXPORT_PARTNER_FOLDER": "acme",
-        "PLATFORM_IMS_URL": ecsim.ims_url,
-        "PLATFORM_API_URL": ecsim.api_url,
-        "RETRY_BACKOFF_INITIAL_S": "0.05",
-        "RETRY_BACKOFF_MAX_S": "0.5",
-        "EXPORT_WAIT_POLL_S": "0.2",
-        "EXPORT_ALLOW_UNDECLARED": "true",
-        "SCHEDULE_POLL_S": "0.3",
-        "STATUS_PAGE_CREDENTIALS": f"token:wf-engine:{TOKEN}",
-    }
-    reconcile = await start_service("reconcile", env=env)
-    await start_service("publish", env=env)
-    yield ApiStack(
-        pool=campaign.pool,
-        ecsim=ecsim,
-        producer=producer,
-        env=env,
-        topic_prefix=topic_prefix,
-        reconcile=reconcile,
-        start=start_service,
-    )
-    await producer.stop()
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ApiStack]:
+    """One stack for the module (tests/fixtures/service_stack.py): each test its own lists and audiences."""
+    async with service_stack(
+        tmp_path_factory.mktemp("workflow-api"),
+        services=("reconcile", "publish"),
+        env={
+            "EXPORT_PARTNER_FOLDER": "acme",
+            "RETRY_BACKOFF_INITIAL_S": "0.05",
+            "RETRY_BACKOFF_MAX_S": "0.5",
+            "EXPORT_WAIT_POLL_S": "0.2",
+            "EXPORT_ALLOW_UNDECLARED": "true",
+            "SCHEDULE_POLL_S": "0.3",
+            "STATUS_PAGE_CREDENTIALS": f"token:wf-engine:{TOKEN}",
+        },
+        ecsim_env={"ECSIM_INBOUND_POLL_INTERVAL_S": "0.2"},
+        topics=("audience-export-requests", "audience-export-batches"),
+    ) as base:
+        yield ApiStack(
+            pool=base.pool,
+            ecsim=base.ecsim,
+            producer=base.producer,
+            env=base.env,
+            topic_prefix=base.topic_prefix,
+            reconcile=base.services["reconcile"],
+            base=base,
+        )
 
 
 async def _add_schedule(stack: ApiStack, list_name: str, audience: str) -> int:
@@ -150,6 +128,12 @@ async def _backdate(stack: ApiStack, schedule_id: int, by: timedelta) -> datetim
 
 def _export(list_name: str, audience: str, mode: str = "mirror", **more: Any) -> dict[str, Any]:
     return {"list": list_name, "audience": audience, "data_source": SOURCE, "mode": mode, **more}
+
+
+async def _sizes(stack: ApiStack, topics: list[str]) -> list[int]:
+    """How many records each topic holds: all read for 1.5 s (the topics side by side), late ones included."""
+    read = (read_topic(stack.env["KAFKA_BOOTSTRAP_SERVERS"], t, expect=10_000, timeout=1.5) for t in topics)
+    return [len(records) for records in await asyncio.gather(*read)]
 
 
 async def test_an_export_through_the_api_only(stack: ApiStack) -> None:
@@ -182,7 +166,10 @@ async def test_an_export_through_the_api_only(stack: ApiStack) -> None:
     assert (status, again["run_id"], again["state"]) == (200, run["run_id"], "succeeded")
     status, body = await stack.http("GET", "/api/audiences")
     assert status == 200
-    assert [a["name"] for a in body["audiences"]] == ["Api audience"]
+    # Every audience the bridge holds (the module's other tests add theirs), this one once.
+    names = [a["name"] for a in body["audiences"]]
+    assert names.count("Api audience") == 1
+    assert sorted(names) == sorted(await stack.pool.fetchval("SELECT array_agg(name) FROM shared_audience"))
 
 
 async def test_a_dry_run_changes_nothing_and_the_real_run_is_what_it_said(stack: ApiStack) -> None:
@@ -194,9 +181,7 @@ async def test_a_dry_run_changes_nothing_and_the_real_run_is_what_it_said(stack:
 
     before = await stack.ledgers()
     topics = [f"{stack.topic_prefix}audience-export-requests", f"{stack.topic_prefix}audience-export-batches"]
-    sent_before = [
-        len(await read_topic(stack.env["KAFKA_BOOTSTRAP_SERVERS"], t, expect=10_000, timeout=1.5)) for t in topics
-    ]
+    sent_before = await _sizes(stack, topics)
     status, dry = await stack.http("POST", "/api/exports/dry-run", _export("Dry", "Dry audience"))
     assert status == 200, dry
     assert (dry["verdict"], dry["to_add"], dry["to_remove"], dry["excluded"], dry["shared"]) == (
@@ -208,9 +193,7 @@ async def test_a_dry_run_changes_nothing_and_the_real_run_is_what_it_said(stack:
     )
     assert dry["samples"]["excluded"] == ["45"]
     assert await stack.ledgers() == before
-    assert [
-        len(await read_topic(stack.env["KAFKA_BOOTSTRAP_SERVERS"], t, expect=10_000, timeout=1.5)) for t in topics
-    ] == sent_before
+    assert await _sizes(stack, topics) == sent_before
 
     status, accepted = await stack.http("POST", "/api/exports", _export("Dry", "Dry audience"))
     run = await stack.run_until_ended(accepted["request_id"])
@@ -238,7 +221,11 @@ async def test_a_schedule_fires_each_slot_once_through_reconcile(stack: ApiStack
     later_slot = await _backdate(stack, later_id, timedelta(hours=1, minutes=1)) + timedelta(hours=1)
     later = await stack.run_until_ended(str(slot_request_id(later_id, later_slot)))
     assert later["state"] == "succeeded", later
-    requests = await stack.pool.fetch("SELECT request_id FROM export_request ORDER BY request_id")
+    # The requests for these two audiences (the module's other tests made their own): one per fired slot.
+    requests = await stack.pool.fetch(
+        "SELECT request_id FROM export_request WHERE audience_id = ANY($1::text[])",
+        [export_audience_id(SOURCE, a) for a in ("Nightly audience", "Later audience")],
+    )
     assert {r["request_id"] for r in requests} == {request_id, slot_request_id(later_id, later_slot)}
 
     status, body = await stack.http("GET", "/api/schedules")

@@ -137,6 +137,43 @@ async def test_rematch_and_release(
     await producer.stop()
 
 
+async def test_rematch_honours_import_opted_out(campaign: Campaign, database_url: str) -> None:
+    # Recipient 150 opted out; its ECID, unknown at import, is then linked to it by a click.
+    await add_import_audience(campaign.pool, "seg-c", "visitors", 5101)
+    await campaign.pool.execute("UPDATE recipient SET opted_out = true WHERE recipient_id = 150")
+    list_id = await campaign.pool.fetchval("SELECT list_id FROM shared_audience WHERE audience_id = 'seg-c'")
+    run_id = uuid.uuid4()
+    late = "7" * 38
+    await campaign.pool.execute(
+        "INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id) "
+        "VALUES ('seg-c', 'ecid', $1, 'unknown_ecid', $2)",
+        late,
+        run_id,
+    )
+    await campaign.pool.execute("INSERT INTO visitor_link (ecid, recipient_id) VALUES ($1, 150)", late)
+    members = "SELECT count(*) FROM list_member WHERE list_id = $1 AND recipient_id = 150"
+    # IMPORT_OPTED_OUT=false: the ID is matched (it is no longer unknown) but the recipient stays out.
+    code, out = await _cli({"DATABASE_URL": database_url, "IMPORT_OPTED_OUT": "false"}, "rematch")
+    assert code == 0, out
+    assert "1 IDs matched, 0 list members added" in out
+    assert await campaign.pool.fetchval(members, list_id) == 0
+    # The default admits them: the same ID again, now the recipient joins.
+    await campaign.pool.execute(
+        "INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id) "
+        "VALUES ('seg-c', 'ecid', $1, 'unknown_ecid', $2)",
+        late,
+        run_id,
+    )
+    code, out = await _cli({"DATABASE_URL": database_url}, "rematch")
+    assert code == 0, out
+    assert "1 IDs matched, 1 list members added" in out
+    assert await campaign.pool.fetchval(members, list_id) == 1
+    # A value that is not a boolean is a clear error, not a silent default.
+    code, out = await _cli({"DATABASE_URL": database_url, "IMPORT_OPTED_OUT": "maybe"}, "rematch")
+    assert code == 2
+    assert "IMPORT_OPTED_OUT" in out
+
+
 async def test_export_puts_a_request_on_the_topic(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> None:
     env = {"DATABASE_URL": database_url, "TOPIC_PREFIX": topic_prefix, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     code, out = await _cli(

@@ -15,7 +15,7 @@ from shared.dropzone import file as file_zone
 from shared.dropzone import nofollow, open_dropzone
 from shared.dropzone.base import TEMP_PREFIX
 from shared.dropzone.file import DropZoneIOTimeout
-from shared.dropzone.s3 import S3Options
+from shared.dropzone.s3_options import S3Options
 from shared.dropzone.settings import S3Settings
 from shared.failures import FailureKind, classify
 from tests.helpers import eventually

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from shared.errors import ConfigError
+from shared.ids import declared_key
 from shared.migrations import MIGRATIONS_DIR, discover, migrate
 
 pytestmark = pytest.mark.integration
@@ -173,5 +174,60 @@ async def test_upgrading_restages_half_staged_full_runs_as_ids(database_url: str
             ("3", "CRM1"),
             ("3", "CRM3"),
         }
+    finally:
+        await conn.close()
+
+
+async def test_upgrading_to_one_key_rule_recomputes_the_stored_keys_and_indexes(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A deployment on every schema but 017 and 025: keys stored by the collation's lower() and by a trim that
+    # took the letter v for a vertical tab; an expression index made on demand holds the same.
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        if not path.name.startswith(("017_", "025_")):
+            shutil.copy(path, tmp_path / path.name)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, tmp_path)
+        values = {1: "ÉVE@Example.org", 2: "vivian@example.dev", 3: "plain@example.com"}
+        await conn.executemany(
+            "INSERT INTO recipient (recipient_id, email, crm_id) VALUES ($1, $2, $2)", list(values.items())
+        )
+        await conn.execute("CREATE INDEX recipient_key_email_none ON recipient (ab_declared_key(email, 'none'))")
+        assert await conn.fetchval("SELECT key_crm_id_none FROM recipient WHERE recipient_id = 2") == "ivian@example.de"
+        assert await migrate(conn) == [17, 25]
+        rows = await conn.fetch("SELECT recipient_id, key_email_sha256, key_crm_id_none FROM recipient")
+        assert {r["recipient_id"]: r["key_email_sha256"] for r in rows} == {
+            i: declared_key(v, "sha256") for i, v in values.items()
+        }
+        assert {r["recipient_id"]: r["key_crm_id_none"] for r in rows} == values
+        # The rebuilt index answers with the new keys (a stale entry would find nobody).
+        await conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN SELECT 1 FROM recipient WHERE ab_key(email, 'none') = 'x'")
+        )
+        assert "recipient_key_email_none" in plan
+        found = await conn.fetchval("SELECT recipient_id FROM recipient WHERE ab_key(email, 'none') = $1", values[2])
+        assert found == 2
+        # The former name computes the same rule on an upgraded database.
+        assert await conn.fetchval("SELECT ab_declared_key($1, 'sha256')", values[1]) == declared_key(
+            values[1], "sha256"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_the_former_key_name_follows_the_one_rule_on_a_new_database(database_url: str) -> None:
+    # On a new database 023 runs after 017 and defined ab_declared_key again with the collation's lower();
+    # 025 makes the former name the same rule as ab_key everywhere.
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn)
+        for value in ("ÉVE@Example.org", "vivian@example.dev", " A@Example.com "):
+            for transform in ("sha256", "none"):
+                old = await conn.fetchval("SELECT ab_declared_key($1, $2)", value, transform)
+                assert old == await conn.fetchval("SELECT ab_key($1, $2)", value, transform)
+            hashed = await conn.fetchval("SELECT ab_declared_key($1, 'sha256')", value)
+            assert hashed == declared_key(value, "sha256")
     finally:
         await conn.close()

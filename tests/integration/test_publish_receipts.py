@@ -23,7 +23,8 @@ from services.publish.metrics import PrometheusPublishMetrics
 from services.publish.receipt_poller import ReceiptPoller
 from services.publish.receipts import ReceiptOptions
 from services.reconcile.export_diff import diff_sql
-from services.reconcile.status_page import render_page, snapshot_json
+from services.reconcile.status_json import snapshot_json
+from services.reconcile.status_page import render_page
 from services.reconcile.status_queries import load_snapshot
 from shared.dropzone import FileDropZone
 from shared.kafka import Producer, ensure_topics

@@ -4,6 +4,7 @@ the reason; the documentation's sample is taken; a broker that cannot be reached
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
@@ -26,12 +27,13 @@ from services.ingest.realtime import PATH, RealtimeMetrics, RealtimeReceiver
 from services.ingest.realtime_keys import KeyRing
 from services.ingest.realtime_oauth import TokenChecker
 from services.reconcile.catalog import CatalogDataSource, upsert_data_source
-from shared.formats.realtime import UserChanges
+from shared.formats.realtime import UserChanges, delivery_body
 from shared.kafka import Delivery, Producer, ensure_topics
 from shared.messages import AudienceMembership, SegmentEvent
 from shared.metrics import RuntimeMetrics
 from shared.runs.reporter import RunReporter
 from shared.settings import KafkaSettings
+from tests.bench.realtime_load import KeepAliveClient, signed_request
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of
 from tests.helpers import read_topic
 from tests.unit.test_realtime_format import DOC_SAMPLE
@@ -54,6 +56,11 @@ class Receiver:
 
     def skipped(self, reason: str) -> float:
         return self.registry.get_sample_value("ab_realtime_changes_skipped_total", {"reason": reason}) or 0.0
+
+    def writes(self) -> tuple[float, float]:
+        """(Kafka writes, deliveries they carried)."""
+        count = self.registry.get_sample_value("ab_realtime_write_deliveries_count") or 0.0
+        return count, self.registry.get_sample_value("ab_realtime_write_deliveries_sum") or 0.0
 
     async def events(self, expect: int) -> list[SegmentEvent]:
         records = await read_topic(self.bootstrap, self.events_topic, expect=expect, timeout=3 if not expect else 30)
@@ -126,6 +133,33 @@ async def test_signed_deliveries_are_on_kafka_when_answered(receiver: Receiver, 
     )
     assert again[0].status == 200
     assert receiver.count("accepted") == 3
+
+
+async def test_deliveries_arriving_together_share_kafka_writes_each_answered_once_written(
+    receiver: Receiver,
+) -> None:
+    """Group commit: 60 deliveries at once go to Kafka in a few writes; every 200 still means on the topic."""
+    client = KeepAliveClient(receiver.url)
+    bodies = [
+        delivery_body(
+            user_dpid=1001,
+            destination_id=7001,
+            client_id="t",
+            users=[user_changes(ecid_of(k * 10 + i), "ecid", {5001: True}) for i in range(1, 11)],
+            at=datetime.now(UTC),
+        )
+        for k in range(60)
+    ]
+    try:
+        answers = await asyncio.gather(*(client.deliver(signed_request(receiver.url, b, OLD_KEY)) for b in bodies))
+    finally:
+        await client.close()
+    assert [(a.status, a.attempts) for a in answers] == [(200, 1)] * 60
+    writes, carried = receiver.writes()
+    assert carried == 60
+    assert writes < 30  # most writes carried several deliveries
+    events = await receiver.events(expect=600)
+    assert {e.id for e in events} == {ecid_of(n) for n in range(1, 601)}
 
 
 async def test_refused_signatures_write_nothing(receiver: Receiver, sender: RealtimeSender) -> None:

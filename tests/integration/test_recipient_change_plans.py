@@ -7,8 +7,11 @@ import pytest
 
 from services.reconcile.recipient_changes import (
     _BUMP_VERSIONS,
+    _BY_KEY,
     _DROP_STALE,
-    _NO_SEQSCAN,
+    _INSERT,
+    _NEW_VERSIONS,
+    _RESTORE,
     _STAGE,
     _UPDATE,
     STAGE_COLUMNS,
@@ -46,26 +49,41 @@ async def test_the_batch_statements_probe_keys_instead_of_scanning(campaign: Cam
             columns=STAGE_COLUMNS,
         )
         await conn.execute("ANALYZE changed_recipients")
-        plans = {}
-        for name, sql in (("drop_stale", _DROP_STALE), ("bump", _BUMP_VERSIONS), ("update", _UPDATE)):
-            default = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
-            assert "Seq Scan on recipient" in default, name  # what the planner does left alone: a scan
-            await conn.fetchval(_NO_SEQSCAN)
+        plans, defaults = {}, {}
+        statements = (("drop_stale", _DROP_STALE), ("bump", _BUMP_VERSIONS), ("new", _NEW_VERSIONS),
+                      ("update", _UPDATE), ("insert", _INSERT))  # fmt: skip
+        for name, sql in statements:
+            defaults[name] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
+            settings = await conn.fetchval(_BY_KEY)
             plans[name] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
-            await conn.execute("SET LOCAL enable_seqscan = on")
+            await conn.fetchval(_RESTORE, settings)
+    # What the planner does left alone: a scan of a whole table for some of them.
+    assert any("Seq Scan on recipient" in plan for plan in defaults.values()), defaults
     for name, plan in plans.items():
+        # Each change one probe of a primary key: no scan, and no join reading a whole index (hash or merge).
         assert "Seq Scan on recipient" not in plan, (name, plan)
+        assert "Hash" not in plan, (name, plan)
+        assert "Merge" not in plan, (name, plan)
         assert "_pkey on recipient" in plan, (name, plan)
 
 
 @pytest.mark.parametrize("before", ["on", "off"])
 async def test_a_batch_leaves_the_sessions_planner_setting_as_it_was(campaign: Campaign, before: str) -> None:
     async with campaign.pool.acquire() as conn:
-        await conn.execute(f"SET enable_seqscan = {before}")
+        other = "off" if before == "on" else "on"
+        await conn.execute(
+            f"SET enable_seqscan = {before}; SET enable_hashjoin = {other}; SET enable_mergejoin = {before}"
+        )
         counts = await apply_changes(
             conn,
             [RecipientChange(recipient_id=i, op="upsert", position=1, email=f"{i}@x.org") for i in (FIRST, FIRST + 1)],
         )
         assert counts["upserted"] == 2
-        assert await conn.fetchval("SELECT current_setting('enable_seqscan')") == before
-        await conn.execute("RESET enable_seqscan")
+        settings = (
+            "SELECT current_setting('enable_seqscan'), current_setting('enable_hashjoin'), "
+            "current_setting('enable_mergejoin')"
+        )
+        row = await conn.fetchrow(settings)
+        assert row is not None
+        assert tuple(row) == (before, other, before)
+        await conn.execute("RESET enable_seqscan; RESET enable_hashjoin; RESET enable_mergejoin")

@@ -137,3 +137,77 @@ async def test_the_ledger_forgets_after_its_retention(events: Events, campaign: 
     )
     assert await events.ledger.purge() == 2
     assert await events.ledger.admit([old, recent]) == {old.event_id}
+
+
+async def test_in_one_poll_each_invalid_event_is_rejected_with_its_reason_the_rest_applied(events: Events) -> None:
+    """The audiences are looked up once per segment, data source and ID type in a poll: each event still gets
+    its own verdict (several of the same unknown segment each rejected, a valid one next to them applied)."""
+
+    def other(n: int, **fields: str) -> SegmentEvent:
+        return event(n, "add", T0).model_copy(update=fields)
+
+    polled = [
+        other(1, segment_id="9999"),
+        event(2, "add", T0),
+        other(3, segment_id="9999"),
+        other(4, data_source="hashed-emails"),
+        other(5, id_type="declared", id="crm-5"),
+        event(6, "add", T0).model_copy(update={"id": "not-an-ecid"}),
+        event(7, "add", T0),
+    ]
+    deliveries = [
+        Delivery(message=e, topic="segment-events", partition=0, offset=k, key=None, headers=())
+        for k, e in enumerate(polled)
+    ]
+    rejected = await events.handler(deliveries)
+    reasons = {r.delivery.offset: getattr(r.error, "message", "") for r in rejected}
+    assert reasons == {
+        0: "no import audience for this segment",
+        2: "no import audience for this segment",
+        3: "no import audience of this segment uses the event's data source",
+        4: "event's id type differs from the data source's",
+        5: "malformed id",
+    }
+    assert rejected[0].error is not rejected[1].error  # each its own error
+    assert await events.membership(expect=1) == {ecid_of(2): True, ecid_of(7): True}
+
+
+async def test_adds_and_removes_are_cut_in_arrival_order_into_small_batches(
+    campaign: Campaign, events: Events, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Runs of adds and removes are taken a run at a time: the batches are those of one ID at a time."""
+    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    producer = Producer(settings, "test", RuntimeMetrics("test"))
+
+    async def no_governance(_audience: ImportAudience) -> str | None:
+        return None
+
+    handler = SegmentEventHandler(
+        directory=AudienceDirectory(campaign.pool, refresh_s=60),
+        producer=producer,
+        membership_topic=events.topic,
+        status=RunReporter(producer, service="test", topic_prefix=topic_prefix),
+        governance=no_governance,
+        batch_size=2,
+    )
+    ops = ["add", "remove", "add", "add", "remove"]
+    polled = [event(n, op, T0) for n, op in enumerate(ops, start=1)]
+    try:
+        assert (
+            await handler(
+                [
+                    Delivery(message=e, topic="segment-events", partition=0, offset=k, key=None, headers=())
+                    for k, e in enumerate(polled)
+                ]
+            )
+            == []
+        )
+    finally:
+        await producer.stop()
+    records = await read_topic(events.bootstrap, events.topic, expect=3, timeout=10)
+    batches = [AudienceMembership.model_validate_json(r.value or b"") for r in records]
+    assert [(b.seq, b.adds, b.removes, b.last) for b in batches] == [
+        (0, [ecid_of(1)], [ecid_of(2)], False),
+        (1, [ecid_of(3), ecid_of(4)], [], False),
+        (2, [], [ecid_of(5)], True),
+    ]

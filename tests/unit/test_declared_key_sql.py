@@ -11,8 +11,8 @@ from shared.errors import PermanentError
 def test_usual_keys_are_stored_columns_others_the_expression() -> None:
     assert declared_key_sql("email", "sha256") == "r.key_email_sha256"
     assert declared_key_sql("crm_id", "none", alias=None) == "key_crm_id_none"
-    assert declared_key_sql("email", "none") == "ab_declared_key(r.email, 'none')"
-    assert declared_key_sql("recipient_id", "none", alias=None) == "ab_declared_key(recipient_id::text, 'none')"
+    assert declared_key_sql("email", "none") == "ab_key(r.email, 'none')"
+    assert declared_key_sql("recipient_id", "none", alias=None) == "ab_key(recipient_id::text, 'none')"
 
 
 def test_a_hashed_key_needs_no_format_check() -> None:

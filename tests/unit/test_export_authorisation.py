@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.reconcile.export_authorisation import Declaration, may_ask, refusal, requester_of
-from services.reconcile.status_page import render_page, snapshot_json
+from services.reconcile.status_json import snapshot_json
+from services.reconcile.status_page import render_page
 from services.reconcile.status_queries import RunRow, StatusSnapshot
 from shared.messages import AudienceExportRequest
 

@@ -13,7 +13,9 @@ from shared.formats.realtime import (
     MalformedDelivery,
     UserChanges,
     _plain_segment,
+    _plain_user,
     _segment,
+    _user,
     delivery_body,
     format_date,
     parse_date,
@@ -247,3 +249,43 @@ def test_the_platforms_segments_take_the_fast_reading() -> None:
     raw = {"Segment_ID": 5001, "Status": 0, "DateTime": "Wed Jul 27 16:17:22 UTC 2016"}
     assert _plain_segment(raw, fallback) == _segment(raw, "here", fallback)
     assert _plain_segment(raw, fallback) is not None
+
+
+_user_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.sampled_from(["", " 1 ", "x" * 1025, "19393572368547369350319949416899715727"]),
+    st.text(max_size=8),
+    st.lists(st.one_of(st.text(max_size=4), st.integers(), st.none()), max_size=3),
+    st.lists(
+        st.dictionaries(st.sampled_from(["Segment_ID", "Status", "DateTime"]), _segment_values, max_size=3),
+        max_size=3,
+    ),
+)
+
+
+@given(
+    user=st.dictionaries(
+        st.sampled_from(["AAM_UUID", "DataPartner_UUID", "AAM_Regions", "Segments", "Other"]), _user_values, max_size=5
+    ),
+)
+def test_the_fast_reading_of_a_user_agrees_with_the_checked_one(user: dict[str, object]) -> None:
+    """The receiver's hot path (``_plain_user``) gives the checked reading's user, or leaves it to it."""
+    fallback = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    fast = _plain_user(user, fallback)
+    try:
+        checked = _user(user, "Users[0]", fallback)
+    except MalformedDelivery:
+        assert fast is None
+    else:
+        assert fast in (None, checked)
+
+
+def test_the_platforms_users_take_the_fast_reading() -> None:
+    fallback = datetime(2020, 1, 2, tzinfo=UTC)
+    raw = orjson.loads(DOC_SAMPLE)["Users"][0]
+    raw["Segments"] = [{"Segment_ID": 5001, "Status": 1, "DateTime": "Wed Jul 27 16:17:22 UTC 2016"}]
+    fast = _plain_user(raw, fallback)
+    assert fast is not None
+    assert fast == _user(raw, "here", fallback)

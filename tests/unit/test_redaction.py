@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.reconcile import status_queries
-from services.reconcile.status_page import render_page, snapshot_json
+from services.reconcile.status_json import snapshot_json
+from services.reconcile.status_page import render_page
 from services.reconcile.status_queries import StatusSnapshot
 from shared.errors import PermanentError
 from shared.kafka.dead_letters import dead_letter_headers

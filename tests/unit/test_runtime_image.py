@@ -39,7 +39,13 @@ COMPOSE: Final = REPO_ROOT / "docker-compose.yml"
 FIRST_PARTY: Final = ("services", "shared")
 BRIDGE_SERVICES: Final = ("ingest", "reconcile", "publish")
 # What the runtime image must leave out: the platform simulator, the population generator, the exporters.
-TEST_RIG: Final = ("services/ecsim/", "shared/population.py", "shared/schema_export.py", "shared/asyncapi_export.py")
+TEST_RIG: Final = (
+    "services/ecsim/",
+    "shared/population.py",
+    "shared/schema_export.py",
+    "shared/asyncapi_export.py",
+    "shared/asyncapi_catalog.py",
+)
 # What the runtime image must hold: each service's and the CLI's entry point, and the migrations.
 ENTRY_POINTS: Final = tuple(f"services/{name}/__main__.py" for name in (*BRIDGE_SERVICES, "cli"))
 

@@ -77,8 +77,8 @@ REVIEWED: Final[dict[Site, str]] = {
     Site("services/reconcile/export_diff.py", "diff_sql", "interpolates", "current_ids"): (
         "one of the prebuilt CURRENT_IDS statements, chosen by the data source's kind"
     ),
-    Site("services/reconcile/exporting.py", "Exporter._open_run", "interpolates", "EXCLUDED[source.kind]"): (
-        "a prebuilt EXCLUDED statement; source.kind was checked against CURRENT_IDS first"
+    Site("services/reconcile/export_run_rows.py", "record_left_out", "interpolates", "EXCLUDED[source.kind]"): (
+        "a prebuilt EXCLUDED statement; its caller checked source.kind against CURRENT_IDS first"
     ),
     Site("services/reconcile/exporting.py", "Exporter._emit", "query", "query.sql"): (
         "diff_sql(...) of a prebuilt statement"
@@ -143,7 +143,7 @@ REVIEWED: Final[dict[Site, str]] = {
         "query",
         "_ADD_TRACKED if target.tracks_ids else _ADD",
     ): ("one of the module's two statements, built once"),
-    Site("services/reconcile/exporting.py", "Exporter._open_run", "query", "OPTED_OUT"): (
+    Site("services/reconcile/export_run_rows.py", "record_left_out", "query", "OPTED_OUT"): (
         "export_diff.OPTED_OUT: a constant statement"
     ),
     Site("services/reconcile/recipient_changes.py", "apply_changes", "query", "LEAVE_IMPORT_LISTS"): (
@@ -237,7 +237,7 @@ NOQA_S608: Final = {
     ("services/reconcile/export_diff.py", "CURRENT_IDS"),
     ("services/reconcile/export_diff.py", "EXCLUDED"),
     ("services/reconcile/export_diff.py", "diff_sql"),
-    ("services/reconcile/exporting.py", "Exporter._open_run"),
+    ("services/reconcile/export_run_rows.py", "record_left_out"),
     ("services/reconcile/export_guard.py", "removal_plan"),
     ("services/reconcile/insights_queries.py", "list_audience_overlap"),
     ("services/reconcile/export_release.py", "release_plan"),

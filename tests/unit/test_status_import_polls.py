@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.reconcile.import_poll_reads import ImportPollRow
-from services.reconcile.status_page import render_page, snapshot_json
+from services.reconcile.status_json import snapshot_json
+from services.reconcile.status_page import render_page
 from services.reconcile.status_queries import StatusSnapshot
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from services.reconcile.status_chart import nice_ceiling, render_chart
-from services.reconcile.status_page import fmt_duration, render_page, snapshot_json
+from services.reconcile.status_json import snapshot_json
+from services.reconcile.status_page import fmt_duration, render_page
 from services.reconcile.status_queries import AudienceRow, RunRow, StatusSnapshot, UnmatchedRow
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

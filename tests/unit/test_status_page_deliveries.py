@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from services.reconcile.status_page import render_page, snapshot_json
+from services.reconcile.status_json import snapshot_json
+from services.reconcile.status_page import render_page
 from services.reconcile.status_queries import DeliveryRow, StatusSnapshot
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

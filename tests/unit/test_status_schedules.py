@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from services.reconcile.schedule_slots import Cadence
 from services.reconcile.schedules import Schedule
-from services.reconcile.status_page import render_page, snapshot_json
+from services.reconcile.status_json import snapshot_json
+from services.reconcile.status_page import render_page
 from services.reconcile.status_queries import StatusSnapshot
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
