@@ -459,7 +459,7 @@ class _FailingMidWrite(FileDropZone):
 
 async def test_an_upload_broken_mid_part_is_written_again_whole(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     # Small fetches so a part is many chunks and the failure lands with the next rows in flight.
-    monkeypatch.setattr("services.publish.files.FETCH_ROWS", 25)
+    monkeypatch.setattr("services.publish.file_set_rows.FETCH_ROWS", 25)
     zone = _FailingMidWrite(rig.root)
     adds = [ecid_of(i) for i in range(1, 201)]
     run_id = await add_export_run(rig.campaign.pool, audience_id="ab-mid", data_source="visitors")

@@ -111,10 +111,10 @@ REVIEWED: Final[dict[Site, str]] = {
     # publish: reading the staged run.
     Site("services/publish/files.py", "_write_once", "query", "q.plan"): "a prebuilt _SYNC_PLAN/_OVERWRITE_PLAN",
     Site("services/publish/files.py", "_write_once", "query", "q.rows"): "a prebuilt _SYNC_ROWS/_OVERWRITE_ROWS",
-    Site("services/publish/files.py", "_set_query.fetch_overwrite", "query", "FETCH_ROWS"): (
+    Site("services/publish/file_set_rows.py", "set_query.fetch_overwrite", "query", "FETCH_ROWS"): (
         "a cursor's fetch(n): a row count"
     ),
-    Site("services/publish/files.py", "_set_query.fetch_sync", "query", "STAGED_BATCHES_PER_FETCH"): (
+    Site("services/publish/file_set_rows.py", "set_query.fetch_sync", "query", "STAGED_BATCHES_PER_FETCH"): (
         "a cursor's fetch(n): a row count"
     ),
     # cli: `audience-bridge run` reads a run's files with the status page's constant statement.
@@ -228,7 +228,7 @@ NOQA_S608: Final = {
     ("services/reconcile/rematch.py", "_ecid"),
     ("shared/runs/purge.py", "_OLD_RUNS"),
     ("shared/runs/purge.py", "_STAGING"),
-    ("services/publish/files.py", "_OVERWRITE_ROWS"),
+    ("services/publish/file_set_rows.py", "_OVERWRITE_ROWS"),
     ("services/reconcile/import_delta.py", "_DECLARED_MATCH"),
     ("services/reconcile/import_snapshot.py", "_DECLARED_SNAPSHOT"),
     ("services/reconcile/import_snapshot.py", "match_snapshot"),
