@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import time
@@ -167,3 +168,12 @@ def open_files_under(folder: Path) -> list[str]:
             if target.startswith(f"{folder}/"):
                 found.append(target)
     return found
+
+
+def kafka_cluster_id() -> str:
+    """A random KRaft cluster id as Kafka's own ``Uuid.randomUuid`` makes it: 16 bytes, URL-safe base64, and
+    never starting with ``-``, which StorageTool would read as an option (``format -t -SRF…`` fails: 1 id in 64)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate

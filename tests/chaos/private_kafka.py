@@ -10,18 +10,17 @@ connection of the services and of the driver then goes through the proxy, and cu
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import re
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from shared.settings import REPO_ROOT
 from tests.fixtures.stack import free_port
+from tests.helpers import kafka_cluster_id
 
 LOCAL = REPO_ROOT / "deploy" / "local"
 START_TIMEOUT_S = 90.0
@@ -89,7 +88,7 @@ class PrivateBroker:
         self._libs = libs = await asyncio.to_thread(_libs)
         await asyncio.to_thread(self.workdir.mkdir, parents=True, exist_ok=True)
         self._conf = _configure(self.workdir, self.port, free_port(), self.advertised_port)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = kafka_cluster_id()
         command = _java(
             libs, self.workdir, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._conf)
         )
