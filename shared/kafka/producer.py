@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,53 +83,30 @@ class Producer:
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> None:
         """Send all ``messages`` and wait until Kafka acknowledged every one (or raise)."""
-        if not messages:
-            return
-        if self._producer is None:
-            await self.start()
-        producer = self._producer
-        assert producer is not None
-        timeout_s = self._settings.kafka_send_timeout_s
-        loop = asyncio.get_running_loop()
-        try:
-            # Each enqueue is bounded (it blocks while the accumulator is full): one deadline re-armed after
-            # every message costs far less than a wait_for (a task) per message, which dominated small sends.
-            futures = []
-            async with asyncio.timeout(timeout_s) as deadline:
-                for m in messages:
-                    futures.append(await producer.send(m.topic, m.value, key=m.key, headers=m.headers))
-                    deadline.reschedule(loop.time() + timeout_s)
-            await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
-        except MessageSizeTooLargeError as exc:
-            raise PermanentError("message too large for Kafka", topic=messages[0].topic) from exc
-        except (KafkaError, OSError, TimeoutError) as exc:
-            # Unknown outcome: some messages may have been written. Recreate the producer so a wedged
-            # idempotent sequence (aiokafka #1017) cannot poison later sends; the caller retries.
-            log.warning("produce_failed", error=type(exc).__name__, detail=str(exc)[:300], count=len(messages))
-            await self._reset(producer)
-            raise TransientError("Kafka did not acknowledge the messages", error=type(exc).__name__) from exc
-        if self._metrics is not None:
-            for m in messages:
-                self._metrics.produced.labels(m.topic).inc()
+        await self._acknowledged(messages, _send_one_by_one)
 
     async def send_batched(self, messages: Sequence[OutgoingMessage]) -> None:
         """As :meth:`send` (same partitions, order, acknowledgement and errors), but built into one record batch
         per partition: for thousands of small records a second, aiokafka's per-record ``send`` (metadata
         check, partitioner, a future each) is the cost; appending to a batch builder is a fraction of it."""
+        await self._acknowledged(messages, _send_in_batches)
+
+    async def _acknowledged(self, messages: Sequence[OutgoingMessage], write: _Write) -> None:
+        """``write`` the messages and wait for their acknowledgement within ``kafka_send_timeout_s``; a failure
+        of unknown outcome is a TransientError, a message too large a PermanentError."""
         if not messages:
             return
         if self._producer is None:
             await self.start()
         producer = self._producer
         assert producer is not None
-        timeout_s = self._settings.kafka_send_timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
-                futures = await _enqueue_batches(producer, messages)
-                await asyncio.gather(*futures)
+            await write(producer, messages, self._settings.kafka_send_timeout_s)
         except MessageSizeTooLargeError as exc:
             raise PermanentError("message too large for Kafka", topic=messages[0].topic) from exc
         except (KafkaError, OSError, TimeoutError) as exc:
+            # Unknown outcome: some messages may have been written. Recreate the producer so a wedged
+            # idempotent sequence (aiokafka #1017) cannot poison later sends; the caller retries.
             log.warning("produce_failed", error=type(exc).__name__, detail=str(exc)[:300], count=len(messages))
             await self._reset(producer)
             raise TransientError("Kafka did not acknowledge the messages", error=type(exc).__name__) from exc
@@ -196,3 +173,25 @@ async def _enqueue_batches(
     for (topic, partition), builder in builders.items():
         futures.append(await producer.send_batch(builder, topic, partition=partition))
     return futures
+
+
+# How a send writes its messages and waits for their acknowledgement, within the timeout (seconds).
+_Write = Callable[[AIOKafkaProducer, Sequence[OutgoingMessage], float], Awaitable[None]]
+
+
+async def _send_one_by_one(producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage], timeout_s: float) -> None:
+    # Each enqueue is bounded (it blocks while the accumulator is full): one deadline re-armed after every
+    # message costs far less than a wait_for (a task) per message, which dominated small sends.
+    loop = asyncio.get_running_loop()
+    futures = []
+    async with asyncio.timeout(timeout_s) as deadline:
+        for m in messages:
+            futures.append(await producer.send(m.topic, m.value, key=m.key, headers=m.headers))
+            deadline.reschedule(loop.time() + timeout_s)
+    await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
+
+
+async def _send_in_batches(producer: AIOKafkaProducer, messages: Sequence[OutgoingMessage], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        futures = await _enqueue_batches(producer, messages)
+        await asyncio.gather(*futures)
