@@ -125,13 +125,7 @@ async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     async with service_stack(
         tmp_path_factory.mktemp("campaign-streams"),
         services=("reconcile", "publish"),
-        env={
-            "EXPORT_PARTNER_FOLDER": "acme",
-            "RETRY_BACKOFF_INITIAL_S": "0.05",
-            "RETRY_BACKOFF_MAX_S": "0.5",
-            "EXPORT_WAIT_POLL_S": "0.2",
-        },
-        ecsim_env={"ECSIM_INBOUND_POLL_INTERVAL_S": "0.2"},
+        env={},
         topics=("audience-export-requests", "audience-membership", "recipient-changes", "visitor-links"),
     ) as base:
         yield StreamStack(base.pool, base.ecsim, base.producer, base.env, base.topic_prefix, base.bootstrap)

@@ -168,15 +168,10 @@ async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         tmp_path_factory.mktemp("export-guards"),
         services=("reconcile", "publish"),
         env={
-            "EXPORT_PARTNER_FOLDER": "acme",
-            "RETRY_BACKOFF_INITIAL_S": "0.05",
-            "RETRY_BACKOFF_MAX_S": "0.5",
             "EXPORT_GUARD_MIN_SIZE": "50",
             "EXPORT_MAX_REMOVAL_SHARE": "0.5",
             "EXPORT_RUN_TIMEOUT_S": str(RUN_TIMEOUT_S),
-            "EXPORT_WAIT_POLL_S": "0.2",
         },
-        ecsim_env={"ECSIM_INBOUND_POLL_INTERVAL_S": "0.2"},
         topics=("audience-export-requests",),
         # One partition: every request meets in the same one (and in the same polls), the hardest case for an
         # audience whose request must wait.

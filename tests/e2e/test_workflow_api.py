@@ -82,15 +82,10 @@ async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         tmp_path_factory.mktemp("workflow-api"),
         services=("reconcile", "publish"),
         env={
-            "EXPORT_PARTNER_FOLDER": "acme",
-            "RETRY_BACKOFF_INITIAL_S": "0.05",
-            "RETRY_BACKOFF_MAX_S": "0.5",
-            "EXPORT_WAIT_POLL_S": "0.2",
             "EXPORT_ALLOW_UNDECLARED": "true",
             "SCHEDULE_POLL_S": "0.3",
             "STATUS_PAGE_CREDENTIALS": f"token:wf-engine:{TOKEN}",
         },
-        ecsim_env={"ECSIM_INBOUND_POLL_INTERVAL_S": "0.2"},
         topics=("audience-export-requests", "audience-export-batches"),
     ) as base:
         yield ApiStack(
