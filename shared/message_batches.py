@@ -9,7 +9,8 @@ them into one JSON array could merge two malformed values into valid ones (``{"e
 A recipient change of the usual shape (the native message with a position, every field of the expected JSON
 type) is read without pydantic at all (:func:`native_change`): what pydantic would build from it, for a third of
 the time (its validators are Python functions). Anything else (a Debezium envelope, ``changed_at``, a number
-as a string, a value out of range) goes through the model.
+as a string, a value out of range) goes through the model. A segment event of the usual shape is read the same way
+(:func:`shared.native_segment_events.native_event`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from shared.messages import SCHEMA_VERSION, Message, RecipientChange
+from shared.messages import SCHEMA_VERSION, Message, RecipientChange, SegmentEvent
+from shared.native_segment_events import built, native_event
 
 M = TypeVar("M", bound=Message)
 
@@ -46,6 +48,10 @@ def decode_all(model: type[M], values: Sequence[bytes | None]) -> list[M] | None
         fast = [native_change(item) for item in data]
         if None not in fast:
             return fast  # type: ignore[return-value]
+    elif model is SegmentEvent:
+        events = [native_event(item) for item in data]
+        if None not in events:
+            return events  # type: ignore[return-value]
     try:
         messages: list[M] = _adapter(model).validate_python(data)
     except ValidationError:
@@ -57,8 +63,6 @@ _CHANGE_FIELDS = frozenset(RecipientChange.model_fields)
 _TEXT_FIELDS = ("email", "crm_id", "first_name", "last_name")
 _MAX_ID = 2**63 - 1
 _MAX_TEXT = 1000
-_new = object.__new__
-_set = object.__setattr__
 
 
 def native_change(data: dict[str, Any]) -> RecipientChange | None:
@@ -89,10 +93,4 @@ def native_change(data: dict[str, Any]) -> RecipientChange | None:
         "position": position,
         "changed_at": None,
     }
-    # What BaseModel.model_construct sets, without its per-field walk (slower than validating).
-    change = _new(RecipientChange)
-    _set(change, "__dict__", fields)
-    _set(change, "__pydantic_fields_set__", set(data))
-    _set(change, "__pydantic_extra__", None)
-    _set(change, "__pydantic_private__", None)
-    return change
+    return built(RecipientChange, fields, set(data))

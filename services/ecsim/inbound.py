@@ -5,6 +5,8 @@ The export drop zone is polled (and scanned on ``POST /sim/inbound/scan``). Ever
 through :class:`~shared.formats.inbound.InboundParser` (one chunk in memory at a time) and applied to the
 :class:`~services.ecsim.profiles.ProfileStore`; a receipt with the platform's counters is recorded for the
 data source (``GET /v1/datasources/{id}/history/inbound``) and the file moves to ``processed/``.
+A file in the form the bridge writes is applied in bulk instead (:mod:`services.ecsim.inbound_bulk`), with
+the same receipt and profile changes; any other file, line by line as above.
 Files that cannot be processed at all (a name breaking the grammar, an empty file, a corrupt gzip, an
 unknown data source) move to ``rejected/`` with a reason, and get a receipt saying why.
 
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Final
 
+from services.ecsim.inbound_bulk import BULK_ID_TYPES, BulkApplier, NotBulk, TraitRules
 from services.ecsim.inbound_faults import REASON_COUNTERS, InboundSchedule, rejects_record
 from services.ecsim.inbound_receipts import FileStats, InboundTarget, processed_receipt, rejected_receipt
 from services.ecsim.profiles import ProfileStore, Transaction, encode_id
@@ -78,8 +81,10 @@ class InboundProcessor:
         *,
         clock: Callable[[], int] = now_ms,
         schedule: InboundSchedule | None = None,
+        bulk: bool = True,
     ) -> None:
         self.store = store
+        self.bulk = bulk  # False: every file line by line (tests compare the two paths)
         self.profiles = profiles
         self.zone = zone
         self._clock = clock
@@ -91,7 +96,7 @@ class InboundProcessor:
         self._processed: set[str] = set()
         self._pending: dict[str, tuple[Area, str | None]] = {}
         self.recent: deque[Json] = deque(maxlen=MAX_RECENT)
-        self.counts = {"processed": 0, "rejected": 0, "scans": 0, "scan_failures": 0}
+        self.counts = {"processed": 0, "rejected": 0, "scans": 0, "scan_failures": 0, "bulk": 0}
         if hasattr(self, "schedule"):
             self.schedule.reset()
 
@@ -176,8 +181,13 @@ class InboundProcessor:
         tx = self.profiles.transaction()
         parser = InboundParser(target.name, id_type=target.id_type)
         stats = FileStats()
+        counters = parser.counters
         try:
-            await self._apply(target, parser, stats, tx)
+            bulk = await self._apply_bulk(target, tx)
+            if bulk is None:
+                await self._apply(target, parser, stats, tx)
+            else:
+                counters, stats = bulk.counters, bulk.stats
         except ObjectNotFound:
             tx.rollback()
             log.warning("ecsim_inbound_file_vanished", file=key)
@@ -200,7 +210,7 @@ class InboundProcessor:
         removed = tx.removed
         tx.commit()
         injected_as = REASON_COUNTERS[self.schedule.faults.reject_line_reason] if stats.injected else None
-        receipt = processed_receipt(target, parser.counters, stats, removed, (started, self._clock()), injected_as)
+        receipt = processed_receipt(target, counters, stats, removed, (started, self._clock()), injected_as)
         return self._record(key, receipt, target.dpid, "processed", None)
 
     def _resolve(self, key: str) -> InboundTarget:
@@ -225,10 +235,34 @@ class InboundProcessor:
             raise _Rejected(f"unknown target data source {owner}", name.dpid)
         return InboundTarget(key, name, parts[0], name.dpid, owner, id_type_of(ds))
 
-    async def _apply(self, target: InboundTarget, parser: InboundParser, stats: FileStats, tx: Transaction) -> None:
-        onboarded = self.store.trait_ids_of(target.owner, trait_type=ON_BOARDED)
+    def _rules(self, target: InboundTarget) -> TraitRules:
         overwrite = target.name.mode == "overwrite"
-        replace = self.store.trait_ids_of(target.owner) if overwrite else None
+        return TraitRules(
+            namespace=target.dpid,
+            onboarded=self.store.trait_ids_of(target.owner, trait_type=ON_BOARDED),
+            overwrite=overwrite,
+            replace=self.store.trait_ids_of(target.owner) if overwrite else None,
+        )
+
+    async def _apply_bulk(self, target: InboundTarget, tx: Transaction) -> BulkApplier | None:
+        """The file applied by the bulk path (inbound_bulk.py), or None (nothing applied) when only the
+        line-by-line path handles it exactly."""
+        if not self.bulk or self.schedule.line_share(target.dpid) or target.id_type not in BULK_ID_TYPES:
+            return None
+        bulk = BulkApplier(target.id_type, self._rules(target), tx)
+        try:
+            async with contextlib.aclosing(self.zone.read(target.key)) as chunks:
+                await bulk.apply(chunks, gzip=target.name.gzip)
+        except NotBulk as exc:
+            tx.rollback()
+            log.info("ecsim_inbound_line_by_line", file=target.key, reason=str(exc))
+            return None
+        self.counts["bulk"] += 1
+        return bulk
+
+    async def _apply(self, target: InboundTarget, parser: InboundParser, stats: FileStats, tx: Transaction) -> None:
+        rules = self._rules(target)
+        onboarded, overwrite, replace = rules.onboarded, rules.overwrite, rules.replace
         share = self.schedule.line_share(target.dpid)
         reason = self.schedule.faults.reject_line_reason
 

@@ -39,9 +39,14 @@ class FileStats:
     traits_failed: int = 0
     users_failed: int = 0
     devices: set[Key] = field(default_factory=set)
+    bulk_devices: int = 0  # distinct users stored by the bulk path, which keeps no set of them
     samples: dict[str, list[Json]] = field(default_factory=dict)
     records: int = 0  # records seen so far (the index line rejections are chosen by)
     injected: int = 0  # records rejected by an injected fault
+
+    @property
+    def device_count(self) -> int:
+        return len(self.devices) + self.bulk_devices
 
     def inject(self, line_number: int, reason: str) -> None:
         self.injected += 1
@@ -79,7 +84,7 @@ def processed_receipt(
         "noTraitRealized": stats.no_trait,
         "recordsProcessed": c.records_processed,
         "storedRecords": stats.stored,
-        "totalDevices": len(stats.devices),
+        "totalDevices": stats.device_count,
         "totalSignals": c.signals,
         "totalUnusedSignals": c.signals,
         "totalRealizedTraits": stats.realized,
@@ -96,7 +101,7 @@ def processed_receipt(
         "No Matching AAM ID": 0,
         "No Trait Realized": stats.no_trait,
         "Stored Records": stats.stored,
-        "Total devices": len(stats.devices),
+        "Total devices": stats.device_count,
         "Total signals": c.signals,
         "Total unused signals": c.signals,
         "Total realized traits": stats.realized,

@@ -16,22 +16,59 @@ Choices where the platform's contract is silent (documented in the contract as [
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.alias_generators import to_camel
+from dataclasses import dataclass
+from typing import Any, Final
 
 from services.ecsim import rules
-from shared.errors import BridgeError
+from services.ecsim.store_errors import (
+    InUse,
+    InvalidInput,
+    Json,
+    LimitExceeded,
+    ReadOnly,
+    StoreConflict,
+    StoreError,
+    StoreNotFound,
+)
+from services.ecsim.store_inputs import (
+    DataSourceInput,
+    DestinationInput,
+    SegmentInput,
+    TraitInput,
+    _copy,
+    _new,
+    _validate,
+)
+from services.ecsim.store_listing import (
+    DEFAULT_PAGE_SIZE,
+    Listing,
+    ListParams,
+    _Collection,
+    _matches_search,
+    _sort_key,
+)
 from shared.ids import IdType
 
-Json = dict[str, Any]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "AamStore",
+    "InUse",
+    "InvalidInput",
+    "Json",
+    "LimitExceeded",
+    "Limits",
+    "ListParams",
+    "Listing",
+    "ReadOnly",
+    "StoreConflict",
+    "StoreError",
+    "StoreNotFound",
+    "id_type_of",
+    "now_ms",
+]
 
-DEFAULT_PAGE_SIZE: Final = 10
 # Fields a trait list leaves out unless asked for with includeDetails=true.
 TRAIT_DETAIL_FIELDS: Final = ("ttl", "integrationCode", "comments", "traitRule", "traitRuleVersion")
 S2S: Final = "S2S"
@@ -48,349 +85,6 @@ def id_type_of(datasource: Mapping[str, Any] | None) -> IdType:
     if datasource is None or datasource.get("idType") == "COOKIE":
         return "ecid"
     return "declared"
-
-
-# --- errors ------------------------------------------------------------------------------------------
-
-
-class StoreError(BridgeError):
-    """A request the platform refuses; ``status`` and ``code`` become the HTTP answer."""
-
-    status: ClassVar[int] = 400
-    code: ClassVar[str] = "bad_request"
-
-    def __init__(self, message: str, *, details: list[Json] | None = None, **context: Any) -> None:
-        super().__init__(message, **context)
-        self.details: list[Json] = details or []
-
-    def body(self) -> Json:
-        body: Json = {"code": self.code, "message": self.message, "status": self.status}
-        if self.details:
-            body["details"] = self.details
-        return body
-
-
-class InvalidInput(StoreError):
-    status = 400
-    code = "bad_request"
-
-
-class LimitExceeded(StoreError):
-    status = 400
-    code = "limit_exceeded"
-
-
-class ReadOnly(StoreError):
-    status = 400
-    code = "read_only"
-
-
-class StoreNotFound(StoreError):
-    status = 404
-    code = "not_found"
-
-
-class StoreConflict(StoreError):
-    status = 409
-    code = "conflict"
-
-
-class InUse(StoreConflict):
-    code = "in_use"
-
-
-# --- input models --------------------------------------------------------------------------------------
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-    @field_validator("integration_code", mode="before", check_fields=False)
-    @classmethod
-    def _blank_code_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-
-class DataSourceInput(_Input):
-    name: str = Field(min_length=1, max_length=255)
-    description: str | None = None
-    integration_code: str | None = Field(None, max_length=255)
-    data_export_restrictions: list[str] = Field(default_factory=list)
-    id_type: Literal["COOKIE", "DEVICE_ADVERTISING_ID", "CROSS_DEVICE"] = "CROSS_DEVICE"
-    inbound_s2s: bool = Field(True, alias="inboundS2S")
-    outbound_s2s: bool = Field(True, alias="outboundS2S")
-    unique_trait_integration_codes: bool = False
-    unique_segment_integration_codes: bool = False
-    status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
-    type: str = "GENERAL"
-
-    @field_validator("data_export_restrictions")
-    @classmethod
-    def _labels(cls, value: list[str]) -> list[str]:
-        for label in value:
-            if not label or not label.replace("_", "").isalnum():
-                raise ValueError("labels are non-empty words like PII")
-        return list(dict.fromkeys(value))
-
-
-TraitType = Literal["RULE_BASED_TRAIT", "ON_BOARDED_TRAIT", "ALGO_TRAIT"]
-
-
-class TraitInput(_Input):
-    name: str = Field(min_length=1, max_length=255)
-    trait_type: TraitType
-    data_source_id: int = Field(ge=0)
-    folder_id: int = Field(ge=0)
-    trait_rule: str | None = Field(None, max_length=rules.MAX_RULE_LENGTH)
-    ttl: int = Field(120, ge=0)
-    integration_code: str | None = Field(None, max_length=255)
-    description: str | None = None
-    comments: str | None = None
-    status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
-
-
-class SegmentInput(_Input):
-    name: str = Field(min_length=1, max_length=255)
-    segment_rule: str = Field(min_length=1)
-    folder_id: int = Field(ge=0)
-    data_source_id: int = Field(ge=0)
-    merge_rule_data_source_id: int | None = Field(None, ge=0)
-    integration_code: str | None = Field(None, max_length=255)
-    description: str | None = None
-    status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
-
-
-class DestinationInput(_Input):
-    # Server-to-server destinations carry provisioning details the API does not describe: keep them.
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
-
-    name: str = Field(min_length=1, max_length=255)
-    description: str | None = None
-    destination_type: Literal["PUSH", "ADS", "S2S"]
-    data_source_id: int | None = Field(None, ge=0)
-    status: str = "ACTIVE"
-    start_date: str | None = None
-    end_date: str | None = None
-    url_format_string: str | None = None
-    secure_url_format_string: str | None = None
-    delimiter: str | None = None
-    serialization_enabled: bool = False
-    mappings: list[Json] = Field(default_factory=list)
-
-    @field_validator("mappings")
-    @classmethod
-    def _mappings_name_segments(cls, value: list[Json]) -> list[Json]:
-        for mapping in value:
-            if not isinstance(mapping.get("sid"), int):
-                raise ValueError("every mapping needs an integer sid")
-        return value
-
-
-def _validate(model: type[_Input], body: Any, what: str) -> Any:
-    if not isinstance(body, Mapping):
-        raise InvalidInput(f"the {what} must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        details = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "<body>", "message": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        raise InvalidInput(f"invalid {what}", details=details) from None
-
-
-# Set by the store, never taken from a request body (a destination keeps unknown fields).
-_SERVER_FIELDS: Final = frozenset({"sid", "destinationId", "pid", "createTime", "updateTime", "crUID", "upUID"})
-
-
-def _new(id_field: str, obj_id: int, data: BaseModel, **extra: Any) -> Json:
-    fields = data.model_dump(by_alias=True)
-    obj: Json = {id_field: obj_id}
-    obj.update((k, v) for k, v in fields.items() if k not in _SERVER_FIELDS and k != id_field)
-    obj.update(extra)
-    return obj
-
-
-def _copy(obj: Json) -> Json:
-    # Values are JSON: only lists and dicts need copying; cheaper than deepcopy on big lists.
-    out: Json = {}
-    for key, value in obj.items():
-        if isinstance(value, list):
-            out[key] = [dict(v) if isinstance(v, dict) else v for v in value]
-        elif isinstance(value, dict):
-            out[key] = dict(value)
-        else:
-            out[key] = value
-    return out
-
-
-# --- listing ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ListParams:
-    """The platform's optional list parameters. Any of page/pageSize given => the list is wrapped."""
-
-    page: int | None = None
-    page_size: int | None = None
-    sort_by: str | None = None
-    descending: bool = False
-    search: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.page is not None and self.page < 0:
-            raise InvalidInput("page must be 0 or more", details=[{"field": "page", "message": ">= 0"}])
-        if self.page_size is not None and self.page_size < 1:
-            raise InvalidInput("pageSize must be 1 or more", details=[{"field": "pageSize", "message": ">= 1"}])
-
-    @property
-    def wrapped(self) -> bool:
-        return self.page is not None or self.page_size is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """One answer to a list request: all matches (bare array) or one page of them (wrapped)."""
-
-    items: list[Json]
-    total: int
-    page: int | None
-    page_size: int | None
-
-    def body(self) -> list[Json] | Json:
-        if self.page is None:
-            return self.items
-        return {"total": self.total, "page": self.page, "pageSize": self.page_size, "list": self.items}
-
-
-def _sort_key(key: str) -> Callable[[Json], tuple[int, Any]]:
-    def sort_key(obj: Json) -> tuple[int, Any]:
-        value = obj.get(key)
-        # Missing values last; mixed types compare by their text so sorting never raises.
-        if value is None:
-            return (2, "")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return (0, value)
-        return (1, str(value).lower())
-
-    return sort_key
-
-
-def _matches_search(obj: Json, needle: str) -> bool:
-    return any(needle in str(v).lower() for v in obj.values() if v is not None)
-
-
-# --- collections -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Collection:
-    """Objects of one kind by id (kept in ascending id order), with an integration-code index."""
-
-    kind: str
-    id_field: str
-    next_id: int
-    limit: int
-    items: dict[int, Json] = field(default_factory=dict)
-    by_code: dict[str, int] = field(default_factory=dict)
-
-    def get(self, obj_id: int) -> Json:
-        try:
-            return self.items[obj_id]
-        except KeyError:
-            raise StoreNotFound(f"{self.kind} {obj_id} not found", id=obj_id) from None
-
-    def by_integration_code(self, code: str) -> Json:
-        try:
-            return self.items[self.by_code[code]]
-        except KeyError:
-            raise StoreNotFound(f"no {self.kind} with integration code {code!r}", integrationCode=code) from None
-
-    def allocate(self, requested: int | None) -> int:
-        if requested is None:
-            obj_id = self.next_id
-        elif requested in self.items:
-            raise StoreConflict(f"{self.kind} {requested} already exists", id=requested)
-        else:
-            obj_id = requested
-        self.next_id = max(self.next_id, obj_id + 1)
-        return obj_id
-
-    def check_code(self, code: str | None, owner: int | None = None) -> None:
-        if code is not None and self.by_code.get(code, owner) != owner:
-            raise StoreConflict(
-                f"a {self.kind} with integration code {code!r} already exists",
-                integrationCode=code,
-                existing=self.by_code[code],
-            )
-
-    def check_limit(self) -> None:
-        if len(self.items) >= self.limit:
-            raise LimitExceeded(f"the limit of {self.limit} {self.kind}s is reached", limit=self.limit)
-
-    def insert(self, obj: Json) -> None:
-        obj_id = obj[self.id_field]
-        out_of_order = bool(self.items) and obj_id < next(reversed(self.items))
-        self.items[obj_id] = obj
-        if out_of_order:
-            self.items = dict(sorted(self.items.items()))
-        if obj.get("integrationCode") is not None:
-            self.by_code[obj["integrationCode"]] = obj_id
-
-    def replace(self, obj: Json) -> None:
-        obj_id = obj[self.id_field]
-        old_code = self.items[obj_id].get("integrationCode")
-        if old_code is not None:
-            del self.by_code[old_code]
-        self.items[obj_id] = obj
-        if obj.get("integrationCode") is not None:
-            self.by_code[obj["integrationCode"]] = obj_id
-
-    def remove(self, obj_id: int) -> Json:
-        obj = self.items.pop(obj_id)
-        if obj.get("integrationCode") is not None:
-            self.by_code.pop(obj["integrationCode"], None)
-        return obj
-
-    def select(
-        self,
-        params: ListParams,
-        *,
-        ids: Iterable[int] | None = None,
-        where: Callable[[Json], bool] | None = None,
-        view: Callable[[Json], Json] = _copy,
-    ) -> Listing:
-        """Filter (by candidate ``ids`` and ``where``), search, sort and page; ``view`` shapes each item."""
-        simple = (
-            ids is None and where is None and params.sort_by is None and not params.search and not params.descending
-        )
-        page_size = params.page_size or DEFAULT_PAGE_SIZE
-        page = params.page or 0
-        if simple:
-            # The common case (page through everything) slices without building the whole list.
-            total = len(self.items)
-            if not params.wrapped:
-                return Listing([view(o) for o in self.items.values()], total, None, None)
-            start = page * page_size
-            chosen = itertools.islice(self.items.values(), start, start + page_size)
-            return Listing([view(o) for o in chosen], total, page, page_size)
-
-        if ids is None:
-            candidates: Iterable[Json] = self.items.values()
-        else:
-            candidates = (self.items[i] for i in sorted(set(ids)) if i in self.items)
-        views = [view(o) for o in candidates if where is None or where(o)]
-        if params.search:
-            needle = params.search.lower()
-            views = [v for v in views if _matches_search(v, needle)]
-        if params.sort_by:
-            views.sort(key=_sort_key(params.sort_by), reverse=params.descending)
-        elif params.descending:
-            views.reverse()
-        if not params.wrapped:
-            return Listing(views, len(views), None, None)
-        start = page * page_size
-        return Listing(views[start : start + page_size], len(views), page, page_size)
 
 
 @dataclass(frozen=True, slots=True)

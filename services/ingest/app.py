@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 
+from aiohttp import web
 from prometheus_client import Counter
 
 from services.ingest.audiences import AudienceDirectory, ImportAudience
@@ -15,7 +16,7 @@ from services.ingest.files import FileImporter
 from services.ingest.governance import Governance
 from services.ingest.outbound_batches import names_from_settings
 from services.ingest.part_spool import default_spool_dir, prepare_spool_dir
-from services.ingest.realtime import build_realtime_server
+from services.ingest.realtime_workers import RealtimeWorkers, build_realtime_server
 from services.ingest.settings import IngestSettings
 from shared.dropzone import DropZone, open_dropzone
 from shared.kafka.consumer import Handler
@@ -115,6 +116,12 @@ class IngestApp(KafkaPostgresApp):
         self.spawn(self._watch_dropzone(), "watch-import-dropzone")
         if self.realtime is not None:
             await self.realtime.start(self._directory)
+            if isinstance(self.realtime, RealtimeWorkers):
+                self.spawn(self.realtime.watch(), "realtime-workers")  # a receiver process's end ends ingest
+
+    def routes(self, app: web.Application) -> None:
+        if isinstance(self.realtime, RealtimeWorkers):
+            app.middlewares.append(self.realtime.fresh_metrics)  # /metrics sums the receiver processes' now
 
     def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:
         assert self._events is not None
@@ -125,6 +132,9 @@ class IngestApp(KafkaPostgresApp):
 
     def poll_limit(self, base_topic: str) -> int | None:
         return self.settings.segment_events_max_poll if base_topic == SEGMENT_EVENTS else None
+
+    def partition_concurrency(self, base_topic: str) -> int:
+        return self.settings.segment_events_concurrency if base_topic == SEGMENT_EVENTS else 1
 
     async def _watch_dropzone(self) -> None:
         assert self._files is not None
@@ -157,6 +167,8 @@ class IngestApp(KafkaPostgresApp):
     async def readiness(self) -> dict[str, bool]:
         checks = await super().readiness()
         checks["import_dropzone"] = self.last_scan_ok
+        if self.realtime is not None:
+            checks["realtime"] = self.realtime.ready()
         return checks
 
 

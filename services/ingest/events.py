@@ -39,6 +39,20 @@ class InvalidEvent(PermanentError):
     """A segment event that cannot be applied (unknown segment, wrong ID type, malformed ID, ...)."""
 
 
+_Known = dict[tuple[str, str, str], list[ImportAudience] | InvalidEvent]
+
+
+def _audiences_for(event: SegmentEvent, known: _Known) -> list[ImportAudience]:
+    """The audiences ``event`` feeds, from the poll's lookups; raises :class:`InvalidEvent` saying why none."""
+    found = known[(event.segment_id, event.data_source, event.id_type)]
+    if isinstance(found, InvalidEvent):
+        raise InvalidEvent(found.message, **found.context)  # a fresh one per event (its own traceback)
+    problem = id_problem(event.id_type, event.id)
+    if problem is not None:
+        raise InvalidEvent("malformed id", id_type=event.id_type, problem=problem)
+    return found
+
+
 @dataclass
 class _Pending:
     audience: ImportAudience
@@ -72,19 +86,42 @@ class SegmentEventHandler:
     async def __call__(self, deliveries: Sequence[Delivery[SegmentEvent]]) -> list[Rejected]:
         deliveries = await self._admitted(deliveries)
         rejected: list[Rejected] = []
+        pending, fed = await self._coalesce(deliveries, rejected)
+        sender = WindowSender(self._producer)
+        try:
+            blocked = await self._emit_all(pending, sender)
+            # Nothing is written for a blocked audience; an event that fed only blocked audiences is kept in the
+            # DLQ with the reason.
+            for delivery in deliveries:
+                fed_ids = fed.get(delivery.offset)
+                if fed_ids and all(a in blocked for a in fed_ids):
+                    reason = blocked[fed_ids[0]]
+                    rejected.append(Rejected(delivery, InvalidEvent("import blocked by governance", reason=reason)))
+            await self._acknowledged_and_recorded(deliveries, fed, rejected, sender)
+        finally:
+            await sender.close()
+        return rejected
+
+    async def _coalesce(
+        self, deliveries: Sequence[Delivery[SegmentEvent]], rejected: list[Rejected]
+    ) -> tuple[dict[str, _Pending], dict[int, list[str]]]:
+        """Each audience's pending changes (the latest per ID), and the audiences each event (by offset) feeds;
+        the invalid events go to ``rejected``."""
         pending: dict[str, _Pending] = {}
-        fed: dict[int, list[str]] = {}  # offset -> the audiences an event feeds
+        fed: dict[int, list[str]] = {}
         seen_events: set[str] = set()
         # (segment, data source, id type) -> its audiences, or why none: looked up once per poll, not per event
-        # (a real-time feed brings thousands of events a second for a handful of segments).
-        known: dict[tuple[str, str, str], list[ImportAudience] | InvalidEvent] = {}
+        # (a real-time feed brings thousands of events a second for a handful of segments), before the loop, so
+        # that the loop over the events is plain Python, without a coroutine per event.
+        kinds = {(d.message.segment_id, d.message.data_source, d.message.id_type) for d in deliveries}
+        known: _Known = {kind: await self._audiences_of(*kind) for kind in kinds}
         for delivery in deliveries:
             event = delivery.message
             if event.event_id in seen_events:
                 continue  # a producer retry inside one poll
             seen_events.add(event.event_id)
             try:
-                audiences = await self._audiences_for(event, known)
+                audiences = _audiences_for(event, known)
             except InvalidEvent as exc:
                 rejected.append(Rejected(delivery, exc))
                 continue
@@ -100,38 +137,29 @@ class SegmentEventHandler:
                     slot.ops[event.id] = event.op == "add"
                     slot.at[event.id] = at
                 slot.received += 1
+        return pending, fed
 
+    async def _emit_all(self, pending: dict[str, _Pending], sender: WindowSender) -> dict[str, str]:
+        """Each audience's batches handed to ``sender`` (not yet acknowledged); returns the audiences governance
+        blocked, with the reason (their run is reported blocked, nothing sent)."""
         blocked: dict[str, str] = {}
-        sender = WindowSender(self._producer)
-        try:
-            for slot in pending.values():
-                reason = await self._governance(slot.audience)
-                if reason is not None:
-                    blocked[slot.audience.audience_id] = reason
-                    await self._status.report(
-                        RunOutcome(
-                            self._run_id(slot),
-                            "import",
-                            "blocked",
-                            slot.audience.audience_id,
-                            {"received": slot.received},
-                            reason=reason,
-                        )
-                    )
-                    continue
+        for slot in pending.values():
+            reason = await self._governance(slot.audience)
+            if reason is None:
                 await self._emit(slot, sender)
-            await sender.flush()
-        finally:
-            await sender.close()
-        # Nothing is written for a blocked audience; an event that fed only blocked audiences is kept in the
-        # DLQ with the reason.
-        for delivery in deliveries:
-            fed_ids = fed.get(delivery.offset)
-            if fed_ids and all(a in blocked for a in fed_ids):
-                reason = blocked[fed_ids[0]]
-                rejected.append(Rejected(delivery, InvalidEvent("import blocked by governance", reason=reason)))
-        await self._record(deliveries, fed, rejected)
-        return rejected
+                continue
+            blocked[slot.audience.audience_id] = reason
+            await self._status.report(
+                RunOutcome(
+                    self._run_id(slot),
+                    "import",
+                    "blocked",
+                    slot.audience.audience_id,
+                    {"received": slot.received},
+                    reason=reason,
+                )
+            )
+        return blocked
 
     async def _admitted(self, deliveries: Sequence[Delivery[SegmentEvent]]) -> Sequence[Delivery[SegmentEvent]]:
         """The events not applied in an earlier poll and not older than their ID's last applied change."""
@@ -140,28 +168,23 @@ class SegmentEventHandler:
         admitted = await self._ledger.admit([d.message for d in deliveries])
         return [d for d in deliveries if d.message.event_id in admitted]
 
-    async def _record(
-        self, deliveries: Sequence[Delivery[SegmentEvent]], fed: dict[int, list[str]], rejected: list[Rejected]
+    async def _acknowledged_and_recorded(
+        self,
+        deliveries: Sequence[Delivery[SegmentEvent]],
+        fed: dict[int, list[str]],
+        rejected: list[Rejected],
+        sender: WindowSender,
     ) -> None:
-        """Remember the events now in Kafka as membership (not the rejected ones: a replay applies them)."""
+        """Wait for Kafka to acknowledge the poll's batches, and remember the events that became membership (not
+        the rejected ones: a replay applies them): the ledger's statement runs while Kafka acknowledges."""
         if self._ledger is None:
+            await sender.flush()
             return
         refused = {r.delivery.offset for r in rejected}
-        await self._ledger.record([d.message for d in deliveries if d.offset in fed and d.offset not in refused])
-
-    async def _audiences_for(
-        self, event: SegmentEvent, known: dict[tuple[str, str, str], list[ImportAudience] | InvalidEvent]
-    ) -> list[ImportAudience]:
-        key = (event.segment_id, event.data_source, event.id_type)
-        found = known.get(key)
-        if found is None:
-            found = known[key] = await self._audiences_of(*key)
-        if isinstance(found, InvalidEvent):
-            raise InvalidEvent(found.message, **found.context)  # a fresh one per event (its own traceback)
-        problem = id_problem(event.id_type, event.id)
-        if problem is not None:
-            raise InvalidEvent("malformed id", id_type=event.id_type, problem=problem)
-        return found
+        async with self._ledger.recording(
+            [d.message for d in deliveries if d.offset in fed and d.offset not in refused]
+        ):
+            await sender.flush()
 
     async def _audiences_of(
         self, segment_id: str, data_source: str, id_type: str

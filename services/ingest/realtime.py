@@ -226,6 +226,9 @@ class RealtimeServer:
     def bound_port(self) -> int | None:
         return None if self._server is None else self._server.bound_port
 
+    def ready(self) -> bool:
+        return self._server is not None
+
     async def start(self, directory: AudienceDirectory) -> None:
         self._receiver.directory = directory
         if self._server is not None:
@@ -251,15 +254,11 @@ class RealtimeServer:
         await self._receiver.close()
 
 
-def build_realtime_server(
-    settings: RealtimeSettings, *, producer: Producer, registry: CollectorRegistry, topic_prefix: str
-) -> RealtimeServer | None:
-    """The receiver the settings ask for (None when REALTIME_ENABLED is off). Reads the keys: a missing,
-    unreadable or empty key file is a ConfigError (the service exits 2). The metrics are registered either way
-    (at 0), so that dashboards and alerts tell absent from zero."""
-    metrics = RealtimeMetrics(registry)
-    if not settings.realtime_enabled:
-        return None
+def build_receiver(
+    settings: RealtimeSettings, *, producer: Producer, metrics: RealtimeMetrics, topic_prefix: str
+) -> RealtimeReceiver:
+    """The receiver the settings describe (in the service's process, or in a receiver process of its own).
+    Reads the keys: a missing, unreadable or empty key file is a ConfigError."""
     keys_file = settings.realtime_signing_keys_file
     oauth = None
     if settings.realtime_oauth_introspection_url:
@@ -270,7 +269,7 @@ def build_realtime_server(
             secret.get_secret_value() if secret is not None else "",
         )
     events_topic = topic_name(topic_prefix, SEGMENT_EVENTS)
-    receiver = RealtimeReceiver(
+    return RealtimeReceiver(
         keys=KeyRing(keys_file) if keys_file is not None else None,
         oauth=oauth,
         header=settings.realtime_signature_header,
@@ -281,4 +280,3 @@ def build_realtime_server(
         metrics=metrics,
         response_timeout_s=settings.realtime_response_timeout_s,
     )
-    return RealtimeServer(receiver, settings.realtime_host, settings.realtime_port)

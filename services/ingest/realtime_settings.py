@@ -24,6 +24,15 @@ class RealtimeSettings(BaseServiceSettings):
     realtime_port: int = Field(
         8084, ge=0, le=65535, description="Port of POST /platform/realtime (apart from the probes and pages)."
     )
+    realtime_workers: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Processes of their own that serve REALTIME_PORT (sharing its socket), so that receiving does "
+        "not compete with ingest's consumers for one interpreter; each has its Kafka producer and Postgres "
+        "connection, ends with ingest, and its metrics are summed into ingest's /metrics (0: served in ingest's "
+        "own process).",
+    )
     realtime_signature_header: str = Field(
         "X-Signature",
         min_length=1,

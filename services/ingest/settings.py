@@ -61,7 +61,21 @@ class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settin
         5000, ge=1, description="Segment events coalesced per poll into membership batches."
     )
     segment_events_linger_ms: int = Field(
-        200, ge=0, le=5000, description="How long segment events are coalesced before a membership batch goes out."
+        50,
+        ge=0,
+        le=5000,
+        description="How long segment events are coalesced after the first of a poll before a membership batch goes "
+        "out (a poll of SEGMENT_EVENTS_MAX_POLL goes at once; under load polls grow by themselves, with what "
+        "arrived while the last one was handled). Every poll is a run and a transaction in reconcile: 0 sends "
+        "each trickle on its own.",
+    )
+    segment_events_concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Partitions of segment-events handled side by side (each in order, by a worker of its own): "
+        "one segment's poll waiting for Postgres or Kafka does not hold up the others' (segment-events is keyed by "
+        "segment: all events of one segment stay in one partition, in order).",
     )
     metadata_refresh_s: float = Field(
         300.0, gt=0, description="How long platform metadata (segments, traits, data sources) is cached."

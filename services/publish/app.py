@@ -65,6 +65,7 @@ class PublishApp(KafkaPostgresApp):
                 ReceiptOptions(
                     poll_s=self.settings.export_receipt_poll_s,
                     poll_max_s=self.settings.export_receipt_poll_max_s,
+                    poll_fast_s=self.settings.export_receipt_poll_fast_s,
                     timeout_s=self.settings.export_receipt_timeout_s,
                     work_mem_mb=self.settings.export_record_work_mem_mb,
                 ),

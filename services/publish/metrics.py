@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 
 class PublishMetrics(Protocol):
@@ -24,6 +24,9 @@ class PublishMetrics(Protocol):
     def lines_rejected(self, reason: str, count: int) -> None:
         """Lines of uploaded files the platform did not apply, by reason."""
 
+    def receipt_poll_delay(self, seconds: float) -> None:
+        """The receipt poller waits this long before its next poll (receipt_pacing.py)."""
+
 
 class NoPublishMetrics:
     def ids_sent(self, op: str, count: int) -> None:
@@ -39,6 +42,9 @@ class NoPublishMetrics:
         pass
 
     def lines_rejected(self, reason: str, count: int) -> None:
+        pass
+
+    def receipt_poll_delay(self, seconds: float) -> None:
         pass
 
 
@@ -73,6 +79,12 @@ class PrometheusPublishMetrics:
             ["reason"],
             registry=registry,
         )
+        self._poll_delay = Gauge(
+            "ab_export_receipt_poll_delay_seconds",
+            "How long the receipt poller waits before its next poll (EXPORT_RECEIPT_POLL_S while receipts come "
+            "or an upload is recent, backing off to EXPORT_RECEIPT_POLL_MAX_S).",
+            registry=registry,
+        )
 
     def ids_sent(self, op: str, count: int) -> None:
         self._ids.labels(op).inc(count)
@@ -88,3 +100,6 @@ class PrometheusPublishMetrics:
 
     def lines_rejected(self, reason: str, count: int) -> None:
         self._rejected.labels(reason).inc(count)
+
+    def receipt_poll_delay(self, seconds: float) -> None:
+        self._poll_delay.set(seconds)

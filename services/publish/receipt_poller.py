@@ -29,6 +29,7 @@ import orjson
 from services.publish.apply_sql import DEFAULT_APPLY_WORK_MEM_MB, apply_whole_run, drop_staging, set_work_mem
 from services.publish.export_run import load_run
 from services.publish.metrics import NoPublishMetrics, PublishMetrics
+from services.publish.receipt_pacing import PollPace, next_poll_delay
 from services.publish.receipts import (
     CLOCK_SLACK_MS,
     FileVerdict,
@@ -185,12 +186,16 @@ class ReceiptPoller:
         self._options = options
         self._metrics: PublishMetrics = metrics or NoPublishMetrics()
         self.awaiting = 0  # files awaiting their receipt at the last poll
+        self.newest_upload_ms: int | None = None  # when the latest of them was written (epoch ms)
 
     async def run(self) -> None:
-        """Poll until cancelled: every ``poll_s`` while receipts come, new files await theirs or none does;
-        backing off (doubling) to ``poll_max_s`` while files wait and nothing comes, or the platform or
-        Postgres cannot be reached."""
-        delay = self._options.poll_s
+        """Poll until cancelled: every ``poll_s`` while receipts come, new files await theirs, none does, or
+        the latest upload is less than ``poll_fast_s`` old; backing off (doubling) to ``poll_max_s`` while
+        files wait longer and nothing comes, or the platform or Postgres cannot be reached
+        (:mod:`services.publish.receipt_pacing`)."""
+        options = self._options
+        pace = PollPace(options.poll_s, options.poll_max_s, options.poll_fast_s)
+        delay = options.poll_s
         awaited = 0
         while True:
             try:
@@ -202,10 +207,16 @@ class ReceiptPoller:
                 # A bug, not an outage: said loudly, and polled again (the loop ending would stop publish).
                 log.exception("export_receipts_poll_crashed", retry_in_s=round(delay, 2))
                 progressed = 0
-            if progressed or self.awaiting == 0 or self.awaiting > awaited:
-                delay = self._options.poll_s
-            else:
-                delay = min(delay * 2, self._options.poll_max_s)
+            newest = self.newest_upload_ms
+            delay = next_poll_delay(
+                delay,
+                pace,
+                progressed=bool(progressed),
+                awaiting=self.awaiting,
+                awaited_before=awaited,
+                newest_upload_age_s=None if newest is None else max(0.0, time.time() - newest / 1000),
+            )
+            self._metrics.receipt_poll_delay(delay)
             awaited = self.awaiting
             await asyncio.sleep(delay)
 
@@ -214,6 +225,7 @@ class ReceiptPoller:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         rows = await self._pool.fetch(_AWAITING)
         self.awaiting = len(rows)
+        self.newest_upload_ms = max((r["written_ms"] for r in rows), default=None)
         by_source: dict[int, list[tuple[uuid.UUID, UploadedFile]]] = defaultdict(list)
         for r in rows:
             f = UploadedFile(r["name"], r["file_set"] or "sync", r["first_line"] or 0, r["lines"], r["written_ms"])

@@ -54,6 +54,7 @@ class ReceiptOptions:
 
     poll_s: float = 1.0
     poll_max_s: float = 300.0
+    poll_fast_s: float = 60.0  # polls stay at poll_s this long after an upload (receipt_pacing.py)
     timeout_s: float = 172_800.0
     work_mem_mb: int = DEFAULT_APPLY_WORK_MEM_MB  # recording the ended run (EXPORT_RECORD_WORK_MEM_MB)
 

@@ -65,6 +65,13 @@ class PublishSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Setti
         le=86400,
         description="Polls back off (doubling) up to this while no receipt comes; a receipt resets them.",
     )
+    export_receipt_poll_fast_s: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="For this long after the latest upload still awaiting its receipt, polls stay at "
+        "EXPORT_RECEIPT_POLL_S (a platform may answer within seconds); the backoff starts after.",
+    )
     export_record_work_mem_mb: int = Field(
         256,
         ge=4,

@@ -205,6 +205,9 @@ class ReconcileApp(KafkaPostgresApp):
         # transactions (a poll hands over what has arrived, so a trickle of clicks is not held back).
         if base_topic in (RECIPIENT_CHANGES, VISITOR_LINKS):
             return self.settings.stream_max_batch
+        if base_topic == AUDIENCE_MEMBERSHIP:
+            # Each message holds up to 10,000 IDs (Python strings): a bound per partition keeps memory flat.
+            return self.settings.import_max_poll_batches
         return None
 
     def subscriptions(self) -> Mapping[str, tuple[type[Message], Handler]]:

@@ -14,7 +14,7 @@ import asyncpg
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from services.reconcile.declared_keys import declared_key_sql
+from services.reconcile.declared_keys import STORED_KEYS, declared_key_sql
 from shared.errors import ConfigError
 from shared.ids import IdType, KeyTransform
 from shared.messages import ExportMode, Name
@@ -138,6 +138,20 @@ def load_catalog_file(path: Path) -> CatalogFile:
 async def ensure_declared_key_index(conn: asyncpg.Connection[Any] | Any, key: str, transform: str) -> None:
     """An expression index so matching by this key never hashes the recipient table."""
     expression = declared_key_sql(key, transform, alias=None)  # raises for anything off the whitelists
+    if (key, transform) in STORED_KEYS:
+        # A stored key's indexes are made only once a data source uses it (schemas/sql/029: each costs every
+        # recipient write), as 005 made them: the id included (matching is an index-only probe), and for the
+        # hashed e-mail the few recipients without one (what an export counts as excluded).
+        await conn.execute(
+            f"CREATE INDEX IF NOT EXISTS recipient_key_{key}_{transform} ON recipient ({expression}) "
+            "INCLUDE (recipient_id)"
+        )
+        if (key, transform) == ("email", "sha256"):
+            await conn.execute(
+                "CREATE INDEX IF NOT EXISTS recipient_without_email_sha256 ON recipient (recipient_id) "
+                "WHERE key_email_sha256 IS NULL"
+            )
+        return
     await conn.execute(f"CREATE INDEX IF NOT EXISTS recipient_key_{key}_{transform} ON recipient ({expression})")
 
 

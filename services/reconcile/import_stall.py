@@ -39,7 +39,7 @@ async def fail_stalled_imports(pool: Pool, stall_s: float) -> list[RunOutcome]:
         outcomes = await store.fail_stalled_imports(conn, stall_s, stall_reason(stall_s))
         if outcomes:
             await conn.execute(
-                "DELETE FROM import_stage_id WHERE run_id = ANY($1::uuid[])", [o.run_id for o in outcomes]
+                "DELETE FROM import_stage_batch WHERE run_id = ANY($1::uuid[])", [o.run_id for o in outcomes]
             )
     for outcome in outcomes:
         log.warning("import_run_stalled_failed", run_id=str(outcome.run_id), audience_id=outcome.audience_id)

@@ -186,7 +186,7 @@ class Importer:
         adds = [i for i in batch.adds if i not in invalid] if invalid else batch.adds
         if batch.mode == "full":
             if adds:
-                await stage_ids(conn, batch.run_id, adds)
+                await stage_ids(conn, batch.run_id, batch.seq, adds)
             return counts
         removes = [i for i in batch.removes if i not in invalid] if invalid else batch.removes
         return {**counts, **await apply_delta(conn, target, batch.run_id, adds, removes)}

@@ -1,12 +1,14 @@
 """Applying ``recipient-changes``: a partition's batch of upserts and deletes, set-based, in source order.
 
 Per batch: the newest change of each recipient (pure, :func:`latest_changes`) is COPYed into the temporary
-table ``changed_recipients``; a join with ``recipient_version`` keeps only the changes newer than the last one
-applied to their recipient (a replayed, duplicated or late change is *stale*: dropped, counted) and records the
-others' positions; then the upserts are one update and one insert of ``recipient``, and the deletes one join
-(after the IDs shared for them are withdrawn: :mod:`services.reconcile.recipient_erasure`). Clicks that arrived
-before their recipient are linked now (:mod:`services.reconcile.visitor_links`), and the unmatched IDs the
-changed recipients' keys now match join their lists (:func:`services.reconcile.rematch.rematch_changed_recipients`).
+table ``changed_recipients``; a join with ``recipient`` (the position of the change last applied is a column of
+the row) and ``recipient_tombstone`` (a deleted recipient's) keeps only the changes newer than what was applied
+before (a replayed, duplicated or late change is *stale*: dropped, counted); then the upserts are one update
+and one insert of ``recipient``, each writing the change's position with the values, and the deletes leave a
+tombstone and go in one join (after the IDs shared for them are withdrawn:
+:mod:`services.reconcile.recipient_erasure`). Clicks that arrived before their recipient are linked now
+(:mod:`services.reconcile.visitor_links`), and the unmatched IDs the changed recipients' keys now match join
+their lists (:func:`services.reconcile.rematch.rematch_changed_recipients`).
 All in one transaction: a retried batch finds its changes stale and changes nothing.
 """
 
@@ -36,78 +38,91 @@ _STAGE = """CREATE TEMP TABLE IF NOT EXISTS changed_recipients (
     recipient_id bigint PRIMARY KEY, is_delete boolean NOT NULL, position bigint NOT NULL, email text, crm_id text,
     first_name text, last_name text, opted_out boolean NOT NULL) ON COMMIT DELETE ROWS"""
 
-# Older or equal changes lose: equal positions are the same change delivered again. The stale changes are
-# dropped from ``changed_recipients`` (read, not locked), then the others' versions are bumped, the UPDATE
-# re-testing ``rv.position < c.position`` on each row as it locks it, and the new recipients' versions inserted.
-# Each change left must have been bumped or inserted: when another writer (a CSV load, a forget) changed a
-# version between the statements, the counts differ and the batch is retried (TransientError), as it is when
-# such a writer inserts a version or a row first (its key). (Before: a pass locking the known versions FOR
-# UPDATE, then the update, a lock and a write per row.) Rows are locked in ``changed_recipients``' order (the
-# recipients', COPYed sorted) by every batch. Plain statements rather than INSERT … ON CONFLICT, whose
-# speculative insertion cost a third more per row.
-_DROP_STALE = """DELETE FROM changed_recipients c USING recipient_version rv
-                  WHERE rv.recipient_id = c.recipient_id AND rv.position >= c.position
+# Older or equal changes lose: equal positions are the same change delivered again. A change is stale when its
+# recipient's row (the position of its last change: schemas/sql/028) or its tombstone (a deleted recipient's)
+# holds a position as new; the stale changes are dropped from ``changed_recipients`` (read, not locked). The
+# UPDATE re-tests ``r.position < c.position`` on each row as it locks it, and each upsert left must have been
+# updated or inserted: when another writer (a CSV load, a forget) changed a row between the statements, the
+# counts differ and the batch is retried (TransientError), as it is when such a writer inserts a row first (its
+# key). Rows are locked in ``changed_recipients``' order (the recipients', COPYed sorted) by every batch. Plain
+# statements rather than INSERT … ON CONFLICT, whose speculative insertion cost a third more per row. (Before:
+# a row of recipient_version per recipient, written by two more statements: ~5 µs of Postgres per change.)
+_DROP_STALE = """DELETE FROM changed_recipients c
+                  WHERE EXISTS (SELECT 1 FROM recipient r
+                                 WHERE r.recipient_id = c.recipient_id AND r.position >= c.position)
+                     OR EXISTS (SELECT 1 FROM recipient_tombstone t
+                                 WHERE t.recipient_id = c.recipient_id AND t.position >= c.position)
               RETURNING c.is_delete"""
-_BUMP_VERSIONS = """UPDATE recipient_version rv SET position = c.position, deleted = c.is_delete, applied_at = now()
-                      FROM changed_recipients c WHERE rv.recipient_id = c.recipient_id AND rv.position < c.position"""
-_NEW_VERSIONS = """INSERT INTO recipient_version (recipient_id, position, deleted)
-                   SELECT recipient_id, position, is_delete FROM changed_recipients c
-                    WHERE NOT EXISTS (SELECT 1 FROM recipient_version rv WHERE rv.recipient_id = c.recipient_id)
-                    ORDER BY recipient_id"""
-# A change that leaves the row as it is (a CDC update of a column the bridge does not read, a replay with a new
-# position) writes nothing: no new row version, no index entries, no rematch.
-_UPDATE = """UPDATE recipient r
-                SET email = c.email, crm_id = c.crm_id, first_name = c.first_name, last_name = c.last_name,
-                    opted_out = c.opted_out, updated_at = now()
-               FROM changed_recipients c WHERE NOT c.is_delete AND r.recipient_id = c.recipient_id
-                AND (r.email, r.crm_id, r.first_name, r.last_name, r.opted_out)
-                    IS DISTINCT FROM (c.email, c.crm_id, c.first_name, c.last_name, c.opted_out)"""
-_INSERT = """INSERT INTO recipient (recipient_id, email, crm_id, first_name, last_name, opted_out)
-             SELECT recipient_id, email, crm_id, first_name, last_name, opted_out FROM changed_recipients c
+# A change that leaves the row's values as they are (a CDC update of a column the bridge does not read, a replay
+# with a new position) moves only its position: the same index entries (a HOT update), no new update time, no
+# rematch. ``o`` is the row as the statement found it (RETURNING sees only the new one): the counts of both.
+_UPDATE = """WITH updated AS (
+    UPDATE recipient r
+       SET email = c.email, crm_id = c.crm_id, first_name = c.first_name, last_name = c.last_name,
+           opted_out = c.opted_out, position = c.position,
+           updated_at = CASE WHEN (r.email, r.crm_id, r.first_name, r.last_name, r.opted_out)
+                                  IS DISTINCT FROM (c.email, c.crm_id, c.first_name, c.last_name, c.opted_out)
+                             THEN now() ELSE r.updated_at END
+      FROM changed_recipients c JOIN recipient o ON o.recipient_id = c.recipient_id
+     WHERE NOT c.is_delete AND r.recipient_id = c.recipient_id AND (r.position IS NULL OR r.position < c.position)
+    RETURNING (o.email, o.crm_id, o.first_name, o.last_name, o.opted_out)
+              IS DISTINCT FROM (c.email, c.crm_id, c.first_name, c.last_name, c.opted_out) AS changed)
+SELECT count(*) FILTER (WHERE changed) AS changed, count(*) AS updated FROM updated"""
+_INSERT = """INSERT INTO recipient (recipient_id, email, crm_id, first_name, last_name, opted_out, position)
+             SELECT recipient_id, email, crm_id, first_name, last_name, opted_out, position FROM changed_recipients c
               WHERE NOT is_delete AND NOT EXISTS (SELECT 1 FROM recipient r WHERE r.recipient_id = c.recipient_id)
               ORDER BY recipient_id"""
+# The batch's deletes (not stale) leave their position as the recipient's tombstone: an older upsert replayed
+# later cannot bring the recipient back. Older tombstones of the batch's upserts stay (the row's is newer).
+_TOMBSTONES = """INSERT INTO recipient_tombstone (recipient_id, position)
+                 SELECT recipient_id, position FROM changed_recipients WHERE is_delete ORDER BY recipient_id
+                 ON CONFLICT (recipient_id) DO UPDATE
+                    SET position = greatest(recipient_tombstone.position, EXCLUDED.position), deleted_at = now()"""
 
 
-async def _keep_newer(conn: Any, staged: int) -> tuple[int, int]:
-    """Drop the stale changes from ``changed_recipients`` and record the others' positions; returns (stale,
-    stale upserts)."""
+async def _drop_stale(conn: Any) -> tuple[int, int]:
+    """Drop the stale changes from ``changed_recipients``; returns (stale, stale upserts)."""
     stale = await conn.fetch(_DROP_STALE)
-    recorded = _affected(await conn.execute(_BUMP_VERSIONS)) + _affected(await conn.execute(_NEW_VERSIONS))
-    if recorded != staged - len(stale):
-        raise TransientError(
-            "recipient versions were written concurrently", staged=staged, stale=len(stale), recorded=recorded
-        )
     return len(stale), sum(1 for row in stale if not row["is_delete"])
 
 
-async def _upsert(conn: Any) -> int:
-    return _affected(await conn.execute(_UPDATE)) + _affected(await conn.execute(_INSERT))
+async def _upsert(conn: Any, upserts: int) -> tuple[int, int]:
+    """The ``upserts`` left (not stale) written; returns (upserted: values changed or new, unchanged)."""
+    updated = await conn.fetchrow(_UPDATE)
+    inserted = _affected(await conn.execute(_INSERT))
+    if updated["updated"] + inserted != upserts:
+        raise TransientError(
+            "recipients were written concurrently", upserts=upserts, updated=updated["updated"], inserted=inserted
+        )
+    return updated["changed"] + inserted, updated["updated"] - updated["changed"]
 
 
 # The batch's rows are found by their primary key, never by reading the whole table. Left to its costs, the
-# planner hashed a sequential scan of recipient_version and of recipient for every batch (costing a random page
-# read per key probe, on a database held in memory): three scans of 500,000 rows, 0.75 s of a 5,000-change
+# planner hashed a sequential scan of recipient (and of the former recipient_version) for every batch (costing
+# a random page read per key probe, on a database held in memory): three scans of 500,000 rows, 0.75 s of a 5,000-change
 # batch in the benchmark, a cost growing with the table. Without sequential scans it merged or hashed a full
 # scan of their primary keys instead (the same growth: 40,000 index entries read for a 5,000-change batch).
 # Hash and merge joins are turned off too, for these statements only, then restored: each change is one probe.
+# JIT as well: the disabled plan nodes' costs (a scan of the small temporary table) pass jit_above_cost, and
+# compiling the statements took 0.25 s of a 5,000-change batch, for plans that are a probe per row.
 _BY_KEY = """SELECT concat_ws(',', current_setting('enable_seqscan'), current_setting('enable_hashjoin'),
-                             current_setting('enable_mergejoin')),
+                             current_setting('enable_mergejoin'), current_setting('jit')),
                    set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
-                   set_config('enable_mergejoin', 'off', true)"""
+                   set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true)"""
 _RESTORE = """SELECT set_config('enable_seqscan', split_part($1, ',', 1), true),
                      set_config('enable_hashjoin', split_part($1, ',', 2), true),
-                     set_config('enable_mergejoin', split_part($1, ',', 3), true)"""
+                     set_config('enable_mergejoin', split_part($1, ',', 3), true),
+                     set_config('jit', split_part($1, ',', 4), true)"""
 
 
 async def _by_key(conn: Any, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int, int]:
-    """(stale, upserted, unchanged) of the staged ``rows``: :func:`_keep_newer` then :func:`_upsert`, each row
+    """(stale, upserted, unchanged) of the staged ``rows``: :func:`_drop_stale` then :func:`_upsert`, each row
     reached through its key."""
     settings = await conn.fetchval(_BY_KEY)
-    stale, stale_upserts = await _keep_newer(conn, len(rows))
-    upserted = await _upsert(conn)
+    stale, stale_upserts = await _drop_stale(conn)
+    upserted, unchanged = await _upsert(conn, sum(1 for row in rows if not row[1]) - stale_upserts)
     await conn.fetchval(_RESTORE, settings)
-    upserts = sum(1 for row in rows if not row[1])
-    return stale, upserted, upserts - stale_upserts - upserted
+    return stale, upserted, unchanged
 
 
 def latest_changes(changes: Iterable[RecipientChange]) -> list[RecipientChange]:
@@ -122,21 +137,28 @@ def latest_changes(changes: Iterable[RecipientChange]) -> list[RecipientChange]:
 
 
 def stage_row(change: RecipientChange) -> tuple[Any, ...]:
-    delete = change.op == "delete"
+    # Read from the model's __dict__: a third cheaper than its attributes, once per change of the stream.
+    fields = change.__dict__
+    position = fields["position"]
+    if position is None:
+        position = change.version
+    if fields["op"] == "delete":
+        return (fields["recipient_id"], True, position, None, None, None, None, False)
     return (
-        change.recipient_id,
-        delete,
-        change.version,
-        None if delete else change.email,
-        None if delete else change.crm_id,
-        None if delete else change.first_name,
-        None if delete else change.last_name,
-        False if delete else change.opted_out,
+        fields["recipient_id"],
+        False,
+        position,
+        fields["email"],
+        fields["crm_id"],
+        fields["first_name"],
+        fields["last_name"],
+        fields["opted_out"],
     )
 
 
 async def _delete(conn: Any) -> tuple[int, dict[str, int]]:
     """The batch's deletes (still in ``changed_recipients`` once the stale are dropped) withdrawn and deleted."""
+    await conn.execute(_TOMBSTONES)
     await ensure_doomed(conn)
     await conn.execute("INSERT INTO doomed_recipients SELECT recipient_id FROM changed_recipients WHERE is_delete")
     return await withdraw_and_delete(conn)

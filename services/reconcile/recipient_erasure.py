@@ -116,11 +116,14 @@ async def forget(conn: Any, recipient_ids: Sequence[int]) -> ForgetReport:
         links = int(
             await conn.fetchval("SELECT count(*) FROM visitor_link v JOIN doomed_recipients d USING (recipient_id)")
         )
-        # The position stays: a genuinely newer change (the campaign re-adding the person) still applies.
+        # The tombstone keeps the position of the last change applied: a replayed older change stays stale, a
+        # genuinely newer one (the campaign re-adding the person) still applies.
         await conn.execute(
-            """INSERT INTO recipient_version (recipient_id, position, deleted)
-               SELECT recipient_id, 0, true FROM doomed_recipients
-               ON CONFLICT (recipient_id) DO UPDATE SET deleted = true, applied_at = now()"""
+            """INSERT INTO recipient_tombstone (recipient_id, position)
+               SELECT d.recipient_id, coalesce(r.position, 0)
+                 FROM doomed_recipients d JOIN recipient r USING (recipient_id)
+               ON CONFLICT (recipient_id) DO UPDATE
+                  SET position = greatest(recipient_tombstone.position, EXCLUDED.position), deleted_at = now()"""
         )
         _, withdrawn = await withdraw_and_delete(conn)
         rows = await conn.fetch(_AUDIENCES, list(withdrawn))

@@ -68,7 +68,7 @@ async def cancel_run(conn: Connection, run_id: uuid.UUID, cancelled_by: str, *, 
         if why is not None:
             raise CancelRefused(why, run_id=str(run_id), state=run["state"])
         if run["direction"] == "import":
-            await conn.execute("DELETE FROM import_stage_id WHERE run_id = $1", run_id)
+            await conn.execute("DELETE FROM import_stage_batch WHERE run_id = $1", run_id)
         outcome = await store.move(conn, run_id, "cancelled", reason=f"cancelled by {cancelled_by}")
     log.warning("run_cancelled", run_id=str(run_id), direction=row["direction"], cancelled_by=cancelled_by)
     return outcome

@@ -49,6 +49,14 @@ class ReconcileSettings(KafkaSettings, DatabaseSettings, PageAuthSettings):
         description="Audiences whose membership batches are applied side by side (each takes a database "
         "connection: keep it below DB_POOL_MAX_SIZE).",
     )
+    import_max_poll_batches: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="audience-membership messages (up to 10,000 IDs each) a partition hands to the importer at "
+        "once, and queues at most: bounds the IDs held in memory per busy partition (KAFKA_MAX_POLL_RECORDS "
+        "still bounds the other topics).",
+    )
     full_import_guard_min_list_size: int = Field(
         100, ge=0, description="Lists smaller than this are not protected by the removal-share guard."
     )

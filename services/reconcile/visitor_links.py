@@ -26,11 +26,11 @@ log = get_logger(__name__)
 _STAGE = """CREATE TEMP TABLE IF NOT EXISTS link_stage (ecid text NOT NULL, recipient_id bigint NOT NULL,
     seen_at timestamptz NOT NULL, PRIMARY KEY (recipient_id, ecid)) ON COMMIT DELETE ROWS"""
 
-# A deleted recipient's click is dropped: its tombstone in recipient_version, and no recipient row (a recipient
-# created again after its delete has a row and is linked as usual).
+# A deleted recipient's click is dropped: its tombstone in recipient_tombstone, and no recipient row (a
+# recipient created again after its delete has a row and is linked as usual).
 _DROP_DELETED = """
-DELETE FROM link_stage s USING recipient_version rv
- WHERE rv.recipient_id = s.recipient_id AND rv.deleted
+DELETE FROM link_stage s USING recipient_tombstone t
+ WHERE t.recipient_id = s.recipient_id
    AND NOT EXISTS (SELECT 1 FROM recipient r WHERE r.recipient_id = s.recipient_id)
 """
 

@@ -25,13 +25,13 @@ _RUN_DETAILS = (
     "DELETE FROM published_file d USING old_runs o WHERE d.run_id = o.run_id",
     "DELETE FROM publish_run d USING old_runs o WHERE d.run_id = o.run_id",
     "DELETE FROM publish_stage_batch d USING old_runs o WHERE d.run_id = o.run_id",
-    "DELETE FROM import_stage_id d USING old_runs o WHERE d.run_id = o.run_id",
+    "DELETE FROM import_stage_batch d USING old_runs o WHERE d.run_id = o.run_id",
 )
 # export_excluded cascades with its run.
 _RUNS = "DELETE FROM run r USING old_runs o WHERE r.run_id = o.run_id"
 
 _STAGING = (
-    f"""DELETE FROM import_stage_id d USING run r WHERE r.run_id = d.run_id AND r.state IN {_DONE}
+    f"""DELETE FROM import_stage_batch d USING run r WHERE r.run_id = d.run_id AND r.state IN {_DONE}
           AND r.finished_at < now() - make_interval(hours => $1)""",  # noqa: S608 - fixed text
     f"""DELETE FROM publish_stage_batch d USING run r WHERE r.run_id = d.run_id AND r.state IN {_DONE}
           AND r.finished_at < now() - make_interval(hours => $1)""",  # noqa: S608 - fixed text

@@ -45,7 +45,8 @@ _ADD = {
 async def _apply(conn: Any, audience: ListExpectation, id_type: str, ids: list[str]) -> None:
     list_id = await conn.fetchval("SELECT list_id FROM shared_audience WHERE audience_id = $1", audience.audience_id)
     async with conn.transaction():
-        await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'; SET LOCAL enable_nestloop = off")
+        # No JIT, as reconcile (services/reconcile/import_snapshot.py): compiling these plans costs more than it saves.
+        await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'; SET LOCAL enable_nestloop = off; SET LOCAL jit = off")
         await conn.execute("CREATE TEMP TABLE floor_ids (id text NOT NULL) ON COMMIT DROP")
         await conn.copy_records_to_table("floor_ids", records=((i,) for i in ids), columns=("id",))
         await conn.execute(f"CREATE TEMP TABLE floor_match ON COMMIT DROP AS {_MATCH[id_type]}")

@@ -3,15 +3,16 @@
 (tests/bench/realtime_load.py) so that the generator does not take the cores the bridge is measured on.
 
 Reports the rate reached, the answer's p50/p99/max, the latency from a delivery's POST to its users' list
-membership (p50/p99), and ingest's resident memory sampled every second (start, peak, end, the second half's
-slope). The output is checked: every delivery answered 200, every user a member, and ingest's RSS flat
-(tests/bench/rss_watch.py: a run whose RSS rises more than 20% over its second half fails).
+membership (p50/p99), the CPU each process used a delivery, and the resident memory of ingest and of each of
+its real-time receiver processes (REALTIME_WORKERS) sampled every second (start, peak, end, the second half's
+slope). The output is checked: every delivery answered 200, every user a member, and every one of those
+processes' RSS flat (tests/bench/rss_watch.py: a run whose RSS rises more than 20% over its second half
+fails).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from shared.formats.realtime import delivery_body
 from tests.bench.campaign import PLATFORM_SEED, ecid, load_recipients
 from tests.bench.output_checks import BenchOutputError
 from tests.bench.realtime_load import Answer, KeepAliveClient, send_at_rate, signed_request
-from tests.bench.rss_watch import RssWatch, check_flat, cpu_seconds, rss_figures
+from tests.bench.rss_watch import RssWatch, check_flat, child_pids, cpu_seconds, rss_figures
 from tests.bench.stack import BenchStack, bench_stack
 from tests.fixtures.stack import free_port
 
@@ -45,20 +46,21 @@ async def run_realtime(workdir: Path, rate: int, seconds: int) -> dict[str, Any]
         # changes nothing they mean).
         now = datetime.now(UTC)
         requests = [signed_request(url, _body(k * USERS_PER_DELIVERY + 1, now), KEY) for k in range(deliveries)]
-        ingest_pid = stack.services["ingest"].process.pid
-        watch = RssWatch(ingest_pid)
-        sampler = asyncio.create_task(watch.run())
+        processes = _processes(stack)
+        ingest = {name: pid for name, pid in processes.items() if name.partition(".")[0] == "ingest"}
+        watches = {name: RssWatch(pid) for name, pid in ingest.items()}  # ingest and each receiver process
+        samplers = [asyncio.create_task(watch.run()) for watch in watches.values()]
         client = KeepAliveClient(url)
         try:
             print(f"realtime {rate:,} deliveries/s for {seconds}s: sending ...", flush=True)
-            cpu_before, own_before = cpu_seconds(ingest_pid), time.process_time()
-            services_before = _services_cpu(stack)
+            cpu_before, own_before = _cpu(ingest), time.process_time()
+            services_before = _services_cpu(processes)
             sent_at, answers, send_seconds = await send_at_rate(client, requests, rate)
-            ingest_cpu, own_cpu = cpu_seconds(ingest_pid) - cpu_before, time.process_time() - own_before
+            ingest_cpu, own_cpu = _cpu(ingest) - cpu_before, time.process_time() - own_before
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            for sampler in samplers:
+                sampler.cancel()
+            await asyncio.gather(*samplers, return_exceptions=True)
             await client.close()
         answered = _answer_figures(answers)
         print(
@@ -72,20 +74,22 @@ async def run_realtime(workdir: Path, rate: int, seconds: int) -> dict[str, Any]
                 f"{answered['failed']:,} of {deliveries:,} deliveries were not answered 200 after the retry"
             )
         await _wait_members(stack, users)
-        ingest_cpu_to_members = cpu_seconds(ingest_pid) - cpu_before
-        services_cpu = {k: v - services_before[k] for k, v in _services_cpu(stack).items()}
+        ingest_cpu_to_members = _cpu(ingest) - cpu_before
+        services_cpu = {k: v - services_before[k] for k, v in _services_cpu(processes).items()}
         latencies = await _member_latencies(stack, sent_at)
         rss = stack.rss()
-    memory = rss_figures(watch.samples)
-    check_flat(memory, "ingest")
+    memory = {name: rss_figures(watch.samples) for name, watch in watches.items()}
+    for name, figures in memory.items():
+        check_flat(figures, name)
     return {
         "deliveries": deliveries,
         "users_per_delivery": USERS_PER_DELIVERY,
         "rate_per_s": round(deliveries / send_seconds),
         **answered,
         "connections": client.connections_opened,
-        # CPU per delivery: ingest while the deliveries came (receiving, and consuming what it could), ingest
-        # until the last user was a member (all its work for them), and the load generator.
+        # CPU per delivery: ingest with its receiver processes while the deliveries came (receiving, and
+        # consuming what it could), the same until the last user was a member (all its work for them), and the
+        # load generator.
         "ingest_cpu_ms_per_delivery": round(ingest_cpu / deliveries * 1000, 3),
         "ingest_cpu_ms_per_delivery_to_members": round(ingest_cpu_to_members / deliveries * 1000, 3),
         "sender_cpu_ms_per_delivery": round(own_cpu / deliveries * 1000, 3),
@@ -93,13 +97,29 @@ async def run_realtime(workdir: Path, rate: int, seconds: int) -> dict[str, Any]
         "cpu_ms_per_delivery": {k: round(v / deliveries * 1000, 3) for k, v in services_cpu.items()},
         "member_p50_ms": latencies[0],
         "member_p99_ms": latencies[1],
-        "ingest_rss": memory,
+        "ingest_rss": memory.pop("ingest"),
+        # Each real-time receiver process's (REALTIME_WORKERS), checked flat as ingest's.
+        "receiver_rss": memory,
         "rss_mb": rss,
     }
 
 
-def _services_cpu(stack: BenchStack) -> dict[str, float]:
-    return {name: cpu_seconds(s.process.pid) for name, s in stack.services.items() if s.process.returncode is None}
+def _processes(stack: BenchStack) -> dict[str, int]:
+    """Each live bridge process: the services, and ingest's real-time receiver processes
+    (``ingest.realtime-<n>``)."""
+    processes = {name: s.process.pid for name, s in stack.services.items() if s.process.returncode is None}
+    if "ingest" in processes:
+        for n, pid in enumerate(child_pids(processes["ingest"])):
+            processes[f"ingest.realtime-{n}"] = pid
+    return processes
+
+
+def _cpu(processes: dict[str, int]) -> float:
+    return sum(cpu_seconds(pid) for pid in processes.values())
+
+
+def _services_cpu(processes: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in processes.items()}
 
 
 def _answer_figures(answers: Sequence[Answer]) -> dict[str, Any]:

@@ -37,6 +37,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (ingest's real-time receiver processes), oldest first."""
+    children: list[tuple[int, int]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            children.append((int(fields[19]), int(entry.name)))  # (start time, pid)
+    return [child for _, child in sorted(children)]
+
+
 def slope(samples: Sequence[tuple[float, float]]) -> float:
     """Least-squares slope of (t, value) samples (0 for fewer than 2 distinct times)."""
     n = len(samples)

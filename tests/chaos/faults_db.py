@@ -19,7 +19,7 @@ import asyncpg
 from tests.chaos.toxiproxy import Proxy, Toxiproxy
 
 INJECTED_SQLSTATES = ("53100", "53200", "57014", "25006", "55P03")
-FAULTED_TABLES = ("list_member", "import_stage_id", "exported_member", "applied_batch")
+FAULTED_TABLES = ("list_member", "import_stage_batch", "exported_member", "applied_batch")
 
 INSTALL_SQL = """
 CREATE TABLE IF NOT EXISTS chaos_fault (sqlstate text NOT NULL, until timestamptz NOT NULL);

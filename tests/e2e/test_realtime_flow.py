@@ -103,8 +103,15 @@ async def issuer() -> AsyncIterator[Issuer]:
         yield running
 
 
+@pytest.fixture
+def workers() -> str:
+    """REALTIME_WORKERS of the stack's ingest (its default; a test parametrizes ``workers`` for another)."""
+    return "1"
+
+
 @pytest_asyncio.fixture
 async def stack(
+    workers: str,
     issuer: Issuer,
     campaign: Campaign,
     ecsim: EcsimEndpoint,  # noqa: F811
@@ -131,6 +138,7 @@ async def stack(
         "PLATFORM_API_URL": ecsim.api_url,
         "REALTIME_ENABLED": "true",
         "REALTIME_PORT": str(port),
+        "REALTIME_WORKERS": workers,
         "REALTIME_SIGNING_KEYS_FILE": str(keys),
         "REALTIME_OAUTH_INTROSPECTION_URL": issuer.url,
         "REALTIME_OAUTH_CLIENT_ID": ISSUER_CLIENT,
@@ -141,6 +149,8 @@ async def stack(
     yield RealtimeStack(campaign, ecsim, ingest, f"http://127.0.0.1:{port}/platform/realtime")
 
 
+# In receiver processes of its own (the default, 1, and 2 sharing the port) or in ingest's process (0).
+@pytest.mark.parametrize("workers", ["1", "2", "0"])
 async def test_a_signed_delivery_adds_and_status_0_removes(stack: RealtimeStack) -> None:
     added = await stack.change(VISITORS_DESTINATION, SEG_VISITORS, OLD_KEY, add=[ecid_of(i) for i in range(1, 26)])
     assert [(m["status"], m["users"]) for m in added["messages"]] == [(200, 10), (200, 10), (200, 5)]

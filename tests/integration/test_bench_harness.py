@@ -105,3 +105,21 @@ async def test_a_bench_run_whose_output_is_wrong_exits_1_and_writes_no_figure(
     assert await bench_main.main(None, 1) == 1
     assert not (tmp_path / "results.json").exists()
     assert "BENCHMARK FAILED: import 1,000: the output is wrong" in capsys.readouterr().err
+
+
+async def test_the_watch_finds_members_committed_out_of_order_and_skips_those_seen(pool: asyncpg.Pool) -> None:
+    """It reads a range of members, not each awaited one: out of order, each awaited one is still found once."""
+    list_id = await pool.fetchval("SELECT list_id FROM shared_audience WHERE audience_id = 'visitors-5001'")
+    watch = CommitWatch(pool, list_id)
+    watch.sent(range(1, 21), time.perf_counter())
+    insert = "INSERT INTO list_member (list_id, recipient_id) SELECT $1, unnest($2::bigint[])"
+    await pool.execute(insert, list_id, [15, 16, 3])
+    assert await watch.poll_once() == 3
+    assert await watch.poll_once() == 0  # 15 and 16 are read again (above the lowest awaited), not counted again
+    await pool.execute(insert, list_id, [1, 2, 4, 5])
+    assert await watch.poll_once() == 4
+    assert watch.lowest == 6  # the range now starts at the lowest one still awaited
+    await pool.execute(insert, list_id, list(range(6, 15)) + list(range(17, 21)))
+    await watch.watch(20, timeout=5)
+    assert watch.awaited == {}
+    assert len(watch.latencies_ms) == 20

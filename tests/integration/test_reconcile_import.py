@@ -204,6 +204,9 @@ async def test_a_full_snapshot_is_staged_as_ids_and_matched_once_when_complete(
     staged = await campaign.pool.fetch("SELECT id FROM import_stage_id WHERE run_id = $1", run)
     # As they came (the invalid one is kept aside at once), matched only when the run ends.
     assert sorted(r["id"] for r in staged) == sorted(first[:4])
+    # A row per batch, its IDs as one array: the run's end reads and deletes a row per batch, not per ID.
+    batches = await campaign.pool.fetch("SELECT seq, ids FROM import_stage_batch WHERE run_id = $1", run)
+    assert [(r["seq"], sorted(r["ids"])) for r in batches] == [(0, sorted(first[:4]))]
     assert await _unmatched(campaign, "seg-s") == {"12345": "invalid_format"}
     assert await _members(campaign, "seg-s") == set()
 

@@ -27,7 +27,10 @@ async def _run(conn: Any, state: str, ended_days_ago: float | None) -> uuid.UUID
         ended_days_ago,
     )
     await conn.execute("INSERT INTO applied_batch (run_id, seq) VALUES ($1, 0)", run_id)
-    await conn.execute("INSERT INTO import_stage_id (run_id, id) VALUES ($1, 'x'), ($1, 'y')", run_id)
+    # Two staged batches (import_stage_id, a view, shows their IDs).
+    await conn.execute(
+        "INSERT INTO import_stage_batch (run_id, seq, ids) VALUES ($1, 0, '{x}'), ($1, 1, '{y}')", run_id
+    )
     return run_id
 
 

@@ -4,9 +4,10 @@ arriving in later polls change nothing; the ledger forgets after its retention."
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import cast
 
 import pytest
 import pytest_asyncio
@@ -14,7 +15,8 @@ import pytest_asyncio
 from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.event_ledger import EventLedger
 from services.ingest.events import SegmentEventHandler
-from shared.kafka import Delivery, Producer, ensure_topics
+from shared.errors import TransientError
+from shared.kafka import Delivery, OutgoingMessage, Producer, ensure_topics
 from shared.messages import AudienceMembership, SegmentEvent
 from shared.metrics import RuntimeMetrics
 from shared.runs.reporter import RunReporter
@@ -72,6 +74,10 @@ def event(n: int, op: str, at: datetime, event_id: str | None = None) -> Segment
     )
 
 
+async def _no_governance(_audience: ImportAudience) -> str | None:
+    return None
+
+
 @pytest_asyncio.fixture
 async def events(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[Events]:
     await add_import_audience(campaign.pool, "seg-events", "visitors", int(SEGMENT))
@@ -80,17 +86,13 @@ async def events(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str) ->
     await ensure_topics(settings, [topic, f"{topic_prefix}audience-sync-status"])
     producer = Producer(settings, "test", RuntimeMetrics("test"))
     await producer.start()
-
-    async def no_governance(_audience: ImportAudience) -> str | None:
-        return None
-
     ledger = EventLedger(campaign.pool, retention_h=1)
     handler = SegmentEventHandler(
         directory=AudienceDirectory(campaign.pool, refresh_s=60),
         producer=producer,
         membership_topic=topic,
         status=RunReporter(producer, service="test", topic_prefix=topic_prefix),
-        governance=no_governance,
+        governance=_no_governance,
         ledger=ledger,
     )
     yield Events(handler, ledger, topic, kafka_bootstrap)
@@ -187,7 +189,7 @@ async def test_adds_and_removes_are_cut_in_arrival_order_into_small_batches(
         producer=producer,
         membership_topic=events.topic,
         status=RunReporter(producer, service="test", topic_prefix=topic_prefix),
-        governance=no_governance,
+        governance=_no_governance,
         batch_size=2,
     )
     ops = ["add", "remove", "add", "add", "remove"]
@@ -211,3 +213,53 @@ async def test_adds_and_removes_are_cut_in_arrival_order_into_small_batches(
         (1, [ecid_of(3), ecid_of(4)], [], False),
         (2, [], [ecid_of(5)], True),
     ]
+
+
+async def test_times_compare_across_offsets_to_the_microsecond(events: Events, campaign: Campaign) -> None:
+    """Times travel to Postgres as ISO 8601 text: an offset, a naive time (UTC) and microseconds all compare."""
+    plus_two = timezone(timedelta(hours=2))
+    newer = event(1, "add", datetime(2026, 1, 1, 14, 0, 0, 1, tzinfo=plus_two))  # 12:00:00.000001 UTC
+    await events.ledger.record([newer])
+    one_microsecond_older = event(1, "remove", datetime(2026, 1, 1, 12, 0, 0))  # naive: UTC
+    same_instant = event(1, "remove", datetime(2026, 1, 1, 7, 0, 0, 1, tzinfo=timezone(timedelta(hours=-5))))
+    assert await events.ledger.admit([one_microsecond_older, same_instant]) == {same_instant.event_id}
+    stored = await campaign.pool.fetchval("SELECT occurred_at FROM segment_member_latest WHERE id = $1", newer.id)
+    assert stored == newer.occurred_at
+
+
+async def test_the_ledger_commits_only_once_the_block_waiting_for_kafka_succeeds(events: Events) -> None:
+    kept, lost = event(1, "add", T0), event(2, "add", T0)
+    async with events.ledger.recording([kept]):
+        # The statement runs meanwhile; another connection sees nothing before the commit.
+        assert await events.ledger.admit([kept]) == {kept.event_id}
+    assert await events.ledger.admit([kept]) == set()
+    with pytest.raises(TransientError):
+        async with events.ledger.recording([lost]):
+            raise TransientError("Kafka refused the batches")
+    assert await events.ledger.admit([lost]) == {lost.event_id}
+
+
+class _RefusingProducer:
+    """Kafka refusing every batch (its acknowledgement fails)."""
+
+    async def send(self, _messages: Sequence[OutgoingMessage]) -> None:
+        raise TransientError("Kafka did not acknowledge")
+
+
+async def test_a_poll_whose_batches_kafka_refused_is_not_recorded(events: Events, campaign: Campaign) -> None:
+    """The poll is retried (the error is transient) and then emitted in full: its events are not taken as seen."""
+    refusing = SegmentEventHandler(
+        directory=AudienceDirectory(campaign.pool, refresh_s=60),
+        producer=cast(Producer, _RefusingProducer()),
+        membership_topic=events.topic,
+        status=cast(RunReporter, None),
+        governance=_no_governance,
+        ledger=events.ledger,
+    )
+    first = event(1, "add", T0)
+    delivery = Delivery(message=first, topic="segment-events", partition=0, offset=0, key=None, headers=())
+    with pytest.raises(TransientError):
+        await refusing([delivery])
+    assert await events.ledger.admit([first]) == {first.event_id}
+    await events.poll(first)  # the retry, Kafka back
+    assert await events.membership(expect=1) == {ecid_of(1): True}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.bench.output_checks import BenchOutputError
-from tests.bench.rss_watch import check_flat, rss_figures, rss_mb, slope
+from tests.bench.rss_watch import check_flat, child_pids, rss_figures, rss_mb, slope
 
 
 @given(
@@ -55,3 +57,18 @@ def test_no_sample_is_an_error_not_a_flat_line() -> None:
 
 def test_rss_of_this_process_is_read() -> None:
     assert rss_mb(os.getpid()) > 1
+
+
+def test_the_children_of_a_process_are_found_oldest_first() -> None:
+    # As the bench finds ingest's real-time receiver processes, to watch their memory and CPU too.
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    second = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        found = child_pids(os.getpid())
+        assert [pid for pid in found if pid in (first.pid, second.pid)] == [first.pid, second.pid]
+        assert child_pids(first.pid) == []
+    finally:
+        for child in (first, second):
+            child.kill()
+            child.wait()
+    assert first.pid not in child_pids(os.getpid())

@@ -36,7 +36,7 @@ WRITERS: Final[dict[str, frozenset[str]]] = {
     # The campaign's side, loaded by the operators (and the demo).
     "recipient": frozenset({"cli", "demo", "reconcile"}),
     "visitor_link": frozenset({"cli", "demo", "reconcile"}),
-    "recipient_version": frozenset({"reconcile"}),
+    "recipient_tombstone": frozenset({"reconcile"}),
     "visitor_link_pending": frozenset({"reconcile"}),
     "withdrawn_id": frozenset({"reconcile"}),
     # The catalog, lists and membership.
@@ -52,7 +52,7 @@ WRITERS: Final[dict[str, frozenset[str]]] = {
     "segment_member_latest": frozenset({"ingest"}),
     "segment_governance": frozenset({"ingest"}),
     "applied_batch": frozenset({"reconcile", "shared/runs"}),
-    "import_stage_id": frozenset({"reconcile", "shared/runs"}),
+    "import_stage_batch": frozenset({"reconcile", "shared/runs"}),
     # Exporting.
     "export_request": frozenset({"reconcile"}),
     "export_audience_declaration": frozenset({"reconcile"}),
@@ -414,7 +414,7 @@ async def _copy(conn, table, rows):
 async def work(conn, name):
     await conn.copy_records_to_table("publish_run", records=[])
     await conn.copy_to_table(table_name="published_file", source=b"")
-    await _copy(conn, "import_stage_id", b"")
+    await _copy(conn, "import_stage_batch", b"")
     await conn.execute(f"DELETE FROM {name}")
 '''
 
@@ -430,7 +430,7 @@ def test_the_scan_finds_every_form_of_write() -> None:
         "exported_member",
         "publish_run",
         "published_file",
-        "import_stage_id",
+        "import_stage_batch",
         DYNAMIC,
     }
 
@@ -438,8 +438,8 @@ def test_the_scan_finds_every_form_of_write() -> None:
 def test_a_write_outside_the_mapping_fails() -> None:
     writes = scan_source(_SAMPLE, "services/reconcile/sample.py")
     bad = "\n".join(violations(writes))
-    # reconcile may write list_member, unmatched_id, import_stage_id (and snapshot_match is temporary) ...
-    for allowed in ("'list_member'", "'unmatched_id'", "'import_stage_id'", "'snapshot_match'"):
+    # reconcile may write list_member, unmatched_id, import_stage_batch (and snapshot_match is temporary) ...
+    for allowed in ("'list_member'", "'unmatched_id'", "'import_stage_batch'", "'snapshot_match'"):
         assert allowed not in bad
     # ... but not ingest's ledger, publish's tables, nor a table it does not name.
     for refused in ("'processed_file'", "'exported_member'", "'publish_run'", "'published_file'", "cannot name"):
