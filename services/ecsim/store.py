@@ -46,9 +46,9 @@ from services.ecsim.store_listing import (
     Listing,
     ListParams,
     _Collection,
-    _matches_search,
-    _sort_key,
 )
+from services.ecsim.store_receipts import ReceiptLog
+from services.ecsim.store_seed import seed_store
 from shared.ids import IdType
 
 __all__ = [
@@ -119,7 +119,7 @@ class AamStore:
         self._traits_by_ds: dict[int, set[int]] = {}
         self._segments_by_ds: dict[int, set[int]] = {}
         self._segments_by_trait: dict[int, set[int]] = {}
-        self._receipts: dict[int, list[Json]] = {}
+        self._receipts = ReceiptLog(self._clock)
 
     def _stamp(self, obj: Json, uid: int, *, created: Json | None = None) -> Json:
         now = self._clock()
@@ -164,7 +164,7 @@ class AamStore:
             used_by = ", ".join(f"{n} {kind}" for kind, n in users.items() if n)
             raise InUse(f"data source {data_source_id} is still used by {used_by}", dataSourceId=data_source_id)
         self.datasources.remove(data_source_id)
-        self._receipts.pop(data_source_id, None)
+        self._receipts.forget(data_source_id)
 
     def list_datasources(
         self,
@@ -426,79 +426,25 @@ class AamStore:
 
         return self.destinations.select(params, where=where)
 
-    # --- inbound processing receipts -------------------------------------------------------------------
+    # --- inbound processing receipts (their log: store_receipts.py) -----------------------------------
 
     def add_receipt(self, data_source_id: int, receipt: Mapping[str, Any]) -> Json:
-        """Record the outcome of processing inbound files of a data source (newest last).
-
-        The inbound processor writes the receipt fields the platform reports, in camelCase:
-        ``dataFileName``, ``recordsReceived``, ``formatErrors``, ``invalidAamIds``, ``noMatchingAamId``,
-        ``noTraitRealized``, ``recordsProcessed``, ``storedRecords``, ``totalRemovedTraits``,
-        ``startTime``/``endTime`` (epoch ms), ``success``. Only ``dataFileName`` is interpreted (filter).
-        """
+        """Record the outcome of processing inbound files of a data source (newest last); see
+        :meth:`ReceiptLog.add`."""
         self.datasources.get(data_source_id)
-        stored = _copy(dict(receipt))
-        stored.setdefault("dataSourceId", data_source_id)
-        stored.setdefault("receivedTime", self._clock())
-        self._receipts.setdefault(data_source_id, []).append(stored)
-        return _copy(stored)
+        return self._receipts.add(data_source_id, receipt)
 
     def inbound_history(
         self, data_source_id: int, params: ListParams = ListParams(), *, data_file_name: str | None = None
     ) -> Listing:
         self.datasources.get(data_source_id)
-        receipts = [
-            _copy(r)
-            for r in self._receipts.get(data_source_id, ())
-            if data_file_name is None or r.get("dataFileName") == data_file_name
-        ]
-        if params.search:
-            needle = params.search.lower()
-            receipts = [r for r in receipts if _matches_search(r, needle)]
-        if params.sort_by:
-            receipts.sort(key=_sort_key(params.sort_by), reverse=params.descending)
-        elif params.descending:
-            receipts.reverse()
-        if not params.wrapped:
-            return Listing(receipts, len(receipts), None, None)
-        page, size = params.page or 0, params.page_size or DEFAULT_PAGE_SIZE
-        return Listing(receipts[page * size : (page + 1) * size], len(receipts), page, size)
+        return self._receipts.history(data_source_id, params, data_file_name=data_file_name)
 
     # --- seeding and inspection ------------------------------------------------------------------------
 
     def seed(self, payload: Any, *, uid: int = 0) -> Json:
-        """Create objects from ``{"datasources": [...], "traits": [...], "segments": [...],
-        "destinations": [...], "receipts": {"<dataSourceId>": [...]}}``, in that order.
-
-        Ids given in the objects (``dataSourceId``, ``sid``, ``destinationId``) are kept, so tests and
-        local setups can provision the ids the platform would have handed out; server-to-server
-        destinations can only be made this way. Stops at the first invalid object (earlier ones stay).
-        """
-        if not isinstance(payload, Mapping):
-            raise InvalidInput("the seed must be a JSON object")
-        unknown = set(payload) - {"datasources", "traits", "segments", "destinations", "receipts"}
-        if unknown:
-            raise InvalidInput(f"unknown seed keys: {sorted(unknown)}")
-        created: Json = {"datasources": [], "traits": [], "segments": [], "destinations": []}
-        for body in _seed_list(payload, "datasources"):
-            created["datasources"].append(
-                self.create_datasource(body, uid=uid, data_source_id=_opt_id(body, "dataSourceId"))
-            )
-        for body in _seed_list(payload, "traits"):
-            created["traits"].append(self.create_trait(body, uid=uid, sid=_opt_id(body, "sid")))
-        for body in _seed_list(payload, "segments"):
-            created["segments"].append(self.create_segment(body, uid=uid, sid=_opt_id(body, "sid")))
-        for body in _seed_list(payload, "destinations"):
-            created["destinations"].append(
-                self.create_destination(body, uid=uid, destination_id=_opt_id(body, "destinationId"), via_api=False)
-            )
-        receipts = payload.get("receipts") or {}
-        if not isinstance(receipts, Mapping):
-            raise InvalidInput("receipts must map a data source id to a list of receipts")
-        for dpid, items in receipts.items():
-            for receipt in items if isinstance(items, list) else []:
-                self.add_receipt(_as_int(dpid, "receipts"), receipt)
-        return created
+        """Objects created from a seed payload (store_seed.py)."""
+        return seed_store(self, payload, uid=uid)
 
     def snapshot(self) -> Json:
         """Every object and receipt, for tests and debugging."""
@@ -507,7 +453,7 @@ class AamStore:
             "traits": [_copy(o) for o in self.traits.items.values()],
             "segments": [_copy(o) for o in self.segments.items.values()],
             "destinations": [_copy(o) for o in self.destinations.items.values()],
-            "receipts": {str(k): [_copy(r) for r in v] for k, v in self._receipts.items()},
+            "receipts": self._receipts.snapshot(),
         }
 
     # --- helpers ---------------------------------------------------------------------------------------
@@ -526,23 +472,3 @@ class AamStore:
             return ids
         found: set[int] = set().union(*(index.get(k, set()) for k in keys))
         return found if ids is None else ids & found
-
-
-def _seed_list(payload: Mapping[str, Any], key: str) -> list[Any]:
-    items = payload.get(key) or []
-    if not isinstance(items, list):
-        raise InvalidInput(f"{key} must be a list")
-    return items
-
-
-def _as_int(value: Any, what: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{what}: {value!r} is not an id") from None
-
-
-def _opt_id(body: Any, key: str) -> int | None:
-    if isinstance(body, Mapping) and body.get(key) is not None:
-        return _as_int(body[key], key)
-    return None
