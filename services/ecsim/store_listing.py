@@ -166,15 +166,20 @@ class _Collection:
             candidates: Iterable[Json] = self.items.values()
         else:
             candidates = (self.items[i] for i in sorted(set(ids)) if i in self.items)
-        views = [view(o) for o in candidates if where is None or where(o)]
-        if params.search:
-            needle = params.search.lower()
-            views = [v for v in views if _matches_search(v, needle)]
-        if params.sort_by:
-            views.sort(key=_sort_key(params.sort_by), reverse=params.descending)
-        elif params.descending:
-            views.reverse()
-        if not params.wrapped:
-            return Listing(views, len(views), None, None)
-        start = page * page_size
-        return Listing(views[start : start + page_size], len(views), page, page_size)
+        return arrange([view(o) for o in candidates if where is None or where(o)], params)
+
+
+def arrange(views: list[Json], params: ListParams) -> Listing:
+    """Search, sort and page items already filtered and shaped, as the platform's list endpoints do."""
+    if params.search:
+        needle = params.search.lower()
+        views = [v for v in views if _matches_search(v, needle)]
+    if params.sort_by:
+        views.sort(key=_sort_key(params.sort_by), reverse=params.descending)
+    elif params.descending:
+        views.reverse()
+    if not params.wrapped:
+        return Listing(views, len(views), None, None)
+    page, page_size = params.page or 0, params.page_size or DEFAULT_PAGE_SIZE
+    start = page * page_size
+    return Listing(views[start : start + page_size], len(views), page, page_size)

@@ -8,7 +8,7 @@ from typing import Any
 
 from services.ecsim.store_errors import Json
 from services.ecsim.store_inputs import _copy
-from services.ecsim.store_listing import DEFAULT_PAGE_SIZE, Listing, ListParams, _matches_search, _sort_key
+from services.ecsim.store_listing import Listing, ListParams, arrange
 
 
 class ReceiptLog:
@@ -40,17 +40,7 @@ class ReceiptLog:
             for r in self._by_source.get(data_source_id, ())
             if data_file_name is None or r.get("dataFileName") == data_file_name
         ]
-        if params.search:
-            needle = params.search.lower()
-            receipts = [r for r in receipts if _matches_search(r, needle)]
-        if params.sort_by:
-            receipts.sort(key=_sort_key(params.sort_by), reverse=params.descending)
-        elif params.descending:
-            receipts.reverse()
-        if not params.wrapped:
-            return Listing(receipts, len(receipts), None, None)
-        page, size = params.page or 0, params.page_size or DEFAULT_PAGE_SIZE
-        return Listing(receipts[page * size : (page + 1) * size], len(receipts), page, size)
+        return arrange(receipts, params)
 
     def forget(self, data_source_id: int) -> None:
         """A deleted data source's receipts go with it."""
