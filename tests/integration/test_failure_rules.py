@@ -255,8 +255,11 @@ async def test_a_full_import_whose_batches_stop_arriving_ends_failed_and_its_sta
     assert await staged() == 0
     assert await open_runs(pool) == 0
     assert await _members(pool) == 0  # a partial snapshot changes nothing
-    failed = app.metrics.registry.get_sample_value("ab_runs_total", {"direction": "import", "state": "failed"})
-    assert failed == 1
+
+    async def failed_runs() -> float | None:  # counted just after the run's end commits
+        return app.metrics.registry.get_sample_value("ab_runs_total", {"direction": "import", "state": "failed"})
+
+    await eventually(failed_runs, until=lambda n: n == 1, timeout=10)
 
 
 async def test_a_service_pool_bounds_its_own_queries_waiting_for_a_connection(database_url: str) -> None:
