@@ -12,7 +12,8 @@ LOCAL := deploy/local
 # next commands. `$(STACK) run CMD` runs CMD with them (README "Two stacks side by side").
 STACK := $(PYTHON) $(LOCAL)/stack.py
 SERVICES := ecsim ingest reconcile publish
-PYTEST_ARGS ?=
+# The 25 slowest tests are listed after every run: the suite must stay under ~15 minutes on 2 cores.
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: help venv infra up down status doctor run demo logs test lint unit schemas docs fmt bench bench-readme chaos chaos-short browser tools cdc clean
 

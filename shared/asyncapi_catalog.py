@@ -60,8 +60,10 @@ HASHED = "b4c9a289323b21a01c3e940f150eb9b8c542587f1abfd8f0e1cc1ffc5e475514"
 TOPICS: tuple[Topic, ...] = (
     Topic(
         SegmentEvent,
-        "segment_id",
-        "The segment id: each segment's events stay in order.",
+        "segment_id:id",
+        "The segment id and the ID, joined by a colon: each ID's events in a segment stay in order, and a "
+        "segment's events spread over the partitions (a producer keying by the segment id alone still works, "
+        "one partition per segment).",
         producers=("upstream",),
         consumers=("ingest",),
         example=SegmentEvent(

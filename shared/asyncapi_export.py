@@ -62,10 +62,13 @@ def _payload_schema(model: type[Message], components: dict[str, Any]) -> dict[st
 
 
 def _key_schema(topic: Topic) -> dict[str, Any]:
+    # ``key_field`` names one field, or several joined by ``:`` (segment-events: ``segment_id:id``).
+    fields = topic.key_field.split(":")
     key = topic.example.key().decode()
-    if key != str(getattr(topic.example, topic.key_field)):
-        raise ValueError(f"{topic.name}: the key is not the {topic.key_field} field")
-    return {"type": "string", "description": f"`{topic.key_field}` (UTF-8). {topic.key}", "examples": [key]}
+    if key != ":".join(str(getattr(topic.example, f)) for f in fields):
+        raise ValueError(f"{topic.name}: the key is not the {topic.key_field} field(s)")
+    shown = ":".join(f"`{f}`" for f in fields)
+    return {"type": "string", "description": f"{shown} (UTF-8). {topic.key}", "examples": [key]}
 
 
 def _group_id(service: str, topic: str) -> dict[str, Any]:

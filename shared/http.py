@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from shared.event_loop import running_loop_name
 from shared.metrics import CONTENT_TYPE, RuntimeMetrics
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
@@ -15,7 +16,7 @@ def build_app(service: str, metrics: RuntimeMetrics, readiness: ReadinessCheck) 
     app = web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "alive", "service": service})
+        return web.json_response({"status": "alive", "service": service, "event_loop": running_loop_name()})
 
     async def readyz(_: web.Request) -> web.Response:
         checks = await readiness()

@@ -19,6 +19,7 @@ from shared.errors import PoisonMessage
 from shared.formats import cdc
 from shared.runs.states import Direction as Direction
 from shared.runs.states import RunState as RunState
+from shared.segment_event_key import segment_event_key
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_IDS_PER_BATCH = 10_000
@@ -74,7 +75,7 @@ class SegmentEvent(Message):
     occurred_at: datetime
 
     def key(self) -> bytes:
-        return self.segment_id.encode()
+        return segment_event_key(self.segment_id, self.id)
 
 
 class _IdBatch(Message):

@@ -20,8 +20,9 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from shared import db
+from shared import db, event_loop
 from shared.errors import ConfigError
+from shared.event_loop import running_loop_name
 from shared.http import HttpServer, build_app
 from shared.http_auth import add_security_headers, secure
 from shared.kafka import ConsumerLoop, Producer, ensure_topics
@@ -207,14 +208,14 @@ async def _serve(app: ServiceApp) -> int:
         return 2
     server = HttpServer(http_app, app.settings.http_host, app.settings.http_port)
     await server.start()
-    log.info("http_listening", host=app.settings.http_host, port=server.bound_port)
+    log.info("http_listening", host=app.settings.http_host, port=server.bound_port, event_loop=running_loop_name())
 
     backoff = Backoff(0.5, 5.0)
     exit_code = 0
     while not stop.is_set():
         try:
             await app.start()
-            log.info("service_started")
+            log.info("service_started", event_loop=running_loop_name())
             break
         except Exception as exc:
             if not is_transient(exc):
@@ -277,4 +278,10 @@ def main(name: str, settings_cls: type[S], build: Callable[[S], ServiceApp]) -> 
         # e.g. an invalid CATALOG_FILE: a setting's content is as much a setting as its value.
         log.error("invalid_settings", error=str(exc))
         sys.exit(2)
-    sys.exit(asyncio.run(_serve(app)))
+    try:
+        code = event_loop.run(_serve(app), loop=settings.event_loop)
+    except ConfigError as exc:
+        # EVENT_LOOP=uvloop without uvloop installed: a setting the platform cannot honour, exit 2 as settings.
+        log.error("invalid_settings", error=str(exc))
+        sys.exit(2)
+    sys.exit(code)

@@ -16,6 +16,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.event_loop import EventLoopName
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
@@ -55,6 +56,11 @@ class BaseServiceSettings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics.")
     shutdown_grace_s: float = Field(
         5.0, gt=0, description="On SIGTERM, how long the in-flight batch may take before it is abandoned."
+    )
+    event_loop: EventLoopName = Field(
+        "uvloop",
+        description="The asyncio event loop the process runs on: uvloop (less CPU per socket operation) or asyncio "
+        "(the standard one). uvloop not installed: refused start, no fallback. /healthz shows the one running.",
     )
 
     @classmethod

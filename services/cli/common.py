@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import os
 from collections.abc import Awaitable, Callable, Coroutine
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
 from services.cli.settings import CliSettings
+from shared import event_loop
 from shared.errors import BridgeError
 from shared.migrations import migrate
 from shared.settings import load_settings
@@ -61,9 +61,15 @@ def cli_settings() -> CliSettings:
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's work; a bridge error is exit 2 with its reason, an I/O error exit 1."""
+    """Run one command's work (on the loop EVENT_LOOP names); a bridge error is exit 2 with its reason, an I/O
+    error exit 1."""
     try:
-        return asyncio.run(coro)
+        try:
+            loop = cli_settings().event_loop
+        except BaseException:
+            coro.close()  # never started: the settings error is the message, not a "never awaited" warning
+            raise
+        return event_loop.run(coro, loop=loop)
     except BridgeError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -2,17 +2,23 @@
 
 Within one poll, :mod:`services.ingest.events` drops repeated event ids and keeps each ID's latest change. Across
 polls (a producer's retry in a later poll, a redelivery after a restart, an older event arriving late) this
-ledger decides, set-based, one statement per poll:
+ledger decides, set-based, one statement per poll (:meth:`EventLedger.claiming`): an event is applied when its
+``event_id`` was not seen and it is not older than the change last applied to its (segment, data source, ID),
+the ledger's *member*; the others are ignored, never applied twice nor undoing a newer change.
 
-* :meth:`EventLedger.admit`: which events of a poll are new (their ``event_id`` not seen) and not older than
-  the change last applied to their (segment, data source, ID): the others are ignored, never applied twice
-  nor undoing a newer change;
-* :meth:`EventLedger.recording`: the events applied and each member's latest ``occurred_at``, committed only once
-  their membership batches were acknowledged by Kafka (the statement runs while the acknowledgement is awaited,
-  one round trip, in a transaction). A crash before the commit re-emits the poll under the same run ids
-  (derived from the offsets), which reconcile applies once.
+The claim writes the event ids and each member's latest ``occurred_at`` at once, in a transaction committed only
+once the poll's membership batches were acknowledged by Kafka: a batch Kafka refused, or a crash before the
+commit, leaves nothing recorded, so the poll is emitted again under the same run ids (derived from the offsets),
+which reconcile applies once. Until that commit the claimed rows stay locked, which is what makes a member's
+changes safe on several partitions at once. ``segment-events`` is keyed by segment and ID
+(:mod:`shared.segment_event_key`), so a member's events normally share a partition; but a producer still keying
+by segment alone, or one switching keys, puts a member's events on two partitions, handled side by side. The
+second claim of a member then waits for the first poll's commit and is decided against it: an older change is
+ignored, a newer one is emitted after the first poll's batches were acknowledged, so reconcile (one partition
+per audience) applies them in that order. Rows are claimed in key order (event ids, then members), so two polls
+claiming common rows wait for each other but never deadlock.
 
-Both are kept ``SEGMENT_EVENT_LEDGER_RETENTION_H``; :meth:`EventLedger.purge` removes older rows in batches.
+Both tables are kept ``SEGMENT_EVENT_LEDGER_RETENTION_H``; :meth:`EventLedger.purge` removes older rows in batches.
 """
 
 from __future__ import annotations
@@ -49,26 +55,34 @@ SELECT e.event_id FROM e
                       AND m.occurred_at > e.occurred_at)
 """
 
-# One statement (atomic without a transaction's round trips): the event ids, and one row per member (ON CONFLICT
-# cannot update a row twice in one statement) with its latest change of the poll, the later one in the poll on a
-# tie. A stored newer change stays.
-_RECORD = """
+# One statement (atomic without a transaction's round trips): the poll's new event ids (a repeat of one seen, or of
+# one another poll holds uncommitted, comes back from neither insert: ON CONFLICT waits for that poll's end), then
+# one row per member (ON CONFLICT cannot update a row twice in one statement) with its latest change of the poll,
+# the later one in the poll on a tie, unless a newer change is stored. The events returned are the new ones of the
+# members claimed. Both inserts take their rows in key order: two polls sharing rows cannot deadlock.
+_CLAIM = """
 WITH e AS (
     SELECT * FROM unnest(string_to_array($1, E'\\n'), string_to_array($2, E'\\n'), string_to_array($3, E'\\n'),
                          string_to_array($4, E'\\n'), string_to_array($5, E'\\n')::timestamptz[],
                          string_to_array($6, E'\\n')) WITH ORDINALITY
         AS e(event_id, segment_id, data_source, id, occurred_at, op, ord)
 ),
-seen AS (
-    INSERT INTO segment_event_seen (event_id) SELECT DISTINCT event_id FROM e ON CONFLICT (event_id) DO NOTHING
+fresh AS (
+    INSERT INTO segment_event_seen (event_id) SELECT DISTINCT event_id FROM e ORDER BY event_id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+),
+claimed AS (
+    INSERT INTO segment_member_latest AS m (segment_id, data_source, id, occurred_at, op)
+    SELECT DISTINCT ON (segment_id, data_source, id) segment_id, data_source, id, occurred_at, op
+      FROM e JOIN fresh USING (event_id)
+     ORDER BY segment_id, data_source, id, occurred_at DESC, ord DESC
+    ON CONFLICT (segment_id, data_source, id) DO UPDATE
+       SET occurred_at = EXCLUDED.occurred_at, op = EXCLUDED.op, seen_at = now()
+     WHERE m.occurred_at <= EXCLUDED.occurred_at
+    RETURNING m.segment_id, m.data_source, m.id
 )
-INSERT INTO segment_member_latest AS m (segment_id, data_source, id, occurred_at, op)
-SELECT DISTINCT ON (segment_id, data_source, id) segment_id, data_source, id, occurred_at, op
-  FROM e
- ORDER BY segment_id, data_source, id, occurred_at DESC, ord DESC
-ON CONFLICT (segment_id, data_source, id) DO UPDATE
-   SET occurred_at = EXCLUDED.occurred_at, op = EXCLUDED.op, seen_at = now()
- WHERE m.occurred_at <= EXCLUDED.occurred_at
+SELECT e.event_id FROM e JOIN fresh USING (event_id) JOIN claimed USING (segment_id, data_source, id)
 """
 
 _PURGE = """
@@ -100,42 +114,29 @@ class EventLedger:
         self._retention_s = retention_h * 3600
 
     async def admit(self, events: Sequence[SegmentEvent]) -> set[str]:
-        """The event ids of ``events`` to apply: not seen before, not older than their member's last change."""
+        """The event ids of ``events`` a claim would apply now (not seen before, not older than their member's
+        last change), changing nothing: what an operator or a test asks the ledger."""
         if not events:
             return set()
         async with acquire(self._pool) as conn:
             rows = await conn.fetch(_ADMIT, *columns(events))
-        admitted = {r["event_id"] for r in rows}
-        if len(admitted) < len(events):
-            log.info("segment_events_ignored", ignored=len(events) - len(admitted), reason="seen or stale")
-        return admitted
-
-    async def record(self, events: Sequence[SegmentEvent]) -> None:
-        """Remember ``events`` as applied (their batches are in Kafka), and each member's latest change."""
-        async with self.recording(events):
-            pass
+        return {r["event_id"] for r in rows}
 
     @asynccontextmanager
-    async def recording(self, events: Sequence[SegmentEvent]) -> AsyncIterator[None]:
-        """Remember ``events`` as applied, and each member's latest change, if the block (which waits for Kafka to
-        acknowledge their batches) ends without an error. The statement runs while the block does, in a
-        transaction committed only after it: a poll's wait for Kafka and its ledger write overlap, and a batch
-        Kafka refused (or a crash before the commit) leaves nothing recorded, so the poll is emitted again under
-        the same run ids."""
+    async def claiming(self, events: Sequence[SegmentEvent]) -> AsyncIterator[set[str]]:
+        """The event ids of ``events`` to apply (new, not older than their member's last change), claimed for the
+        block, which emits their batches and waits for Kafka's acknowledgement: the claim commits when the block
+        ends without an error, and is forgotten otherwise (the poll is emitted again). Until then another poll
+        claiming the same members waits."""
         if not events:
-            yield
+            yield set()
             return
         async with acquire(self._pool) as conn, conn.transaction():
-            writing = asyncio.ensure_future(conn.execute(_RECORD, *columns(events)))
-            try:
-                yield
-            finally:
-                # A statement is never abandoned half-way on its connection: it ends, then the transaction
-                # commits (the block succeeded) or rolls back (the block's error goes on).
-                await asyncio.wait([writing])
-                if not writing.cancelled():
-                    writing.exception()  # retrieved, also when the block's error is the one that goes on
-            writing.result()
+            rows = await conn.fetch(_CLAIM, *columns(events))
+            admitted = {r["event_id"] for r in rows}
+            if len(admitted) < len(events):
+                log.info("segment_events_ignored", ignored=len(events) - len(admitted), reason="seen or stale")
+            yield admitted
 
     async def purge(self) -> int:
         """Remove rows older than the retention, a batch at a time (short locks); returns how many."""

@@ -20,13 +20,14 @@ import asyncio
 import gc
 import time
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.ingest.audiences import AudienceDirectory, ImportAudience
+from services.ingest.realtime_http import PATH, answer, dispatching_server, error_answer
 from services.ingest.realtime_keys import KeyRing
 from services.ingest.realtime_oauth import TokenChecker, bearer_token
 from services.ingest.realtime_routing import delivery_segments, event_record, route_delivery
@@ -35,8 +36,6 @@ from services.ingest.realtime_writer import GroupWriter
 from shared.errors import ConfigError, TransientError
 from shared.formats.realtime import MalformedDelivery, RealtimeDelivery, parse_delivery
 from shared.formats.realtime_signature import SignatureAlgorithm, verify
-from shared.http import HttpServer
-from shared.http_auth import add_security_headers
 from shared.kafka import OutgoingMessage, Producer
 from shared.logging import get_logger
 from shared.retry import is_transient
@@ -44,9 +43,7 @@ from shared.topics import SEGMENT_EVENTS, dlq_name, topic_name
 
 log = get_logger(__name__)
 
-PATH: Final = "/platform/realtime"
 OUTCOMES: Final = ("accepted", "missing_signature", "bad_signature", "bad_token", "malformed", "unavailable")
-MAX_BODY_BYTES: Final = 1024 * 1024
 
 
 class RealtimeMetrics:
@@ -113,13 +110,12 @@ class RealtimeReceiver:
         if self._oauth is not None:
             await self._oauth.close()
 
-    def application(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_post(PATH, self.handle)
-        add_security_headers(app)
-        return app
+    def web_server(self, **kwargs: Any) -> web.Server:
+        """The receiver as aiohttp's low-level server (services/ingest/realtime_http.py: why not an
+        Application); ``kwargs`` go to each connection's handler (``access_log=None``...)."""
+        return dispatching_server(self.handle, **kwargs)
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.BaseRequest) -> web.Response:
         started = time.perf_counter()
         try:
             outcome, response = await self._answer(request)
@@ -128,16 +124,16 @@ class RealtimeReceiver:
         self._answered[outcome].inc()
         return response
 
-    async def _answer(self, request: web.Request) -> tuple[str, web.Response]:
+    async def _answer(self, request: web.BaseRequest) -> tuple[str, web.Response]:
         body = await request.read()
         try:
             refused = await self._refusal(request, body)
         except TransientError as exc:
             log.warning("realtime_unavailable", error=type(exc).__name__, detail=str(exc)[:300])
-            return "unavailable", _error(503, "the bridge cannot check the delivery's token now; retry")
+            return "unavailable", error_answer(503, "the bridge cannot check the delivery's token now; retry")
         if refused is not None:
             log.warning("realtime_refused", reason=refused[0], remote=request.remote)
-            return refused[0], _error(401, refused[1])
+            return refused[0], error_answer(401, refused[1])
         try:
             delivery = parse_delivery(body, received_at=datetime.now(UTC))
         except MalformedDelivery as exc:
@@ -149,13 +145,12 @@ class RealtimeReceiver:
             if not (isinstance(exc, TimeoutError) or is_transient(exc)):
                 raise
             log.warning("realtime_unavailable", error=type(exc).__name__, detail=str(exc)[:300])
-            return "unavailable", _error(503, "the bridge cannot take the delivery now; retry")
+            return "unavailable", error_answer(503, "the bridge cannot take the delivery now; retry")
         for reason, count in skipped.items():
             self.metrics.skipped.labels(reason).inc(count)
-        answer = orjson.dumps({"applied": events, "skipped": skipped})
-        return "accepted", web.Response(body=answer, content_type="application/json")
+        return "accepted", answer(200, orjson.dumps({"applied": events, "skipped": skipped}))
 
-    async def _refusal(self, request: web.Request, body: bytes) -> tuple[str, str] | None:
+    async def _refusal(self, request: web.BaseRequest, body: bytes) -> tuple[str, str] | None:
         """None when the delivery is signed with a known key (or carries an active bearer token); else the
         outcome and the reason."""
         signature = request.headers.get(self._header)
@@ -204,13 +199,9 @@ class RealtimeReceiver:
                 raise
             # Not kept anywhere: answer 503 so the platform sends it again rather than lose the evidence.
             log.warning("realtime_malformed_not_kept", reason=exc.reason, error=type(send_error).__name__)
-            return "unavailable", _error(503, "the bridge cannot take the delivery now; retry")
+            return "unavailable", error_answer(503, "the bridge cannot take the delivery now; retry")
         log.warning("realtime_malformed", reason=exc.reason, dead_letter_topic=self._dlq, size=len(body))
-        return "malformed", _error(400, exc.reason)
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+        return "malformed", error_answer(400, exc.reason)
 
 
 class RealtimeServer:
@@ -220,37 +211,37 @@ class RealtimeServer:
         self._receiver = receiver
         self._host = host
         self._port = port
-        self._server: HttpServer | None = None
-
-    @property
-    def bound_port(self) -> int | None:
-        return None if self._server is None else self._server.bound_port
+        self._runner: web.ServerRunner | None = None
+        self.bound_port: int | None = None
 
     def ready(self) -> bool:
-        return self._server is not None
+        return self._runner is not None
 
     async def start(self, directory: AudienceDirectory) -> None:
         self._receiver.directory = directory
-        if self._server is not None:
+        if self._runner is not None:
             return
-        server = HttpServer(self._receiver.application(), self._host, self._port)
+        runner = web.ServerRunner(self._receiver.web_server(access_log=None))
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
         try:
-            await server.start()
+            await site.start()
         except OSError as exc:
-            await server.stop()
+            await runner.cleanup()
             raise ConfigError(
                 "REALTIME_PORT cannot be bound", host=self._host, port=self._port, error=exc.strerror
             ) from exc
-        self._server = server
+        self._runner = runner
+        self.bound_port = runner.addresses[0][1] if runner.addresses else self._port
         # What startup built (modules, classes, the directory) lives as long as the process: moved out of the
         # collector's reach, so that the collections the deliveries' allocations trigger do not walk it all.
         gc.freeze()
-        log.info("realtime_listening", host=self._host, port=server.bound_port, path=PATH)
+        log.info("realtime_listening", host=self._host, port=self.bound_port, path=PATH)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            await server.stop()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
         await self._receiver.close()
 
 

@@ -33,11 +33,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from services.ingest.audiences import AudienceDirectory
-from services.ingest.realtime import PATH, RealtimeMetrics, build_receiver
+from services.ingest.realtime import RealtimeMetrics, build_receiver
+from services.ingest.realtime_http import PATH
 from services.ingest.realtime_worker_metrics import REPORT_INTERVAL_S, snapshot
 from services.ingest.settings import IngestSettings
-from shared import db
+from shared import db, event_loop
 from shared.errors import ConfigError
+from shared.event_loop import running_loop_name
 from shared.kafka import Producer
 from shared.logging import configure_logging, get_logger
 from shared.metrics import RuntimeMetrics
@@ -74,7 +76,7 @@ async def serve(settings: IngestSettings, listening: socket.socket, out: BinaryI
     watcher = asyncio.create_task(_listen_to_ingest(stop, registry, out), name="realtime-worker-ingest")
     producer = Producer(settings, "ingest", RuntimeMetrics("ingest"))
     pool = None
-    runner: web.AppRunner | None = None
+    runner: web.ServerRunner | None = None
     receiver = None
     try:
         receiver = build_receiver(
@@ -85,13 +87,15 @@ async def serve(settings: IngestSettings, listening: socket.socket, out: BinaryI
         pool = await db.create_pool(settings, application_name="audience-bridge-ingest-realtime")
         await producer.start()
         receiver.directory = AudienceDirectory(pool, refresh_s=settings.metadata_refresh_s)
-        runner = web.AppRunner(
-            receiver.application(), access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace_s
+        runner = web.ServerRunner(
+            receiver.web_server(access_log=None), handle_signals=False, shutdown_timeout=settings.shutdown_grace_s
         )
         await runner.setup()
         await web.SockSite(runner, listening).start()
         gc.freeze()  # what startup built lives as long as the process: out of the collector's walks
-        log.info("realtime_worker_listening", path=PATH, port=listening.getsockname()[1])
+        log.info(
+            "realtime_worker_listening", path=PATH, port=listening.getsockname()[1], event_loop=running_loop_name()
+        )
         report(out, {"ready": True})
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     structlog.contextvars.bind_contextvars(realtime_worker=args.index)
     listening = socket.socket(fileno=args.fd)
     try:
-        sys.exit(asyncio.run(serve(settings, listening, sys.stdout.buffer)))
+        sys.exit(event_loop.run(serve(settings, listening, sys.stdout.buffer), loop=settings.event_loop))
     except ConfigError as exc:
         log.error("invalid_settings", error=str(exc))
         sys.exit(EXIT_CONFIG)

@@ -70,12 +70,14 @@ class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settin
         "each trickle on its own.",
     )
     segment_events_concurrency: int = Field(
-        4,
+        6,
         ge=1,
         le=64,
-        description="Partitions of segment-events handled side by side (each in order, by a worker of its own): "
-        "one segment's poll waiting for Postgres or Kafka does not hold up the others' (segment-events is keyed by "
-        "segment: all events of one segment stay in one partition, in order).",
+        description="Partitions of segment-events handled side by side (each in order, by a worker of its own), "
+        "at most: the polls of those waiting while one is handled are handled next as one (one ledger claim, one "
+        "run per audience). segment-events is keyed by segment and ID: one segment's events spread over the "
+        "partitions (6 by default: as many as the topic's), each ID's in one, in order; a producer keying by the "
+        "segment alone keeps that segment in one partition.",
     )
     metadata_refresh_s: float = Field(
         300.0, gt=0, description="How long platform metadata (segments, traits, data sources) is cached."

@@ -9,6 +9,8 @@ from typing import Any, Final
 
 import asyncpg
 
+from services.publish.recorded_set import drop_prepared
+
 # EXPORT_RECORD_WORK_MEM_MB's default: a 1M-ID run's adds (~100 MB of sort tuples) are sorted in memory; with the
 # server's default work_mem (4 MB) the sort spilled to disk, in the run's last transaction.
 DEFAULT_APPLY_WORK_MEM_MB: Final = 256
@@ -82,6 +84,8 @@ async def set_work_mem(conn: Any, work_mem_mb: int) -> None:
 
 
 async def drop_staging(conn: Any, run_id: uuid.UUID, audience_id: str, started_at: datetime) -> None:
-    """The ended run's staged rows go, and those of the audience's older failed runs it supersedes."""
+    """The ended run's staged rows (and prepared set) go, and those of the audience's older failed runs it
+    supersedes."""
     await conn.execute("DELETE FROM publish_stage_batch WHERE run_id = $1", run_id)
     await conn.execute(DROP_SUPERSEDED_STAGING, audience_id, started_at)
+    await drop_prepared(conn, run_id, audience_id, started_at)

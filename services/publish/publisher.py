@@ -9,7 +9,8 @@ Per batch (``Publisher.handle``):
 3. the batch is staged exactly once (:mod:`services.publish.stage`);
 4. once every batch is staged: the files are written (:mod:`services.publish.files`), then the run moves
    to ``uploaded`` and waits for the platform's receipts (:mod:`services.publish.receipt_poller` ends it
-   ``succeeded``, ``partial`` or ``failed`` and applies what the platform applied to ``exported_member``).
+   ``succeeded``, ``partial`` or ``failed`` and applies what the platform applied to ``exported_member``);
+   meanwhile a first or full run's recorded set is built apart (:mod:`services.publish.recorded_set`).
    Without receipts (``EXPORT_AWAIT_RECEIPTS=false``) one transaction applies the run to
    ``exported_member``, marks it ``succeeded`` with its counts and drops its staged rows at once.
 
@@ -35,6 +36,7 @@ from typing import Final
 
 import asyncpg
 
+from services.publish import recorded_set
 from services.publish.apply_sql import apply_whole_run, drop_staging
 from services.publish.audience import ensure_audience
 from services.publish.export_run import PUBLISH_ENDS, BatchRefused, ExportRun, check_batch, load_run, run_counts
@@ -220,6 +222,17 @@ class Publisher:
             if self._options.await_receipts:
                 outcome = await self._mark_uploaded(run, files)
                 await self._report(outcome)
+                # While the platform processes the files: the run's recorded set, built apart, to be swapped in
+                # by its receipts (services/publish/recorded_set.py; the receipt poller waits for a build under
+                # way). After the files, not beside them: on 2 cores the build slowed the files and the
+                # platform's processing more than it gained (measured, README "Export to the platform's word").
+                await recorded_set.build(
+                    self._pool,
+                    run.run_id,
+                    run.audience_id,
+                    full=run.mode == "full",
+                    work_mem_mb=self._options.work_mem_mb,
+                )
                 return outcome
             outcome = await self._apply(run, files)
             if outcome.state == "succeeded":

@@ -26,6 +26,7 @@ from typing import Any, Final
 import asyncpg
 import orjson
 
+from services.publish import recorded_set
 from services.publish.apply_sql import DEFAULT_APPLY_WORK_MEM_MB, apply_whole_run, drop_staging, set_work_mem
 from services.publish.export_run import load_run
 from services.publish.metrics import NoPublishMetrics, PublishMetrics
@@ -148,8 +149,10 @@ async def apply_verdicts(
 ) -> None:
     """exported_member follows what the platform applied (inside the caller's transaction)."""
     if not ranges:
-        # Everything applied (the usual case): the plain statements, no line numbers needed.
-        await apply_whole_run(conn, run_id, audience_id, full=full, work_mem_mb=work_mem_mb)
+        # Everything applied (the usual case): the set prepared while the platform processed the files swapped
+        # in whole, or else the plain statements, no line numbers needed.
+        if not await recorded_set.swap_in(conn, run_id, audience_id, full=full):
+            await apply_whole_run(conn, run_id, audience_id, full=full, work_mem_mb=work_mem_mb)
         await conn.execute("DELETE FROM export_rejected_id WHERE audience_id = $1", audience_id)
         return
     args = (run_id, full, *_range_args(ranges), audience_id)

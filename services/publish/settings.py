@@ -77,7 +77,7 @@ class PublishSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Setti
         ge=4,
         le=65536,
         description="Postgres work_mem (MB) of recording a run the platform applied in `exported_member`: room "
-        "to sort a large run's IDs in memory.",
+        "to sort a large run's IDs in memory (and maintenance_work_mem of indexing a set built apart).",
     )
     export_receipt_timeout_s: float = Field(
         172800.0,

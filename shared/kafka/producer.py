@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from shared.errors import PermanentError, TransientError
 from shared.kafka.connection import connection_kwargs
+from shared.kafka.murmur import partition_of
 from shared.logging import get_logger
 from shared.messages import Message
 from shared.metrics import RuntimeMetrics
@@ -54,6 +55,7 @@ class Producer:
             **connection_kwargs(self._settings, f"{self._service}-producer"),
             acks="all",
             enable_idempotence=True,
+            partitioner=partition_of,  # Kafka's partitions, hashed faster (shared/kafka/murmur.py)
             linger_ms=5,
             max_batch_size=1024 * 1024,
             max_request_size=MAX_REQUEST_BYTES,
@@ -155,9 +157,12 @@ async def _enqueue_batches(
     builders: dict[tuple[str, int], Any] = {}
     futures: list[asyncio.Future[Any]] = []
     partitions: dict[tuple[str, bytes], int] = {}  # (topic, key) -> partition: a key's is fixed within the call
+    known: set[str] = set()  # topics whose metadata is known: looked up once a call, not once a key
     for m in messages:
         if m.key is None or (partition := partitions.get((m.topic, m.key), -1)) < 0:
-            await producer.partitions_for(m.topic)  # the topic's metadata known
+            if m.topic not in known:
+                await producer.partitions_for(m.topic)
+                known.add(m.topic)
             # aiokafka's own choice of partition (private, but the only way to agree with ``send``).
             partition = producer._partition(m.topic, None, m.key, m.value, m.key, m.value)
             if m.key is not None:

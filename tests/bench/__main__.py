@@ -160,6 +160,8 @@ async def main(level: str | None, repeat: int) -> int:
         "scale": SCALE,
         "repeat": repeat,
         "postgres": await postgres_settings(),
+        # The loop the spawned services run on (they inherit this environment; shared/event_loop.py).
+        "event_loop": os.environ.get("EVENT_LOOP", "uvloop"),
     }
     rss: dict[str, float] = {}
     try:

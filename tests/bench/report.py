@@ -26,7 +26,7 @@ PUBLISHED_DIR = REPO_ROOT / "tests" / "bench" / "published"
 README = REPO_ROOT / "README.md"
 # Run-wide entries of a results file; every other top-level entry is a scenario.
 DASH = "\u2013"  # an en dash, as the README writes ranges
-RUN_KEYS = frozenset({"machine", "commit", "dirty", "at", "scale", "repeat", "postgres", "rss_mb"})
+RUN_KEYS = frozenset({"machine", "commit", "dirty", "at", "scale", "repeat", "postgres", "rss_mb", "event_loop"})
 
 
 def results_files(directory: Path) -> list[Path]:
@@ -63,6 +63,8 @@ def _header(results: dict[str, Any]) -> str:
         f"{machine.get('cores', '?')} cores, {machine.get('memory_gb', '?')} GB, {machine.get('cpu', '?')}, "
         f"Python {machine.get('python', '?')}; Postgres {pg.get('server_version', '?')} with "
         f"`wal_level = {pg.get('wal_level', '?')}`, `synchronous_commit = {pg.get('synchronous_commit', '?')}`; "
+        # Results from before EVENT_LOOP existed name no loop (their services ran on asyncio's).
+        f"{'services on `EVENT_LOOP=' + results['event_loop'] + '`; ' if 'event_loop' in results else ''}"
         f"`BENCH_SCALE={results.get('scale', '?')}`, each scenario run {results.get('repeat', '?')} times: "
         f"median in bold, (lowest{DASH}highest) over the runs."
     )

@@ -14,6 +14,7 @@ import orjson
 
 from shared.kafka import OutgoingMessage, Producer, ensure_topics
 from shared.messages import SegmentEvent
+from shared.segment_event_key import segment_event_key
 from shared.settings import KafkaSettings
 from tests.bench.campaign import PLATFORM_SEED, ecid, load_recipients
 from tests.bench.commit_latency import CommitWatch, percentiles
@@ -44,19 +45,20 @@ class EventSlices:
             occurred_at=datetime.now(UTC),
         )
         self._template = template.model_dump(mode="json")
-        self._key = template.key()
+        self._segment = template.segment_id
 
     def __len__(self) -> int:
         return -(-self.total // self.per_slice)
 
     def slice(self, number: int) -> list[OutgoingMessage]:
         first = number * self.per_slice
-        return [
-            OutgoingMessage(
-                self.topic, orjson.dumps({**self._template, "event_id": f"b-{i}", "id": ecid(i + 1)}), self._key
-            )
-            for i in range(first, min(self.total, first + self.per_slice))
-        ]
+        return [self._record(i) for i in range(first, min(self.total, first + self.per_slice))]
+
+    def _record(self, i: int) -> OutgoingMessage:
+        # Keyed as SegmentEvent.key() keys it, by segment and ID: the segment's events spread over the partitions.
+        member = ecid(i + 1)
+        value = orjson.dumps({**self._template, "event_id": f"b-{i}", "id": member})
+        return OutgoingMessage(self.topic, value, segment_event_key(self._segment, member))
 
 
 async def _send_steadily(producer: Producer, slices: EventSlices, rate: int, watch: CommitWatch) -> float:

@@ -23,13 +23,14 @@ import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.reconcile.catalog import CatalogDataSource, upsert_data_source
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, KafkaSettings
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of, hashed_email_of
 from tests.fixtures.ecsim import EcsimEndpoint, ecsim, ecsim_server  # noqa: F401
 from tests.fixtures.stack import ServiceProcess, StartService, free_port, start_service  # noqa: F401
-from tests.helpers import eventually
+from tests.helpers import committed_offsets, eventually
 from tests.integration.test_realtime_receiver import GOOD_TOKEN, ISSUER_CLIENT, ISSUER_SECRET, Issuer, oauth_issuer
 from tests.unit.test_realtime_format import DOC_SAMPLE
 
@@ -64,6 +65,28 @@ class RealtimeStack:
     ecsim: EcsimEndpoint
     ingest: ServiceProcess
     url: str
+    topic_prefix: str
+    bootstrap: str
+
+    async def caught_up(self) -> None:
+        """Wait until ingest has handled (committed) every segment event written so far, on every partition (a
+        delivery's users spread over them: segment-events is keyed by segment and ID)."""
+        topic = f"{self.topic_prefix}segment-events"
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        try:
+            # ingest created the topic with the partitions KafkaSettings says (the same environment).
+            partitions = [TopicPartition(topic, p) for p in range(KafkaSettings().kafka_topic_partitions)]
+            ends = {tp.partition: end for tp, end in (await consumer.end_offsets(partitions)).items()}
+        finally:
+            await consumer.stop()
+        assert sum(ends.values()) > 0  # the deliveries so far are on the topic
+        group = f"{self.topic_prefix}audience-bridge-ingest.segment-events"
+        await eventually(
+            lambda: committed_offsets(self.bootstrap, group),
+            until=lambda got: all(got.get(p, 0) >= end for p, end in ends.items()),
+            timeout=60,
+        )
 
     async def members(self, audience: str) -> set[int]:
         rows = await self.campaign.pool.fetch(
@@ -118,6 +141,7 @@ async def stack(
     start_service: StartService,  # noqa: F811
     database_url: str,
     topic_prefix: str,
+    kafka_bootstrap: str,
     tmp_path: Path,
 ) -> AsyncIterator[RealtimeStack]:
     await ecsim.seed(PLATFORM_SEED)
@@ -146,7 +170,8 @@ async def stack(
     }
     # Side by side: the database is migrated already, and each creates the topics it needs.
     _, ingest = await asyncio.gather(start_service("reconcile", env=env), start_service("ingest", env=env))
-    yield RealtimeStack(campaign, ecsim, ingest, f"http://127.0.0.1:{port}/platform/realtime")
+    url = f"http://127.0.0.1:{port}/platform/realtime"
+    yield RealtimeStack(campaign, ecsim, ingest, url, topic_prefix, kafka_bootstrap)
 
 
 # In receiver processes of its own (the default, 1, and 2 sharing the port) or in ingest's process (0).
@@ -192,11 +217,12 @@ async def test_refused_signatures_write_nothing_and_a_retry_changes_nothing(stac
     first = await stack.send(body=body, signingKey=OLD_KEY)
     assert first["status"] == 200
     await stack.wait_members("rt-visitors", {1, 2})
-    # Sent again, as the platform's retry after a timeout would: nothing changes. A later delivery of user 3
-    # (same segment: same partition, so handled after the retry) tells when the retry has been through.
+    # Sent again, as the platform's retry after a timeout would: nothing changes. Once ingest has handled every
+    # event written so far, the retry has been through; a later delivery of user 3 is then applied.
     runs_before = len(await stack.runs("rt-visitors"))
     again = await stack.send(body=body, signingKey=OLD_KEY)
     assert again["status"] == 200
+    await stack.caught_up()
     marker = await stack.send(body=_delivery(3), signingKey=OLD_KEY)
     assert marker["status"] == 200
     await stack.wait_members("rt-visitors", {1, 2, 3})

@@ -52,6 +52,12 @@ async def producer(settings: KafkaSettings, topic: str) -> AsyncIterator[Produce
     await producer.stop()
 
 
+def _by_segment(topic: str, event: SegmentEvent) -> OutgoingMessage:
+    """The event keyed the old way, by its segment alone (still accepted): these tests need a segment's events in
+    one partition, in order."""
+    return OutgoingMessage(topic=topic, value=event.to_bytes(), key=event.segment_id.encode())
+
+
 def _loop(
     settings: KafkaSettings, topic: str, producer: Producer, handler: Any, group: str, **options: Any
 ) -> ConsumerLoop:
@@ -69,7 +75,7 @@ def _loop(
 
 async def test_batch_is_handled_then_committed(settings: KafkaSettings, topic: str, producer: Producer) -> None:
     events = [segment_event(i) for i in range(20)]
-    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    await producer.send([_by_segment(topic, e) for e in events])
     seen: list[SegmentEvent] = []
 
     async def handler(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
@@ -95,7 +101,7 @@ async def test_crash_before_commit_redelivers(
     settings: KafkaSettings, topic: str, producer: Producer, concurrency: int
 ) -> None:
     events = [segment_event(i) for i in range(5)]
-    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    await producer.send([_by_segment(topic, e) for e in events])
     group = f"g-{uuid.uuid4().hex[:8]}"
     entered = asyncio.Event()
 
@@ -144,7 +150,7 @@ async def test_partitions_are_handled_side_by_side_and_each_in_order(
     slow, quick = _segments_on_distinct_partitions(2, 3)
     slow_events = [segment_event(i, segment=slow) for i in range(10)]
     quick_events = [segment_event(i, segment=quick) for i in range(10)]
-    await producer.send([OutgoingMessage.of(topic, e) for e in slow_events])
+    await producer.send([_by_segment(topic, e) for e in slow_events])
     slow_entered, quick_done = asyncio.Event(), asyncio.Event()
     seen: dict[str, list[str]] = {slow: [], quick: []}
     overtaken = False
@@ -170,7 +176,7 @@ async def test_partitions_are_handled_side_by_side_and_each_in_order(
     await loop.start()
     try:
         await asyncio.wait_for(slow_entered.wait(), 30)
-        await producer.send([OutgoingMessage.of(topic, e) for e in quick_events])
+        await producer.send([_by_segment(topic, e) for e in quick_events])
         await eventually(
             lambda: committed_offsets(settings.kafka_bootstrap_servers, group),
             until=lambda o: sum(o.values()) == 20,
@@ -187,7 +193,7 @@ async def test_a_partition_falling_behind_is_paused_until_its_worker_catches_up(
 ) -> None:
     (segment,) = _segments_on_distinct_partitions(1, 3)
     events = [segment_event(i, segment=segment) for i in range(12)]
-    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    await producer.send([_by_segment(topic, e) for e in events])
     release = asyncio.Event()
     seen: list[str] = []
 
@@ -226,10 +232,10 @@ async def test_poison_message_goes_to_dlq_and_the_loop_goes_on(
     invalid = orjson.dumps({**orjson.loads(segment_event(3).to_bytes()), "id_type": "phone"})
     await producer.send(
         [
-            OutgoingMessage.of(topic, good_before),
+            _by_segment(topic, good_before),
             OutgoingMessage(topic=topic, value=b"\xff not json", key=b"seg-1"),
             OutgoingMessage(topic=topic, value=invalid, key=b"seg-1"),
-            OutgoingMessage.of(topic, good_after),
+            _by_segment(topic, good_after),
         ]
     )
     seen: list[str] = []
@@ -268,7 +274,7 @@ async def test_transient_errors_are_retried_without_skipping(
     settings: KafkaSettings, topic: str, producer: Producer
 ) -> None:
     events = [segment_event(i) for i in range(3)]
-    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    await producer.send([_by_segment(topic, e) for e in events])
     calls = 0
     handled: list[str] = []
 
@@ -299,7 +305,7 @@ async def test_permanent_handler_error_dead_letters_only_the_guilty_message(
 ) -> None:
     events = [segment_event(i) for i in range(5)]
     guilty = events[2].event_id
-    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    await producer.send([_by_segment(topic, e) for e in events])
     handled: list[str] = []
 
     async def picky(deliveries: Sequence[Delivery[SegmentEvent]]) -> None:
@@ -326,7 +332,7 @@ async def test_permanent_handler_error_dead_letters_only_the_guilty_message(
 
 async def test_handler_can_reject_single_messages(settings: KafkaSettings, topic: str, producer: Producer) -> None:
     events = [segment_event(i) for i in range(6)]
-    await producer.send([OutgoingMessage.of(topic, e) for e in events])
+    await producer.send([_by_segment(topic, e) for e in events])
     calls: list[int] = []
 
     async def rejecting(deliveries: Sequence[Delivery[SegmentEvent]]) -> list[Rejected]:
@@ -364,7 +370,7 @@ async def test_linger_coalesces_a_trickle_into_one_batch(
         await eventually(lambda: _joined(loop), until=bool)
         # Three small sends in quick succession, well inside the linger window.
         for burst in range(3):
-            await producer.send([OutgoingMessage.of(topic, segment_event(burst * 10 + i)) for i in range(10)])
+            await producer.send([_by_segment(topic, segment_event(burst * 10 + i)) for i in range(10)])
         await eventually(
             lambda: committed_offsets(settings.kafka_bootstrap_servers, group), until=lambda o: sum(o.values()) == 30
         )
@@ -401,7 +407,7 @@ async def test_every_compression_setting_round_trips(settings: KafkaSettings, to
     producer = Producer(compressed, "test", RuntimeMetrics("test"))
     events = [segment_event(i) for i in range(200)]
     try:
-        await producer.send([OutgoingMessage.of(topic, e) for e in events])
+        await producer.send([_by_segment(topic, e) for e in events])
     finally:
         await producer.stop()
     records = await read_topic(settings.kafka_bootstrap_servers, topic, expect=len(events))

@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry
 from services.ecsim.realtime import RealtimeSender, RealtimeTarget, SendResult, user_changes
 from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.events import SegmentEventHandler
-from services.ingest.realtime import PATH, RealtimeMetrics, RealtimeReceiver
+from services.ingest.realtime import RealtimeMetrics, RealtimeReceiver
+from services.ingest.realtime_http import PATH
 from services.ingest.realtime_keys import KeyRing
 from services.ingest.realtime_oauth import TokenChecker
 from services.reconcile.catalog import CatalogDataSource, upsert_data_source
@@ -88,12 +89,13 @@ async def _receiver(
         oauth=oauth,
     )
     receiver.directory = AudienceDirectory(campaign.pool)
-    server = TestServer(receiver.application(), host="127.0.0.1")
-    await server.start_server()
+    runner = web.ServerRunner(receiver.web_server(access_log=None))  # as a receiver process serves it
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        yield Receiver(str(server.make_url(PATH)), events_topic, dlq_topic, registry, bootstrap)
+        yield Receiver(f"http://127.0.0.1:{runner.addresses[0][1]}{PATH}", events_topic, dlq_topic, registry, bootstrap)
     finally:
-        await server.close()
+        await runner.cleanup()
         await producer.stop()
 
 

@@ -219,7 +219,8 @@ async def test_times_compare_across_offsets_to_the_microsecond(events: Events, c
     """Times travel to Postgres as ISO 8601 text: an offset, a naive time (UTC) and microseconds all compare."""
     plus_two = timezone(timedelta(hours=2))
     newer = event(1, "add", datetime(2026, 1, 1, 14, 0, 0, 1, tzinfo=plus_two))  # 12:00:00.000001 UTC
-    await events.ledger.record([newer])
+    async with events.ledger.claiming([newer]) as claimed:
+        assert claimed == {newer.event_id}
     one_microsecond_older = event(1, "remove", datetime(2026, 1, 1, 12, 0, 0))  # naive: UTC
     same_instant = event(1, "remove", datetime(2026, 1, 1, 7, 0, 0, 1, tzinfo=timezone(timedelta(hours=-5))))
     assert await events.ledger.admit([one_microsecond_older, same_instant]) == {same_instant.event_id}
@@ -229,12 +230,13 @@ async def test_times_compare_across_offsets_to_the_microsecond(events: Events, c
 
 async def test_the_ledger_commits_only_once_the_block_waiting_for_kafka_succeeds(events: Events) -> None:
     kept, lost = event(1, "add", T0), event(2, "add", T0)
-    async with events.ledger.recording([kept]):
-        # The statement runs meanwhile; another connection sees nothing before the commit.
+    async with events.ledger.claiming([kept]) as claimed:
+        assert claimed == {kept.event_id}
+        # Claimed, not committed: another connection sees nothing yet.
         assert await events.ledger.admit([kept]) == {kept.event_id}
     assert await events.ledger.admit([kept]) == set()
     with pytest.raises(TransientError):
-        async with events.ledger.recording([lost]):
+        async with events.ledger.claiming([lost]):
             raise TransientError("Kafka refused the batches")
     assert await events.ledger.admit([lost]) == {lost.event_id}
 

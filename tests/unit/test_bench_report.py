@@ -55,6 +55,12 @@ def test_a_table_gives_each_figure_its_median_and_range_with_the_commit_and_sett
     assert report.render([]).startswith("No published results")
 
 
+def test_the_table_names_the_services_event_loop_when_the_results_record_it() -> None:
+    assert "services on `EVENT_LOOP=asyncio`;" in report.render([{**RESULTS, "event_loop": "asyncio"}])
+    assert "EVENT_LOOP" not in report.render([RESULTS])  # results from before the setting: none named
+    assert "| event_loop |" not in report.render([{**RESULTS, "event_loop": "uvloop"}])
+
+
 def test_each_results_file_gets_its_table_the_local_cluster_first(tmp_path: Path) -> None:
     (tmp_path / "results-replica.json").write_bytes(orjson.dumps(RESULTS))
     minimal = {**RESULTS, "postgres": {**RESULTS["postgres"], "wal_level": "minimal"}}

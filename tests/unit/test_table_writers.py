@@ -60,6 +60,8 @@ WRITERS: Final[dict[str, frozenset[str]]] = {
     "audience_rebind": frozenset({"reconcile"}),
     "export_excluded": frozenset({"reconcile"}),
     "exported_member": frozenset({"publish", "demo"}),
+    "exported_member_partition": frozenset({"publish"}),  # its partitions are exported_member's (schemas/sql/030)
+    "export_prepared_set": frozenset({"publish"}),
     "export_rejected_id": frozenset({"publish"}),
     "publish_run": frozenset({"publish", "shared/runs"}),
     "publish_stage_batch": frozenset({"publish", "shared/runs"}),
@@ -105,6 +107,8 @@ WRITE_SQL: Final = re.compile(
 )
 CREATE_TEMP: Final = re.compile(rf"\bCREATE\s+TEMP(?:ORARY)?\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?({_NAME})", re.I)
 CREATE_TABLE: Final = re.compile(rf"\bCREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?({_NAME})", re.IGNORECASE)
+# A partition is written through its parent: it is the parent's, not a table of its own.
+PARTITION: Final = re.compile(rf"\bCREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?({_NAME})\s+PARTITION\s+OF\b", re.I)
 DROP_TABLE: Final = re.compile(rf"\bDROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?({_NAME})", re.IGNORECASE)
 DYNAMIC: Final = "\x00"
 
@@ -337,6 +341,7 @@ def tables() -> set[str]:
     for migration in sorted(MIGRATIONS.glob("*.sql")):
         sql = migration.read_text()
         found |= {m.group(1).lower() for m in CREATE_TABLE.finditer(sql)}
+        found -= {m.group(1).lower() for m in PARTITION.finditer(sql)}
         found -= {m.group(1).lower() for m in DROP_TABLE.finditer(sql)}
     for _, source in _modules():
         for text, _ in _strings(ast.parse(source)):
