@@ -52,11 +52,34 @@ async def purge_finished_runs(conn: Any, days: int, batch: int) -> int:
             chosen = affected(await conn.execute(_OLD_RUNS, days, batch))
             for sql in _RUN_DETAILS:
                 await conn.execute(sql)
+            await _drop_sets(conn, await conn.fetch(_OLD_RUNS_PREPARED))
             total += affected(await conn.execute(_RUNS))
         if chosen < batch:
             return total
 
 
+# Recorded sets prepared for export runs (services/publish/recorded_set.py: a table each, kept while a failed
+# run may be retried) go with the rest of the run's staging, and with their run; their tables are dropped.
+_STALE_PREPARED = f"""
+DELETE FROM export_prepared_set p USING run r WHERE r.run_id = p.run_id AND r.state IN {_DONE}
+   AND r.finished_at < now() - make_interval(hours => $1)
+RETURNING p.table_name
+"""  # noqa: S608 - fixed text
+_OLD_RUNS_PREPARED = (
+    "DELETE FROM export_prepared_set p USING old_runs o WHERE p.run_id = o.run_id RETURNING p.table_name"
+)
+_DROP_SET_TABLE = "SELECT exported_member_drop_table($1)"
+
+
 async def purge_staging(conn: Any, hours: int) -> int:
-    """Staged IDs and batches of runs ended more than ``hours`` ago; how many rows went."""
-    return sum([affected(await conn.execute(sql, hours)) for sql in _STAGING])
+    """Staged IDs and batches, and prepared sets, of runs ended more than ``hours`` ago; how many rows went."""
+    staged = sum([affected(await conn.execute(sql, hours)) for sql in _STAGING])
+    async with conn.transaction():
+        return staged + await _drop_sets(conn, await conn.fetch(_STALE_PREPARED, hours))
+
+
+async def _drop_sets(conn: Any, rows: list[Any]) -> int:
+    """The tables of the prepared sets just deleted (in the caller's transaction, so both go or neither)."""
+    for row in rows:
+        await conn.execute(_DROP_SET_TABLE, row["table_name"])
+    return len(rows)

@@ -70,3 +70,42 @@ async def test_purge_removes_only_what_retention_allows(campaign: Campaign) -> N
         assert old_done not in runs
         # A second round finds nothing left to do.
         assert set((await purge(conn, POLICY)).values()) == {0}
+
+
+async def _prepared_set(conn: Any, state: str, ended_days_ago: float) -> str:
+    """An export run with a recorded set prepared apart (as publish builds it), ended ``ended_days_ago``."""
+    run_id = uuid.uuid4()
+    await conn.execute(
+        """INSERT INTO run (run_id, direction, audience_id, mode, state, finished_at)
+           VALUES ($1, 'export', 'e', 'full', $2, now() - make_interval(secs => $3 * 86400))""",
+        run_id,
+        state,
+        ended_days_ago,
+    )
+    table = f"exported_member_r{run_id.hex}"
+    await conn.execute(f'CREATE TABLE "{table}" (LIKE exported_member INCLUDING DEFAULTS)')
+    await conn.execute(
+        "INSERT INTO export_prepared_set (run_id, audience_id, table_name, ids) VALUES ($1, 'e', $2, 0)", run_id, table
+    )
+    return table
+
+
+async def test_prepared_sets_of_ended_runs_go_with_their_staging_and_their_tables_are_dropped(
+    campaign: Campaign,
+) -> None:
+    async with campaign.pool.acquire() as conn:
+        stale = await _prepared_set(conn, "failed", 2)  # past STAGING_RETENTION_HOURS: no retry any more
+        retryable = await _prepared_set(conn, "failed", 0.5)
+        ancient = await _prepared_set(conn, "cancelled", 91)  # its run goes too
+
+        counts = await purge(conn, POLICY)
+
+        assert counts["staging"] == 1  # the ancient run's set went with the run, before staging was looked at
+        assert counts["runs"] == 1
+        left = {r["table_name"] for r in await conn.fetch("SELECT table_name FROM export_prepared_set")}
+        assert left == {retryable}
+        tables = {
+            r["relname"]
+            for r in await conn.fetch("SELECT relname FROM pg_class WHERE relname LIKE 'exported_member_r%'")
+        }
+        assert tables == {retryable}, (stale, ancient)

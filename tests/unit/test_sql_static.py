@@ -228,6 +228,7 @@ NOQA_S608: Final = {
     ("services/reconcile/rematch.py", "_ecid"),
     ("shared/runs/purge.py", "_OLD_RUNS"),
     ("shared/runs/purge.py", "_STAGING"),
+    ("shared/runs/purge.py", "_STALE_PREPARED"),
     ("services/publish/file_set_rows.py", "_OVERWRITE_ROWS"),
     ("services/reconcile/import_delta.py", "_DECLARED_MATCH"),
     ("services/reconcile/import_snapshot.py", "_DECLARED_SNAPSHOT"),
