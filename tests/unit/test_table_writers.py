@@ -61,7 +61,7 @@ WRITERS: Final[dict[str, frozenset[str]]] = {
     "export_excluded": frozenset({"reconcile"}),
     "exported_member": frozenset({"publish", "demo"}),
     "exported_member_partition": frozenset({"publish"}),  # its partitions are exported_member's (schemas/sql/030)
-    "export_prepared_set": frozenset({"publish"}),
+    "export_prepared_set": frozenset({"publish", "shared/runs"}),  # shared/runs: retention drops stale sets
     "export_rejected_id": frozenset({"publish"}),
     "publish_run": frozenset({"publish", "shared/runs"}),
     "publish_stage_batch": frozenset({"publish", "shared/runs"}),
