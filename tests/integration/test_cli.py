@@ -15,6 +15,7 @@ import pytest
 
 from services.reconcile.importing import Importer, ImportGuards
 from shared.kafka import Producer
+from shared.kafka.admin import ensure_topics
 from shared.messages import AudienceExportRequest, AudienceMembership
 from shared.metrics import RuntimeMetrics
 from shared.runs.reporter import RunReporter
@@ -25,6 +26,15 @@ from tests.helpers import read_topic
 pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "services.cli"]
+# What the CLI says when its status event could not be sent (after KAFKA_SEND_TIMEOUT_S: a missing topic).
+NOT_ANNOUNCED = "status event was not sent"
+
+
+async def _status_topic(kafka_bootstrap: str, topic_prefix: str) -> str:
+    """The test's audience-sync-status, made before a command announces on it (else each send waits its timeout)."""
+    topic = f"{topic_prefix}audience-sync-status"
+    await ensure_topics(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), [topic])
+    return topic
 
 
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -87,6 +97,8 @@ async def test_rematch_and_release(
     campaign: Campaign, database_url: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     await add_import_audience(campaign.pool, "seg-r", "visitors", 5100)
+    status_topic = await _status_topic(kafka_bootstrap, topic_prefix)
+    env = {"DATABASE_URL": database_url, "TOPIC_PREFIX": topic_prefix, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     producer = Producer(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), "test", RuntimeMetrics("t"))
     importer = Importer(
         campaign.pool,
@@ -120,8 +132,9 @@ async def test_rematch_and_release(
     assert outcome.state == "blocked"
     # Held back with its IDs staged; released, it is matched again and its staged IDs go.
     assert await campaign.pool.fetchval("SELECT count(*) FROM import_stage_id WHERE run_id = $1", shrink.run_id) == 1
-    code, out = await _cli({"DATABASE_URL": database_url}, "release", str(shrink.run_id), "--by", "ops", "--yes")
+    code, out = await _cli(env, "release", str(shrink.run_id), "--by", "ops", "--yes")
     assert code == 0, out
+    assert NOT_ANNOUNCED not in out
     # What it would do, then what it did.
     assert "releasing it adds 0 and removes 20 members: the list goes from 21 to 1 members" in out
     assert "released: 0 added, 20 removed" in out
@@ -131,6 +144,12 @@ async def test_rematch_and_release(
     assert {r["recipient_id"] for r in rows} == {1}
     assert await campaign.pool.fetchval("SELECT released_by FROM run WHERE run_id = $1", shrink.run_id) == "ops"
     assert await campaign.pool.fetchval("SELECT count(*) FROM import_stage_id WHERE run_id = $1", shrink.run_id) == 0
+    # The release is announced on audience-sync-status.
+    [status] = await read_topic(kafka_bootstrap, status_topic, expect=1)
+    assert (orjson.loads(status.value)["run_id"], orjson.loads(status.value)["state"]) == (
+        str(shrink.run_id),
+        "succeeded",
+    )
     code, out = await _cli({"DATABASE_URL": database_url}, "release", str(shrink.run_id), "--yes")
     assert code == 2
     assert "only a blocked run" in out
@@ -237,6 +256,7 @@ async def _cli_at_a_terminal(env: dict[str, str], answer: bytes, *args: str) -> 
 async def _held_back_run(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str, audience: str) -> uuid.UUID:
     """A list of recipients 1..20, then a snapshot of recipient 1 alone: held back (it would remove 19 of 20)."""
     await add_import_audience(campaign.pool, audience, "visitors", 5300)
+    await _status_topic(kafka_bootstrap, topic_prefix)
     producer = Producer(KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap), "test", RuntimeMetrics("t"))
     importer = Importer(
         campaign.pool,
@@ -308,6 +328,7 @@ async def test_release_shows_its_plan_and_asks_first(
     code, out = await _cli_at_a_terminal(env, b"y\n", "release", str(run_id), "--by", "ops")
     assert code == 0, out
     assert f"run {run_id} released: 0 added, 19 removed" in out
+    assert NOT_ANNOUNCED not in out
     assert await _list_and_run(campaign, "seg-ask", run_id) == ({1}, "succeeded")
 
 
