@@ -160,5 +160,6 @@ def event_record(topic: str, change: Change) -> OutgoingMessage:
         },
         option=orjson.OPT_UTC_Z,
     )
-    # SegmentEvent.key()'s <segment_id>:<id> (shared/segment_event_key.py): one segment spreads over the partitions.
-    return OutgoingMessage(topic=topic, value=value, key=f"{change.segment_id}:{change.id}".encode())
+    # Keyed by segment: deliveries span many segments, and <segment_id>:<id> (shared/segment_event_key.py) made every
+    # poll carry every audience, a run each (delivery -> member p99 126 ms -> 23.5 s at 400/s: README "Streaming").
+    return OutgoingMessage(topic=topic, value=value, key=change.segment_id.encode())
