@@ -119,6 +119,13 @@ class KafkaSettings(BaseServiceSettings):
     consumer_stuck_after_s: float = Field(
         120.0, gt=0, description="/readyz fails when a consumer has lag but made no progress for this long."
     )
+    kafka_session_timeout_s: float = Field(
+        10.0,
+        ge=6,
+        le=1800,
+        description="How long the group waits for a silent consumer (a crashed process) before its partitions go to "
+        "the others; heartbeats every third of it. 6-1800: the broker's default group.min/max.session.timeout.ms.",
+    )
     retry_backoff_initial_s: float = Field(0.2, gt=0, description="First delay before retrying a failed batch.")
     retry_backoff_max_s: float = Field(10.0, gt=0, description="Cap of the (exponential, jittered) retry delay.")
     handler_max_attempts: int = Field(

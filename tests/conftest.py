@@ -11,7 +11,6 @@ import asyncio
 import os
 import socket
 import subprocess
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from shared.settings import REPO_ROOT
+from tests.fixtures.cleanup import CLEANUP
 from tests.helpers import delete_topics_with_prefix, drop_database
 
 # Two shared cores run Kafka, Postgres and the tests at once: time-based health checks would flake.
@@ -33,7 +33,8 @@ hypothesis_settings.register_profile(
 )
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bridge"))
 
-pytest_plugins = ["tests.fixtures.bridge_db"]
+# ecsim: its session process is then one fixture for every module (see tests/fixtures/ecsim.py).
+pytest_plugins = ["tests.fixtures.bridge_db", "tests.fixtures.ecsim"]
 
 LOCAL = REPO_ROOT / "deploy" / "local"
 DEFAULT_DSN = "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"
@@ -68,6 +69,7 @@ def infra() -> Iterator[None]:
         subprocess.run([str(LOCAL / "postgres.sh"), "start"], check=True)
         started.append("postgres.sh")
     yield
+    CLEANUP.drain()  # every test's database and topics gone before the servers may stop
     for script in reversed(started):
         subprocess.run([str(LOCAL / script), "stop"], check=False)
 
@@ -77,10 +79,7 @@ def topic_prefix(infra: None) -> Iterator[str]:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     yield prefix
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    # In a thread of its own: the test's event loop may still be around in this one.
-    cleanup = threading.Thread(target=lambda: asyncio.run(delete_topics_with_prefix(bootstrap, prefix)))
-    cleanup.start()
-    cleanup.join(60)
+    CLEANUP.submit(f"topics {prefix}*", lambda: delete_topics_with_prefix(bootstrap, prefix))
 
 
 @pytest.fixture
@@ -107,7 +106,8 @@ async def database_url(infra: None) -> AsyncIterator[str]:
     finally:
         await admin.close()
     yield _with_database(_admin_dsn(), name)
-    await drop_database(_admin_dsn(), name)
+    admin_dsn = _admin_dsn()
+    CLEANUP.submit(f"database {name}", lambda: drop_database(admin_dsn, name))
 
 
 @pytest.fixture

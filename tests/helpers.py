@@ -73,6 +73,32 @@ async def read_topic(
     return records
 
 
+async def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record ``topic`` holds now: from the start up to the end offsets taken first (no group, nothing
+    committed). Unlike ``read_topic(..., expect=<more than there is>)`` it returns as soon as it is at the end
+    instead of waiting out a timeout, so it makes a quick probe for ``eventually``."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not consumer.assignment():  # without a group, every partition once the metadata is in
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic} has no partitions after {timeout}s")
+            await asyncio.sleep(0.05)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: not at the end offsets {ends} after {timeout}s")
+            for part in (await consumer.getmany(*ends, timeout_ms=200)).values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
 def segment_event(i: int, *, segment: str = "seg-1", op: Literal["add", "remove"] = "add") -> SegmentEvent:
     return SegmentEvent(
         event_id=f"ev-{i}-{uuid.uuid4().hex[:6]}",

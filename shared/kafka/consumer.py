@@ -154,6 +154,8 @@ class ConsumerLoop:
             max_poll_records=self._max_poll,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
+            session_timeout_ms=round(self._settings.kafka_session_timeout_s * 1000),
+            heartbeat_interval_ms=round(self._settings.kafka_session_timeout_s * 1000 / 3),
         )
         try:
             await asyncio.wait_for(consumer.start(), self._settings.kafka_send_timeout_s)

@@ -136,6 +136,9 @@ async def stack(
         "PLATFORM_IMS_URL": ecsim.ims_url,
         "PLATFORM_API_URL": ecsim.api_url,
         "FULL_IMPORT_GUARD_MIN_LIST_SIZE": "1000",
+        # The tests that SIGKILL a service: its group waits this long for it before the restarted one gets its
+        # partitions (the broker's minimum; 10 s by default).
+        "KAFKA_SESSION_TIMEOUT_S": "6",
     }
     # Side by side: the database is migrated already, and each creates the topics it needs.
     reconcile, ingest = await asyncio.gather(start_service("reconcile", env=env), start_service("ingest", env=env))

@@ -290,7 +290,9 @@ async def test_declared_and_visitor_id_audiences_with_redelivery_and_platform_fa
 async def test_publish_killed_mid_run_and_restarted_publishes_exactly_once(stack: PublishStack) -> None:
     """SIGKILL while batches are being staged, then again while the run's files are being written."""
     await stack.publish.stop()
-    env = {**stack.env, "EXPORT_MAX_PART_BYTES": "1024"}  # ~600 small parts: a long write to land in
+    # ~600 small parts: a long write to land in. After each SIGKILL the group waits for the killed process as long
+    # as its session timeout before the restarted one gets the partitions: the broker's minimum, not 10 s.
+    env = {**stack.env, "EXPORT_MAX_PART_BYTES": "1024", "KAFKA_SESSION_TIMEOUT_S": "6"}
     publish = await stack.start_service("publish", env=env)
     pool = stack.campaign.pool
     ids = [f"{i:038d}" for i in range(1, 12_001)]

@@ -237,13 +237,14 @@ async def test_hostile_names_through_the_cli(
     request = AudienceExportRequest.model_validate_json(record.value)
     assert (request.list_id, request.audience_name, request.data_source) == (list_name, HOSTILE_NAMES[4], source)
 
-    # What the models refuse is a one-line error (exit 2), not a traceback, and nothing is written.
-    for args in (
-        ("datasource", "add", "two\nlines", "--dpid", "1", "--id-type", "ecid"),
-        ("audience", "add-import", "a\x1bb", "--segment", "1", "--data-source", source, "--list", "l"),
-        ("export", "--list", "x" * 201, "--audience", "a", "--data-source", source),
-    ):
-        code, out = await _cli(env, *args)
+    # What the models refuse is a one-line error (exit 2), not a traceback, and nothing is written. Side by side:
+    # each CLI process spends seconds starting.
+    refused = await asyncio.gather(
+        _cli(env, "datasource", "add", "two\nlines", "--dpid", "1", "--id-type", "ecid"),
+        _cli(env, "audience", "add-import", "a\x1bb", "--segment", "1", "--data-source", source, "--list", "l"),
+        _cli(env, "export", "--list", "x" * 201, "--audience", "a", "--data-source", source),
+    )
+    for code, out in refused:
         assert code == 2, out
         assert "Traceback" not in out
         assert "error:" in out
