@@ -84,7 +84,22 @@ def snapshot_join(target: ImportTarget) -> str:
 
 async def stage_ids(conn: Connection, run_id: uuid.UUID, seq: int, ids: list[str]) -> None:
     """Stage a full batch's valid IDs as they are, as one row: matched, counted and applied with the whole
-    snapshot when the run ends. (A full snapshot has no removals: absence is what removes.)"""
+    snapshot when the run ends. (A full snapshot has no removals: absence is what removes.)
+
+    Sent as one text, one ID a line, that Postgres splits: asyncpg encodes a ``text[]`` element by element
+    (a type check and an ABC check each), 7 ms of the service's CPU per 10,000 IDs against 0.7 ms for the
+    join, and staging is what a snapshot's run waits on until its last batch (issue 20's profile). An ID never
+    holds a line break (IDs hold no whitespace); should one, the array is sent as it is."""
+    joined = "\n".join(ids)
+    # (An empty text splits into no element at all: a lone empty ID goes as an array too.)
+    if joined and joined.count("\n") == len(ids) - 1:
+        await conn.execute(
+            "INSERT INTO import_stage_batch (run_id, seq, ids) VALUES ($1, $2, string_to_array($3, E'\\n'))",
+            run_id,
+            seq,
+            joined,
+        )
+        return
     await conn.execute(
         "INSERT INTO import_stage_batch (run_id, seq, ids) VALUES ($1, $2, $3::text[])", run_id, seq, ids
     )
