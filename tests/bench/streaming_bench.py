@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.bench.campaign import PLATFORM_SEED, ecid, load_recipients
 from tests.bench.commit_latency import CommitWatch, percentiles
 from tests.bench.output_checks import ListExpectation, check_lists
 from tests.bench.stack import bench_stack
+from tests.bench.stream_probe import StreamProbe
 
 # Slices of 50 ms in flight at most (1 s): past it the sender waits for the oldest, and ``rate_per_s`` shows
 # the rate it could offer rather than a backlog piling up in the producer until its sends time out.
@@ -89,6 +91,26 @@ async def _send_steadily(producer: Producer, slices: EventSlices, rate: int, wat
             task.cancel()
 
 
+TIMELINE_WINDOW_S = 5.0
+
+
+def timeline(seen: Sequence[tuple[float, float]], started: float, window_s: float = TIMELINE_WINDOW_S) -> list[str]:
+    """The latencies by when their events were sent, a line per ``window_s``: whether a slow run was slow from
+    its start (a backlog that never drained), in one burst (a pause somewhere), or throughout."""
+    windows: dict[int, list[float]] = {}
+    for at, latency in seen:
+        windows.setdefault(int((at - started) // window_s), []).append(latency)
+    lines = []
+    for number in sorted(windows):
+        latencies = sorted(windows[number])
+        p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, len(latencies) * 99 // 100)]
+        lines.append(
+            f"  {number * window_s:5.0f}s  n={len(latencies):6d}  p50={p50:8.1f}  p99={p99:8.1f}"
+            f"  max={latencies[-1]:8.1f} ms"
+        )
+    return lines
+
+
 async def run_streaming(workdir: Path, rate: int, seconds: int) -> dict[str, Any]:
     total = rate * seconds
     async with bench_stack(workdir) as stack:
@@ -107,12 +129,22 @@ async def run_streaming(workdir: Path, rate: int, seconds: int) -> dict[str, Any
         watch = CommitWatch(stack.pool, list_id)
         print(f"streaming {rate:,}/s for {seconds}s: sending ...", flush=True)
         watcher = asyncio.create_task(watch.watch(total, timeout=seconds + 300))
+        started = time.perf_counter()
+        probe = StreamProbe(stack, started)
+        probing = asyncio.create_task(probe.run())
         try:
             send_seconds = await _send_steadily(producer, slices, rate, watch)
             await producer.stop()
             await watcher
         finally:
             watcher.cancel()  # a failed send must not leave the poller running
+            probing.cancel()
+        print("\n".join([f"streaming {rate:,}/s: latency to commit by send time", *timeline(watch.seen, started)]))
+        print("\n".join(["stages' backlog (highest in each 5 s) and the database's waits:", *probe.lines()]))
+        print(
+            f"watcher: {watch.polls} polls, {watch.rows_read:,} rows read (at most {watch.most_rows:,} in one), "
+            f"{watch.poll_seconds:.1f} s polling"
+        )
         async with stack.pool.acquire() as conn:
             await check_lists(conn, [ListExpectation("visitors-5001", 1, total, 0, "unknown_ecid")], "streaming")
         rss = stack.rss()

@@ -1,0 +1,53 @@
+"""The streaming benchmark's watcher (the runs of consecutive awaited recipients), timeline and probe."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.bench.commit_latency import awaited_ranges
+from tests.bench.stream_probe import Sample, StreamProbe, lag_of
+from tests.bench.streaming_bench import timeline
+
+
+@given(st.sets(st.integers(min_value=0, max_value=200), max_size=80))
+def test_awaited_ranges_cover_exactly_the_awaited_ids_in_maximal_runs(awaited: set[int]) -> None:
+    lows, highs = awaited_ranges(awaited)
+    covered = [i for lo, hi in zip(lows, highs, strict=True) for i in range(lo, hi + 1)]
+    assert covered == sorted(awaited)
+    # Maximal: two ranges never touch (else they would be one).
+    assert all(lows[k + 1] > highs[k] + 1 for k in range(len(lows) - 1))
+
+
+def test_the_timeline_gives_each_window_of_send_times_its_percentiles() -> None:
+    seen = [(100.0 + i / 100, 10.0) for i in range(100)] + [(106.0, 5000.0), (106.5, 7000.0)]
+    lines = timeline(seen, started=100.0, window_s=5.0)
+    assert len(lines) == 2
+    assert "n=   100" in lines[0]
+    assert "p99=    10.0" in lines[0]
+    assert lines[1].split()[0] == "5s"
+    assert "max=  7000.0" in lines[1]
+
+
+def test_the_probe_sums_a_topics_lag_over_its_partitions_and_windows_the_samples() -> None:
+    page = "\n".join(
+        [
+            "# HELP ab_consumer_lag Messages behind",
+            'ab_consumer_lag{topic="b1.segment-events",partition="0"} 120.0',
+            'ab_consumer_lag{topic="b1.segment-events",partition="1"} 30.0',
+            'ab_consumer_lag{topic="b1.audience-membership",partition="4"} 7.0',
+            'ab_consumer_last_commit{topic="b1.segment-events"} 1.0',
+        ]
+    )
+    assert lag_of(page, "segment-events") == 150
+    assert lag_of(page, "audience-membership") == 7
+    probe = StreamProbe(stack=None, started=0.0)  # type: ignore[arg-type]
+    probe.samples = [
+        Sample(0.5, {"ingest": 10, "reconcile": 1}, {"Lock:transactionid": 1}),
+        Sample(1.5, {"ingest": 40, "reconcile": 0}, {"Lock:transactionid": 2, "active": 1}),
+        Sample(5.5, {"ingest": 5, "reconcile": 3}, {}),
+    ]
+    first, second = probe.lines()
+    assert "lag ingest      40  reconcile    1" in first
+    assert "Lock:transactionid 3" in first
+    assert "lag ingest       5  reconcile    3" in second
