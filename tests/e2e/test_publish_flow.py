@@ -485,9 +485,14 @@ async def test_rejected_lines_leave_exactly_those_ids_pending(platform_stack: Pu
     assert await _rejected(stack, "ab-tenth") == refused
     held = await stack.trait_members(await stack.trait("ab-tenth"))
     assert await stack.members("ab-tenth") == set(ids) - refused == held
-    _, metrics = await stack.publish.get("/metrics")
+    # The run is counted when its end is announced, just after the commit the row above showed.
+    metrics = await eventually(
+        lambda: _metrics_text(stack),
+        until=lambda text: 'ab_export_runs_total{state="partial"} 1.0' in text,
+        timeout=10,
+        interval=0.05,
+    )
     assert 'ab_export_lines_rejected_total{reason="invalid_aam_id"} 8.0' in metrics
-    assert 'ab_export_runs_total{state="partial"} 1.0' in metrics
 
 
 async def test_a_rejected_file_fails_the_run_and_the_next_mirror_sends_again(platform_stack: PublishStack) -> None:
@@ -528,3 +533,8 @@ async def test_receipts_that_never_come_fail_the_run_after_the_timeout(platform_
     assert await stack.members("ab-never") == set()
     _, metrics = await stack.publish.get("/metrics")
     assert "ab_export_receipt_timeouts_total 1.0" in metrics
+
+
+async def _metrics_text(stack: PublishStack) -> str:
+    _, text = await stack.publish.get("/metrics")
+    return str(text)
