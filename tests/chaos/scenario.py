@@ -49,6 +49,7 @@ from tests.chaos.faults import Faults, faults_met, prepared_faults
 from tests.chaos.faults_db import as_driver
 from tests.chaos.private_kafka import PrivateBroker
 from tests.chaos.report import ChaosReport, Event
+from tests.chaos.stuck import describe_unfinished, log_warnings
 from tests.helpers import deliver_outbound
 
 LOCAL = REPO_ROOT / "deploy" / "local"
@@ -330,6 +331,11 @@ class Chaos:
             if everything and await self._last_request_ended():
                 return
             await asyncio.sleep(0.5)
+        try:
+            print(await describe_unfinished(self.stack.pool, self.delivered, self.last_request), flush=True)
+            print(log_warnings(self.stack.workdir), flush=True)
+        except Exception as exc:  # the diagnosis must not hide the timeout
+            print(f"could not describe what is unfinished: {exc!r}", flush=True)
         raise TimeoutError("runs did not all reach a final state")
 
 
