@@ -52,12 +52,19 @@ async def try_lock_publish_run(conn: Connection, run_id: uuid.UUID) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def request_turn(conn: Connection, request_id: uuid.UUID) -> AsyncIterator[None]:
+async def request_turn(conn: Connection, request_id: uuid.UUID, *, wait: bool = True) -> AsyncIterator[bool]:
     """Hold the request's lock on ``conn`` (outside any transaction) while the request is handled. Released by
-    Postgres with the session if the process dies, so a crashed worker never holds a request."""
+    Postgres with the session if the process dies, so a crashed worker never holds a request.
+
+    Yields whether it is held: with ``wait=False`` (the export queue handing back a waiting request), False at
+    once when another worker has the request's turn: that worker is emitting it, or hands it back if it fails."""
     key = request_lock(request_id)
-    await conn.execute("SELECT pg_advisory_lock($1::int, $2::int)", *key)
+    if wait:
+        await conn.execute("SELECT pg_advisory_lock($1::int, $2::int)", *key)
+    elif not await conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)", *key):
+        yield False
+        return
     try:
-        yield
+        yield True
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1::int, $2::int)", *key)

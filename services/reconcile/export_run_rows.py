@@ -21,10 +21,12 @@ VALUES ($1, $2, 0, $3, $4::jsonb, $5)
 ON CONFLICT (request_id) DO UPDATE SET request = coalesce(export_request.request, EXCLUDED.request)
 RETURNING attempts, emitted_run, waiting_since
 """
-# Each attempt (and a refusal) is numbered by the request's row: its run id is its own.
-NEXT_ATTEMPT: Final = """
-UPDATE export_request SET attempts = attempts + 1, waiting_since = NULL WHERE request_id = $1 RETURNING attempts
-"""
+# Each attempt (and a refusal) is numbered by the request's row: its run id is its own. A request that waited
+# keeps ``waiting_since`` until its run is emitted (EMITTED): an attempt that fails before that (Postgres or Kafka
+# lost while it emits) is handed back by the export queue, which no Kafka redelivery would do.
+NEXT_ATTEMPT: Final = "UPDATE export_request SET attempts = attempts + 1 WHERE request_id = $1 RETURNING attempts"
+# The request's outcome: its emitted (or refused) run; it no longer waits.
+EMITTED: Final = "UPDATE export_request SET emitted_run = $2, waiting_since = NULL WHERE request_id = $1"
 # The audience's list is set once, when it is created (an operator moves it: audience rebind).
 ENSURE_AUDIENCE: Final = """
 INSERT INTO shared_audience (audience_id, name, direction, data_source_id, list_id, export_mode)

@@ -8,9 +8,11 @@ consumer moves on: requests of other audiences never wait behind it, in this pol
 :class:`ExportQueue` ticks every ``EXPORT_WAIT_POLL_S``: it first ends as ``failed`` every export run whose
 own work (``started``, ``progress``: batches being emitted, staged, files written) has not moved for
 ``EXPORT_RUN_TIMEOUT_S`` (its batches were refused, lost, or its publisher is gone), then hands each
-audience's oldest waiting request back to the exporter once nothing of its audience is under way. A run
-publish is finishing (it holds the run's lock) is never failed under it. ``uploaded`` runs wait for the
-platform's receipts, which publish bounds itself (``EXPORT_RECEIPT_TIMEOUT_S``).
+audience's oldest waiting request back to the exporter once nothing of its audience is under way. A request
+stays waiting until its run is emitted: an attempt that fails on the way (Postgres or Kafka lost while it
+emits; nothing redelivers a request the consumer has moved past) is handed back on the next tick, and the
+new attempt supersedes it. A run publish is finishing (it holds the run's lock) is never failed under it.
+``uploaded`` runs wait for the platform's receipts, which publish bounds itself (``EXPORT_RECEIPT_TIMEOUT_S``).
 """
 
 from __future__ import annotations

@@ -133,7 +133,8 @@ class Exporter:
         return await self._side_by_side(list(groups.values()))
 
     async def resume(self, requests: Sequence[AudienceExportRequest]) -> None:
-        """Requests that waited for their audience (one per audience), handed back by the export queue."""
+        """Requests that waited for their audience (one per audience), handed back by the export queue; one
+        another worker is handling right now is left to it."""
         await self._side_by_side([[(request, None)] for request in requests])
 
     async def _side_by_side(self, groups: list[list[Work]]) -> list[Rejected]:
@@ -159,7 +160,8 @@ class Exporter:
         # never got a run of their own.
         refused = export_run_id(request.request_id, 0)
         try:
-            await self.export(request)
+            # Handed back by the queue (no delivery): never wait behind a worker emitting the same request.
+            await self.export(request, wait_turn=delivery is not None)
         except PermanentError as exc:
             # A request that waited must not hold its audience's queue once it is refused.
             async with acquire(self._pool) as conn:
@@ -173,10 +175,13 @@ class Exporter:
                 return Rejected(delivery, exc)
         return None
 
-    async def export(self, request: AudienceExportRequest) -> uuid.UUID | None:
-        """Emit the request's run, hold it or refuse it; returns its run id. None: it was emitted before, or
-        it waits for an earlier run of its audience (the export queue hands it back)."""
-        async with acquire(self._pool) as conn, request_turn(conn, request.request_id):
+    async def export(self, request: AudienceExportRequest, *, wait_turn: bool = True) -> uuid.UUID | None:
+        """Emit the request's run, hold it or refuse it; returns its run id. None: it was emitted before, it
+        waits for an earlier run of its audience (the export queue hands it back), or (``wait_turn`` false)
+        another worker is handling it."""
+        async with acquire(self._pool) as conn, request_turn(conn, request.request_id, wait=wait_turn) as has_turn:
+            if not has_turn:
+                return None
             # A redelivered request that was emitted already is done, whatever came after it: checking this
             # first keeps an old request from waiting on a newer run of its audience (which waits behind it).
             emitted = await conn.fetchval(
@@ -266,9 +271,7 @@ class Exporter:
         run_id = await rows.next_attempt(conn, request.request_id)
         await self._new_run(conn, rows.new_run(run_id, request, list_id, source, audience_id, {}, state="failed"))
         outcome = await store.move(conn, run_id, "failed", reason=why)
-        await conn.execute(
-            "UPDATE export_request SET emitted_run = $2 WHERE request_id = $1", request.request_id, run_id
-        )
+        await conn.execute(rows.EMITTED, request.request_id, run_id)
         log.warning("export_request_refused", request_id=str(request.request_id), audience_id=audience_id, reason=why)
         return outcome
 
@@ -287,9 +290,7 @@ class Exporter:
         """Diff and emit the run (or hold it back), record it as the request's, and report where it stands."""
         emitted = await self._emit(conn, run, list_id, source, audience_id, mode, guard=guard)
         async with conn.transaction():
-            await conn.execute(
-                "UPDATE export_request SET emitted_run = $2 WHERE request_id = $1", request_id, run.run_id
-            )
+            await conn.execute(rows.EMITTED, request_id, run.run_id)
             if isinstance(emitted, _Held):
                 outcome = await store.move(
                     conn, run.run_id, "blocked", reason=emitted.reason, counts=emitted.plan.counts()

@@ -12,7 +12,7 @@ from services.cli.demo_setup import CATALOG, EXPORT_AUDIENCE, TARGETED_LIST
 from services.reconcile.catalog import apply_catalog
 from services.reconcile.exporting import Exporter
 from shared.messages import AudienceExportRequest
-from tests.integration.test_reconcile_export import ExportRig, rig  # noqa: F401
+from tests.fixtures.export_rig import ExportRig, rig  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,10 @@ from services.reconcile.export_dry_run import dry_run
 from services.reconcile.export_guard import ExportGuards
 from shared.errors import PermanentError
 from shared.messages import AudienceExportRequest
+from tests.fixtures.export_rig import ExportRig, rig  # noqa: F401
+from tests.fixtures.export_rig import export_request as _request
 from tests.helpers import read_topic
 from tests.integration.test_cli import _cli
-from tests.integration.test_reconcile_export import ExportRig, _request, rig  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

@@ -3,147 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
-from prometheus_client import CollectorRegistry
 
 from services.publish.publisher import _lock_key
-from services.reconcile.catalog import CatalogDataSource, ensure_list, upsert_data_source
+from services.reconcile.catalog import CatalogDataSource, upsert_data_source
 from services.reconcile.export_binding import RebindRefused, rebind
-from services.reconcile.export_guard import ExportGuards
 from services.reconcile.export_release import ReleaseRefused, release_export, release_plan
 from services.reconcile.export_waiting import ExportQueue
-from services.reconcile.exporting import Exporter, export_audience_id, export_run_id
+from services.reconcile.exporting import export_audience_id, export_run_id
 from services.reconcile.run_cancel import CancelRefused, cancel_run
-from shared.kafka import Delivery, Producer, ensure_topics
-from shared.messages import AudienceExportBatch, AudienceExportRequest, AudienceSyncStatus
-from shared.metrics import RuntimeMetrics
-from shared.runs.reporter import RunReporter
-from shared.settings import KafkaSettings
+from shared.kafka import Delivery
+from shared.messages import AudienceExportBatch, AudienceExportRequest
 from tests.fixtures.bridge_db import Campaign, ecid_of, email_of, hashed_email_of
+from tests.fixtures.export_rig import ExportRig, export_request, export_rig, run_row
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class ExportRig:
-    campaign: Campaign
-    exporter: Exporter
-    topic: str
-    bootstrap: str
-    registry: CollectorRegistry
-    queue: ExportQueue
-    producer: Producer
-    reporter: RunReporter
-    seen: int = 0
-
-    def guarded_exporter(self, max_removal_share: float, min_size: int) -> Exporter:
-        """An exporter whose mass-removal guard protects audiences from ``min_size`` IDs."""
-        return Exporter(
-            self.campaign.pool,
-            self.producer,
-            batches_topic=self.topic,
-            reporter=self.reporter,
-            batch_size=40,
-            guards=ExportGuards(max_removal_share=max_removal_share, min_size=min_size),
-            allow_undeclared=True,  # these tests are not about authorisation (test_export_authorisation.py is)
-        )
-
-    async def make_list(self, name: str, recipients: range | list[int]) -> None:
-        async with self.campaign.pool.acquire() as conn:
-            list_id = await ensure_list(conn, name)
-            await conn.execute("DELETE FROM list_member WHERE list_id = $1", list_id)
-            await conn.executemany(
-                "INSERT INTO list_member (list_id, recipient_id) VALUES ($1, $2)", [(list_id, r) for r in recipients]
-            )
-
-    async def batches(self, expect: int) -> list[AudienceExportBatch]:
-        """The next ``expect`` batches on the topic (in partition order: one audience, one key)."""
-        records = await read_topic(self.bootstrap, self.topic, expect=self.seen + expect)
-        self.seen += expect
-        return [AudienceExportBatch.model_validate_json(r.value) for r in records[self.seen - expect :]]
-
-    async def statuses(self, expect: int) -> list[AudienceSyncStatus]:
-        """The first ``expect`` status events reported (all runs share one key per run, read from the start)."""
-        topic = self.topic.replace("audience-export-batches", "audience-sync-status")
-        records = await read_topic(self.bootstrap, topic, expect=expect)
-        return [AudienceSyncStatus.model_validate_json(r.value) for r in records]
-
-    def runs_counted(self, state: str) -> float | None:
-        value: float | None = self.registry.get_sample_value("ab_runs_total", {"direction": "export", "state": state})
-        return value
-
-    async def confirm(self, batches: list[AudienceExportBatch]) -> None:
-        """What publish does once the files are written: record what the platform now holds."""
-        async with self.campaign.pool.acquire() as conn:
-            for b in batches:
-                await conn.executemany(
-                    "INSERT INTO exported_member (audience_id, id, run_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    [(b.audience_id, i, b.run_id) for i in b.adds],
-                )
-                await conn.execute(
-                    "DELETE FROM exported_member WHERE audience_id = $1 AND id = ANY($2::text[])",
-                    b.audience_id,
-                    b.removes,
-                )
-                await conn.execute("UPDATE run SET state = 'succeeded' WHERE run_id = $1", b.run_id)
-
-
 @pytest_asyncio.fixture
 async def rig(campaign: Campaign, kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[ExportRig]:
-    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
-    topic = f"{topic_prefix}audience-export-batches"
-    await ensure_topics(settings, [topic, f"{topic_prefix}audience-sync-status"])
-    producer = Producer(settings, "test", RuntimeMetrics("test"))
-    await producer.start()
-    registry = CollectorRegistry()
-    reporter = RunReporter(
-        producer,
-        service="test",
-        topic_prefix=topic_prefix,
-        registry=registry,
-        ends=[("export", "failed"), ("export", "blocked")],
-    )
-    exporter = Exporter(
-        campaign.pool,
-        producer,
-        batches_topic=topic,
-        reporter=reporter,
-        batch_size=40,
-        guards=ExportGuards(max_removal_share=0.5, min_size=1000),  # these tests' audiences are not guarded
-        allow_undeclared=True,  # not about authorisation (test_export_authorisation.py is)
-    )
-    queue = ExportQueue(campaign.pool, exporter, reporter, run_timeout_s=600)
-    yield ExportRig(
-        campaign=campaign,
-        exporter=exporter,
-        topic=topic,
-        bootstrap=kafka_bootstrap,
-        registry=registry,
-        queue=queue,
-        producer=producer,
-        reporter=reporter,
-    )
-    await producer.stop()
-
-
-def _request(list_name: str, data_source: str, mode: str = "append", name: str = "VIP") -> AudienceExportRequest:
-    return AudienceExportRequest.model_validate(
-        {"list_id": list_name, "audience_name": name, "data_source": data_source, "mode": mode, "requested_by": "t"}
-    )
+    async with export_rig(campaign, kafka_bootstrap, topic_prefix) as made:
+        yield made
 
 
 async def test_declared_ids_are_hashed_and_unmappable_recipients_excluded(rig: ExportRig) -> None:
     await rig.campaign.pool.execute("UPDATE recipient SET email = NULL WHERE recipient_id IN (3, 4)")
     await rig.make_list("vip", range(1, 101))
-    run_id = await rig.exporter.export(_request("vip", "hashed-emails"))
+    run_id = await rig.exporter.export(export_request("vip", "hashed-emails"))
     assert run_id is not None
     batches = await rig.batches(expect=3)  # 98 IDs in batches of 40
     assert [b.seq for b in batches] == [0, 1, 2]
@@ -165,32 +56,32 @@ async def test_declared_ids_are_hashed_and_unmappable_recipients_excluded(rig: E
 
 async def test_visitor_ids_export_every_ecid_of_a_recipient(rig: ExportRig) -> None:
     await rig.make_list("clickers", [1, 2, 3])
-    await rig.exporter.export(_request("clickers", "visitors"))
+    await rig.exporter.export(export_request("clickers", "visitors"))
     [batch] = await rig.batches(expect=1)
     assert sorted(batch.adds) == sorted([ecid_of(1), ecid_of(2), ecid_of(2, 1), ecid_of(3)])
 
 
 async def test_append_mirror_and_full_diffs(rig: ExportRig) -> None:
     await rig.make_list("l", range(1, 11))
-    await rig.exporter.export(_request("l", "crm-ids", "append"))
+    await rig.exporter.export(export_request("l", "crm-ids", "append"))
     first = await rig.batches(expect=1)
     await rig.confirm(first)
 
     # 1..5 stay, 6..10 leave, 11..12 join; and an ID the bridge never sent is in the platform-side history.
     await rig.make_list("l", [1, 2, 3, 4, 5, 11, 12])
-    await rig.exporter.export(_request("l", "crm-ids", "append"))
+    await rig.exporter.export(export_request("l", "crm-ids", "append"))
     [append] = await rig.batches(expect=1)
     assert sorted(append.adds) == ["CRM000011", "CRM000012"]
     assert append.removes == []  # append never removes
     await rig.confirm([append])
 
-    await rig.exporter.export(_request("l", "crm-ids", "mirror"))
+    await rig.exporter.export(export_request("l", "crm-ids", "mirror"))
     [mirror] = await rig.batches(expect=1)
     assert mirror.adds == []  # 11 and 12 went out with the confirmed append run
     assert sorted(mirror.removes) == [f"CRM{i:06d}" for i in range(6, 11)]  # only what the bridge sent
     await rig.confirm([mirror])
 
-    await rig.exporter.export(_request("l", "crm-ids", "full"))
+    await rig.exporter.export(export_request("l", "crm-ids", "full"))
     [full] = await rig.batches(expect=1)
     await rig.confirm([full])
     assert full.mode == "full"
@@ -200,7 +91,7 @@ async def test_append_mirror_and_full_diffs(rig: ExportRig) -> None:
 
 async def test_a_redelivered_request_is_not_emitted_twice(rig: ExportRig) -> None:
     await rig.make_list("once", range(1, 5))
-    request = _request("once", "crm-ids")
+    request = export_request("once", "crm-ids")
     assert await rig.exporter.export(request) is not None
     assert await rig.exporter.export(request) is None
     await rig.batches(expect=1)
@@ -210,7 +101,7 @@ async def test_a_redelivered_request_is_not_emitted_twice(rig: ExportRig) -> Non
 
 async def test_invalid_requests_fail_with_a_reason(rig: ExportRig) -> None:
     await rig.make_list("ok", [1])
-    bad = [_request("no-such-list", "crm-ids"), _request("ok", "no-such-source")]
+    bad = [export_request("no-such-list", "crm-ids"), export_request("ok", "no-such-source")]
     deliveries = [
         Delivery(message=r, topic="t", partition=0, offset=i, key=None, headers=()) for i, r in enumerate(bad)
     ]
@@ -235,7 +126,7 @@ async def test_a_pii_restricted_data_source_is_blocked(rig: ExportRig) -> None:
         )
     await rig.make_list("blocked", [1])
     delivery = Delivery(
-        message=_request("blocked", "restricted"), topic="t", partition=0, offset=0, key=None, headers=()
+        message=export_request("blocked", "restricted"), topic="t", partition=0, offset=0, key=None, headers=()
     )
     assert await rig.exporter.handle([delivery]) == []  # refused by governance, not a bad message
     assert await rig.campaign.pool.fetchval("SELECT count(*) FROM run") == 0
@@ -247,12 +138,12 @@ async def test_a_pii_restricted_data_source_is_blocked(rig: ExportRig) -> None:
 
 async def test_an_audience_waits_for_its_previous_run_to_be_confirmed(rig: ExportRig) -> None:
     await rig.make_list("serial", range(1, 5))
-    await rig.exporter.export(_request("serial", "crm-ids", "mirror"))
+    await rig.exporter.export(export_request("serial", "crm-ids", "mirror"))
     [first] = await rig.batches(expect=1)
     # The list changes before publish confirmed the first run: diffing now could miss a removal. The request
     # waits (recorded, off the consumer), and so does the next one of the audience, behind it.
     await rig.make_list("serial", range(2, 5))
-    second, third = _request("serial", "crm-ids", "mirror"), _request("serial", "crm-ids", "mirror")
+    second, third = export_request("serial", "crm-ids", "mirror"), export_request("serial", "crm-ids", "mirror")
     assert await rig.exporter.export(second) is None
     assert await rig.exporter.export(third) is None
     assert await rig.queue.tick() == 0  # the first run is still under way
@@ -272,10 +163,10 @@ async def test_a_redelivered_emitted_request_never_waits_for_a_newer_run(rig: Ex
     """Regression (found by `make chaos`): after a crash, Kafka redelivers old, already emitted requests
     ahead of a newer one whose run is unconfirmed; they must be skipped, not wait for it (a deadlock)."""
     await rig.make_list("replay", range(1, 5))
-    first = _request("replay", "crm-ids", "mirror")
+    first = export_request("replay", "crm-ids", "mirror")
     await rig.exporter.export(first)
     await rig.confirm(await rig.batches(expect=1))
-    second = _request("replay", "crm-ids", "mirror")
+    second = export_request("replay", "crm-ids", "mirror")
     await rig.exporter.export(second)  # emitted, not confirmed yet
     await rig.batches(expect=1)
     assert await rig.exporter.export(first) is None
@@ -283,7 +174,7 @@ async def test_a_redelivered_emitted_request_never_waits_for_a_newer_run(rig: Ex
 
 async def test_an_emitted_run_is_reported_started_then_progress_and_counted_by_publish(rig: ExportRig) -> None:
     await rig.make_list("st", range(1, 81))
-    run_id = await rig.exporter.export(_request("st", "crm-ids"))
+    run_id = await rig.exporter.export(export_request("st", "crm-ids"))
     assert run_id is not None
     batches = await rig.batches(expect=2)
     # Exactly two full batches: a full batch leaves only once another ID follows, so the last one is known.
@@ -307,10 +198,10 @@ async def test_an_emitted_run_is_reported_started_then_progress_and_counted_by_p
 
 async def test_adds_and_removes_share_batches_in_the_order_they_are_read(rig: ExportRig) -> None:
     await rig.make_list("mix", range(1, 51))
-    await rig.exporter.export(_request("mix", "crm-ids", "mirror"))
+    await rig.exporter.export(export_request("mix", "crm-ids", "mirror"))
     await rig.confirm(await rig.batches(expect=2))
     await rig.make_list("mix", range(31, 81))  # 1..30 leave, 51..80 join
-    run_id = await rig.exporter.export(_request("mix", "crm-ids", "mirror"))
+    run_id = await rig.exporter.export(export_request("mix", "crm-ids", "mirror"))
     first, last = await rig.batches(expect=2)
     # The adds are read first; the first batch is topped up with removes.
     assert (len(first.adds), len(first.removes), first.last) == (30, 10, False)
@@ -324,7 +215,7 @@ async def test_adds_and_removes_share_batches_in_the_order_they_are_read(rig: Ex
 
 async def test_a_new_attempt_fails_the_unfinished_run_of_its_request(rig: ExportRig) -> None:
     await rig.make_list("again", range(1, 5))
-    request = _request("again", "crm-ids")
+    request = export_request("again", "crm-ids")
     # An attempt that never finished emitting (the process died while sending its batches).
     await rig.campaign.pool.execute(
         "INSERT INTO export_request (request_id, audience_id, attempts, requested_by) VALUES ($1, $2, 1, 't')",
@@ -353,18 +244,12 @@ def _delivery(request: AudienceExportRequest, offset: int) -> Delivery[AudienceE
     return Delivery(message=request, topic="t", partition=0, offset=offset, key=None, headers=())
 
 
-async def _run_row(rig: ExportRig, run_id: uuid.UUID | None) -> asyncpg.Record:
-    row = await rig.campaign.pool.fetchrow("SELECT * FROM run WHERE run_id = $1", run_id)
-    assert row is not None
-    return row
-
-
 async def test_requests_of_other_audiences_go_ahead_of_one_that_waits(rig: ExportRig) -> None:
     await rig.make_list("a", range(1, 5))
     await rig.make_list("b", range(5, 9))
-    await rig.exporter.export(_request("a", "crm-ids", "mirror", name="A"))
+    await rig.exporter.export(export_request("a", "crm-ids", "mirror", name="A"))
     await rig.batches(expect=1)  # A's run is under way (publish has not confirmed it)
-    later_a, b = _request("a", "crm-ids", "mirror", name="A"), _request("b", "crm-ids", "mirror", name="B")
+    later_a, b = export_request("a", "crm-ids", "mirror", name="A"), export_request("b", "crm-ids", "mirror", name="B")
     # One poll: A's request waits (recorded, the handler returns), B's is emitted.
     assert await rig.exporter.handle([_delivery(later_a, 0), _delivery(b, 1)]) == []
     # Partitions are read in any order: B's batch is found by its audience.
@@ -378,10 +263,10 @@ async def test_requests_of_other_audiences_go_ahead_of_one_that_waits(rig: Expor
 async def test_a_stuck_run_ends_failed_after_the_bound_and_the_waiting_request_goes_ahead(rig: ExportRig) -> None:
     queue = ExportQueue(rig.campaign.pool, rig.exporter, rig.reporter, run_timeout_s=60)
     await rig.make_list("stuck", range(1, 5))
-    stuck = await rig.exporter.export(_request("stuck", "crm-ids", "mirror", name="S"))
+    stuck = await rig.exporter.export(export_request("stuck", "crm-ids", "mirror", name="S"))
     assert stuck is not None
     await rig.batches(expect=1)  # publish never finishes it (its batches refused, or lost)
-    behind = _request("stuck", "crm-ids", "mirror", name="S")
+    behind = export_request("stuck", "crm-ids", "mirror", name="S")
     assert await rig.exporter.export(behind) is None
     assert await queue.tick() == 0  # within the bound: the request waits
     # Its last move is put 61 s back rather than waited for.
@@ -392,10 +277,10 @@ async def test_a_stuck_run_ends_failed_after_the_bound_and_the_waiting_request_g
         # Publish is writing its files (it holds the run's lock): it is not stuck.
         await publish.execute("SELECT pg_advisory_lock($1)", _lock_key(stuck))
         assert await queue.tick() == 0
-        assert (await _run_row(rig, stuck))["state"] == "progress"
+        assert (await run_row(rig, stuck))["state"] == "progress"
         await publish.execute("SELECT pg_advisory_unlock($1)", _lock_key(stuck))
     assert await queue.tick() == 1
-    row = await _run_row(rig, stuck)
+    row = await run_row(rig, stuck)
     assert row["state"] == "failed"
     assert "EXPORT_RUN_TIMEOUT_S" in row["reason"]
     [emitted] = await rig.batches(expect=1)
@@ -406,12 +291,12 @@ async def test_a_stuck_run_ends_failed_after_the_bound_and_the_waiting_request_g
 async def test_a_mass_removal_is_held_with_its_numbers_until_released(rig: ExportRig) -> None:
     exporter = rig.guarded_exporter(max_removal_share=0.5, min_size=20)
     await rig.make_list("big", range(1, 41))
-    await exporter.export(_request("big", "crm-ids", "mirror", name="Big"))
+    await exporter.export(export_request("big", "crm-ids", "mirror", name="Big"))
     await rig.confirm(await rig.batches(expect=1))
     await rig.make_list("big", range(1, 11))  # 30 of the 40 shared IDs leave the list: 75%
-    request = _request("big", "crm-ids", "mirror", name="Big")
+    request = export_request("big", "crm-ids", "mirror", name="Big")
     held = await exporter.export(request)
-    row = await _run_row(rig, held)
+    row = await run_row(rig, held)
     assert row["state"] == "blocked"
     assert "would remove 30 of the 40 IDs" in row["reason"]
     assert "EXPORT_MAX_REMOVAL_SHARE" in row["reason"]
@@ -428,7 +313,7 @@ async def test_a_mass_removal_is_held_with_its_numbers_until_released(rig: Expor
     [released] = await rig.batches(expect=1)
     assert released.run_id == held
     assert sorted(released.removes) == [f"CRM{i:06d}" for i in range(11, 41)]
-    row = await _run_row(rig, held)
+    row = await run_row(rig, held)
     assert (row["state"], row["reason"], row["released_by"]) == ("progress", None, "ops")
     with pytest.raises(ReleaseRefused, match="only a held-back export run"):
         await release_export(exporter, rig.campaign.pool, held, "ops")
@@ -437,11 +322,11 @@ async def test_a_mass_removal_is_held_with_its_numbers_until_released(rig: Expor
 async def test_an_audience_belongs_to_its_list_until_an_operator_rebinds_it(rig: ExportRig) -> None:
     await rig.make_list("first", range(1, 5))
     await rig.make_list("second", range(3, 9))
-    await rig.exporter.export(_request("first", "crm-ids", "mirror", name="Owned"))
+    await rig.exporter.export(export_request("first", "crm-ids", "mirror", name="Owned"))
     await rig.confirm(await rig.batches(expect=1))
-    other = _request("second", "crm-ids", "mirror", name="Owned")
+    other = export_request("second", "crm-ids", "mirror", name="Owned")
     refused = await rig.exporter.export(other)
-    row = await _run_row(rig, refused)
+    row = await run_row(rig, refused)
     assert row["state"] == "failed"
     assert "belongs to list 'first'" in row["reason"]
     assert "audience rebind" in row["reason"]
@@ -458,7 +343,7 @@ async def test_an_audience_belongs_to_its_list_until_an_operator_rebinds_it(rig:
     audit = await rig.campaign.pool.fetchrow("SELECT * FROM audience_rebind WHERE audience_id = $1", audience_id)
     assert audit is not None
     assert (audit["from_list_id"], audit["rebound_by"]) == (first_id, "ops")
-    await rig.exporter.export(_request("second", "crm-ids", "mirror", name="Owned"))
+    await rig.exporter.export(export_request("second", "crm-ids", "mirror", name="Owned"))
     [moved] = await rig.batches(expect=1)
     assert sorted(moved.adds) == [f"CRM{i:06d}" for i in range(5, 9)]
     assert sorted(moved.removes) == ["CRM000001", "CRM000002"]
@@ -470,15 +355,15 @@ async def test_an_audience_belongs_to_its_list_until_an_operator_rebinds_it(rig:
 
 async def test_cancel_ends_a_run_for_good_and_leaves_what_the_platform_applied(rig: ExportRig) -> None:
     await rig.make_list("c", range(1, 5))
-    await rig.exporter.export(_request("c", "crm-ids", "mirror", name="C"))
+    await rig.exporter.export(export_request("c", "crm-ids", "mirror", name="C"))
     await rig.confirm(await rig.batches(expect=1))
     audience_id = export_audience_id("crm-ids", "C")
     applied = await rig.campaign.pool.fetch("SELECT id FROM exported_member WHERE audience_id = $1", audience_id)
     await rig.make_list("c", range(3, 9))
-    run_id = await rig.exporter.export(_request("c", "crm-ids", "mirror", name="C"))
+    run_id = await rig.exporter.export(export_request("c", "crm-ids", "mirror", name="C"))
     assert run_id is not None
     await rig.batches(expect=1)  # under way, never finished
-    assert await rig.exporter.export(_request("c", "crm-ids", "mirror", name="C")) is None  # waits behind it
+    assert await rig.exporter.export(export_request("c", "crm-ids", "mirror", name="C")) is None  # waits behind it
     async with rig.campaign.pool.acquire() as publish, rig.campaign.pool.acquire() as conn:
         await publish.execute("SELECT pg_advisory_lock($1)", _lock_key(run_id))
         with pytest.raises(CancelRefused, match="publish is writing"):
@@ -501,7 +386,7 @@ async def test_two_workers_handed_the_same_request_emit_it_once(rig: ExportRig) 
     """A redelivery after a rebalance, or two replicas resuming the same waiting request: the second waits for
     the first and finds the request emitted, rather than superseding an attempt still being emitted."""
     await rig.make_list("twice", range(1, 5))
-    request = _request("twice", "crm-ids")
+    request = export_request("twice", "crm-ids")
     results = await asyncio.gather(rig.exporter.export(request), rig.exporter.export(request))
     assert sorted(r is None for r in results) == [False, True]
     rows = await rig.campaign.pool.fetch("SELECT state FROM run WHERE request_id = $1", request.request_id)
@@ -514,14 +399,14 @@ async def test_a_full_run_is_guarded_too_and_a_small_audience_is_not(rig: Export
     await rig.make_list("full", range(1, 31))
     await rig.make_list("small", range(1, 11))
     for list_name in ("full", "small"):
-        await exporter.export(_request(list_name, "crm-ids", "full", name=list_name))
+        await exporter.export(export_request(list_name, "crm-ids", "full", name=list_name))
     await rig.confirm(await rig.batches(expect=2))
     await rig.make_list("full", range(1, 11))  # 20 of 30 leave
     await rig.make_list("small", range(1, 2))  # 9 of 10 leave, but 10 < EXPORT_GUARD_MIN_SIZE
-    held = await exporter.export(_request("full", "crm-ids", "full", name="full"))
-    assert (await _run_row(rig, held))["state"] == "blocked"
-    went = await exporter.export(_request("small", "crm-ids", "full", name="small"))
-    assert (await _run_row(rig, went))["state"] == "progress"
+    held = await exporter.export(export_request("full", "crm-ids", "full", name="full"))
+    assert (await run_row(rig, held))["state"] == "blocked"
+    went = await exporter.export(export_request("small", "crm-ids", "full", name="small"))
+    assert (await run_row(rig, went))["state"] == "progress"
     # Partitions are read in any order: the run's batch is found by its run id.
     records = await read_topic(rig.bootstrap, rig.topic, expect=3)
     [batch] = [b for r in records if (b := AudienceExportBatch.model_validate_json(r.value)).run_id == went]

@@ -23,9 +23,10 @@ from shared import http_auth
 from shared.kafka import ensure_topics
 from shared.messages import AudienceExportRequest
 from shared.settings import KafkaSettings
+from tests.fixtures.export_rig import ExportRig, rig  # noqa: F401
+from tests.fixtures.export_rig import export_request as _request
 from tests.helpers import read_all
 from tests.integration.test_export_dry_run import database_fingerprint
-from tests.integration.test_reconcile_export import ExportRig, _request, rig  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
