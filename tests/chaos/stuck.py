@@ -54,13 +54,18 @@ async def describe_unfinished(pool: asyncpg.Pool, delivered: list[str], last_req
 
 
 def log_warnings(workdir: Path, names: tuple[str, ...] = ("ingest", "reconcile", "publish"), last: int = 25) -> str:
-    """The last warnings and errors of each service's log (JSON lines with a level, and tracebacks' last lines)."""
+    """The last warnings and errors of each service's own log lines (JSON lines with a level, and tracebacks' last
+    lines), without aiokafka's, which repeat every reconnection attempt while a broker is away."""
     out: list[str] = []
     for name in names:
         path = workdir / f"{name}.log"
         if not path.exists():
             continue
-        noted = [line.rstrip()[:400] for line in path.read_text(errors="replace").splitlines() if _NOTED.search(line)]
+        noted = [
+            line.rstrip()[:400]
+            for line in path.read_text(errors="replace").splitlines()
+            if _NOTED.search(line) and '"logger":"aiokafka' not in line  # the client's reconnection noise
+        ]
         out.append(f"{name}: {len(noted)} warnings/errors, the last {min(last, len(noted))}:")
         out += [f"  {line}" for line in noted[-last:]]
     return "\n".join(out)
