@@ -54,6 +54,11 @@ async def next_attempt(conn: Any, request_id: uuid.UUID) -> uuid.UUID:
     return export_run_id(request_id, await conn.fetchval(NEXT_ATTEMPT, request_id))
 
 
+async def record_emitted(conn: Any, request_id: uuid.UUID, run_id: uuid.UUID) -> None:
+    """The request's outcome is this (emitted, held or refused) run: it no longer waits."""
+    await conn.execute(EMITTED, request_id, run_id)
+
+
 async def ensure_audience(
     conn: Any, request: AudienceExportRequest, list_id: int, source: Source, audience_id: str
 ) -> None:

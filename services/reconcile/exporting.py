@@ -271,7 +271,7 @@ class Exporter:
         run_id = await rows.next_attempt(conn, request.request_id)
         await self._new_run(conn, rows.new_run(run_id, request, list_id, source, audience_id, {}, state="failed"))
         outcome = await store.move(conn, run_id, "failed", reason=why)
-        await conn.execute(rows.EMITTED, request.request_id, run_id)
+        await rows.record_emitted(conn, request.request_id, run_id)
         log.warning("export_request_refused", request_id=str(request.request_id), audience_id=audience_id, reason=why)
         return outcome
 
@@ -290,7 +290,7 @@ class Exporter:
         """Diff and emit the run (or hold it back), record it as the request's, and report where it stands."""
         emitted = await self._emit(conn, run, list_id, source, audience_id, mode, guard=guard)
         async with conn.transaction():
-            await conn.execute(rows.EMITTED, request_id, run.run_id)
+            await rows.record_emitted(conn, request_id, run.run_id)
             if isinstance(emitted, _Held):
                 outcome = await store.move(
                     conn, run.run_id, "blocked", reason=emitted.reason, counts=emitted.plan.counts()
