@@ -127,7 +127,12 @@ class KafkaSettings(BaseServiceSettings):
         "the others; heartbeats every third of it. 6-1800: the broker's default group.min/max.session.timeout.ms.",
     )
     retry_backoff_initial_s: float = Field(0.2, gt=0, description="First delay before retrying a failed batch.")
-    retry_backoff_max_s: float = Field(10.0, gt=0, description="Cap of the (exponential, jittered) retry delay.")
+    retry_backoff_max_s: float = Field(
+        10.0,
+        gt=0,
+        description="Cap of the (exponential, jittered) retry delay; reconcile's export queue also waits up to this "
+        "much longer than EXPORT_WAIT_POLL_S after a failed look.",
+    )
     handler_max_attempts: int = Field(
         3,
         ge=1,

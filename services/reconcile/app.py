@@ -155,7 +155,8 @@ class ReconcileApp(KafkaPostgresApp):
         )
         # Requests waiting for an earlier run of their audience, and runs that never end: off the consumer.
         queue = ExportQueue(self.pool, self._exporter, self.reporter, run_timeout_s=self.settings.export_run_timeout_s)
-        self.spawn(queue.run(self.settings.export_wait_poll_s), "export-queue")
+        poll_s, backoff_max_s = self.settings.export_wait_poll_s, self.settings.retry_backoff_max_s
+        self.spawn(queue.run(poll_s, backoff_max_s=backoff_max_s), "export-queue")
         scheduler = Scheduler(self.pool, self.producer, requests_topic=self.topic(AUDIENCE_EXPORT_REQUESTS))
         self.spawn(scheduler.run(self.settings.schedule_poll_s), "scheduler")
         refresh_s = self.settings.audience_gauges_refresh_s

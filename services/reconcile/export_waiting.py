@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol
 
@@ -29,7 +29,7 @@ from services.reconcile.export_locks import try_lock_publish_run
 from shared.db import acquire
 from shared.logging import get_logger
 from shared.messages import AudienceExportRequest
-from shared.retry import is_transient
+from shared.retry import Backoff, is_transient
 from shared.runs import store
 from shared.runs.outcome import RunOutcome
 from shared.runs.reporter import RunReporter
@@ -163,13 +163,27 @@ class ExportQueue:
             await self._exporter.resume(requests)
         return len(requests)
 
-    async def run(self, interval_s: float) -> None:
-        """For the service's life; Postgres or Kafka being away is waited out, anything else stops it."""
+    async def run(
+        self,
+        interval_s: float,
+        *,
+        backoff_max_s: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """For the service's life; Postgres or Kafka being away is waited out, anything else stops it. After a
+        failure the next look waits longer (jittered, doubling, up to ``backoff_max_s`` more): a request handed
+        back while Kafka is away makes a new attempt (a run) each look, superseding the last."""
+        backoff = Backoff(initial_s=interval_s, max_s=backoff_max_s)
+        delay = interval_s
         while True:
-            await asyncio.sleep(interval_s)
+            await sleep(delay)
             try:
                 await self.tick()
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                log.warning("export_queue_retry_later", error=type(exc).__name__)
+                delay = interval_s + backoff.next_delay()
+                log.warning("export_queue_retry_later", error=type(exc).__name__, retry_in_s=round(delay, 2))
+            else:
+                backoff.reset()
+                delay = interval_s
