@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -57,8 +58,15 @@ SECURITY_HEADERS: Final = {
 _NAME: Final = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 _VERIFIED_TTL_S: Final = 300.0
 _VERIFIED_MAX: Final = 1024
-# Verified against when the user is unknown, so a wrong name costs the same time as a wrong password.
-_DUMMY_HASH: Final = hash_password("not a password", salt=b"audience-bridge!")
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """Verified against when the user is unknown, so a wrong name costs the same time as a wrong password.
+    Made when an authenticator with users is built, not at import: an scrypt hash costs ~70 ms, which every
+    process importing this module (each service, each CLI call) paid at start."""
+    return hash_password("not a password", salt=b"audience-bridge!")
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -141,6 +149,8 @@ class Authenticator:
     def __init__(self, credentials: Credentials) -> None:
         self._credentials = credentials
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        if credentials.users:
+            dummy_hash()  # made now, so that the first unknown name costs what a wrong password does
 
     async def principal(self, header: str | None) -> str | None:
         if not header:
@@ -174,7 +184,7 @@ class Authenticator:
         if remembered is not None and remembered[1] > time.monotonic():
             return remembered[0]
         encoded = self._credentials.users.get(name)
-        ok = await asyncio.to_thread(verify_password, password, encoded or _DUMMY_HASH)
+        ok = await asyncio.to_thread(verify_password, password, encoded or dummy_hash())
         if not ok or encoded is None:
             return None
         self._verified[key] = (name, time.monotonic() + _VERIFIED_TTL_S)
