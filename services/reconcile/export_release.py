@@ -17,7 +17,7 @@ import asyncpg
 
 from services.reconcile.export_binding import binding_of
 from services.reconcile.export_diff import CURRENT_IDS, diff_sql, load_source
-from services.reconcile.export_locks import lock_audience
+from services.reconcile.export_locks import lock_audience, try_lock_publish_run
 from services.reconcile.exporting import Exporter, OpenedRun
 from shared.db import acquire
 from shared.errors import PermanentError
@@ -124,6 +124,33 @@ async def release_export(exporter: Exporter, pool: asyncpg.Pool, run_id: uuid.UU
         counts = int_map(run["counts"])
         opened = OpenedRun(run_id, counts.get("received", 0), counts.get("excluded", 0))
         log.info("export_run_released", run_id=str(run_id), audience_id=run["audience_id"], released_by=released_by)
-        return await exporter.emit_run(
-            conn, opened, run["request_id"], run["list_id"], source, run["audience_id"], run["mode"], guard=False
-        )
+        try:
+            return await exporter.emit_run(
+                conn, opened, run["request_id"], run["list_id"], source, run["audience_id"], run["mode"], guard=False
+            )
+        except Exception as exc:
+            await _fail_unsent(exporter, pool, run_id, exc)
+            raise
+
+
+async def _fail_unsent(exporter: Exporter, pool: asyncpg.Pool, run_id: uuid.UUID, exc: Exception) -> None:
+    """A released run whose batches could not all be sent ends ``failed`` now, saying how to ask again, rather
+    than sitting in ``progress`` until ``EXPORT_RUN_TIMEOUT_S`` with its audience's next requests behind it (a
+    release cannot be repeated: the run is no longer held). Left alone if publish is finishing it (all its
+    batches arrived) or it moved on; if Postgres is gone too, the timeout ends it."""
+    reason = (
+        f"released, but its batches could not all be sent ({type(exc).__name__}): none of it reaches the platform; "
+        f"ask for the export again (POST /api/runs/{run_id}/retry)"
+    )
+    try:
+        async with acquire(pool) as conn, conn.transaction():
+            if not await try_lock_publish_run(conn, run_id):
+                return
+            run = await store.lock(conn, run_id, "export")
+            if run["state"] != "progress":
+                return
+            outcome = await store.move(conn, run_id, "failed", reason=reason)
+        log.warning("export_release_unsent", run_id=str(run_id), error=type(exc).__name__)
+        await exporter.report(outcome)
+    except Exception as again:  # the caller's error is the one to tell: this is the best that could be done
+        log.warning("export_release_unsent_not_ended", run_id=str(run_id), error=type(again).__name__)

@@ -132,6 +132,10 @@ class Exporter:
             )
         return await self._side_by_side(list(groups.values()))
 
+    async def report(self, outcome: RunOutcome) -> None:
+        """Announce a run's outcome reached outside the exporter's own flow (a release that failed)."""
+        await self._reporter.report(outcome)
+
     async def resume(self, requests: Sequence[AudienceExportRequest]) -> None:
         """Requests that waited for their audience (one per audience), handed back by the export queue; one
         another worker is handling right now is left to it."""

@@ -1,5 +1,5 @@
 """A request the export queue hands back is not lost when its attempt fails on the way, and is never handled twice
-at once (real Postgres and Kafka).
+at once; a released run whose batches cannot be sent ends at once (real Postgres and Kafka).
 
 Found by ``make chaos``: a request that had waited for its audience was resumed, its run committed, and the
 Postgres connection was cut while its batches went out. Its consumer had long moved past it, so no Kafka
@@ -18,6 +18,7 @@ import pytest_asyncio
 from aiokafka.errors import KafkaConnectionError
 
 from services.reconcile.export_locks import request_lock
+from services.reconcile.export_release import release_export
 from services.reconcile.exporting import SUPERSEDED, export_run_id
 from shared.kafka import OutgoingMessage
 from shared.retry import is_transient
@@ -105,3 +106,33 @@ async def test_the_queue_leaves_a_request_another_worker_is_handling_and_takes_i
     [batch] = await rig.batches(expect=1)
     assert batch.run_id == export_run_id(request_id, 1)
     assert await _request_row(rig, request_id) == (1, batch.run_id, False)
+
+
+async def test_a_release_whose_batches_cannot_be_sent_ends_its_run_failed_at_once(
+    rig: ExportRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = rig.guarded_exporter(max_removal_share=0.5, min_size=20)
+    await rig.make_list("held", range(1, 41))
+    await exporter.export(export_request("held", "crm-ids", "mirror", name="Held"))
+    await rig.confirm(await rig.batches(expect=1))
+    await rig.make_list("held", range(1, 11))  # 30 of 40 leave: held back by the guard
+    held = await exporter.export(export_request("held", "crm-ids", "mirror", name="Held"))
+    assert held is not None
+    assert (await run_row(rig, held))["state"] == "blocked"
+    send = rig.producer.send
+
+    async def broker_away_for_batches(messages: Sequence[OutgoingMessage]) -> None:
+        if any(m.topic == rig.topic for m in messages):
+            raise KafkaConnectionError("the broker went away while the released run's batches were sent")
+        await send(messages)
+
+    monkeypatch.setattr(rig.producer, "send", broker_away_for_batches)
+    with pytest.raises(KafkaConnectionError):  # the operator is told
+        await release_export(exporter, rig.campaign.pool, held, "ops")
+    row = await run_row(rig, held)
+    # Not left in progress for EXPORT_RUN_TIMEOUT_S (a release cannot be repeated): ended, saying what to do.
+    assert row["state"] == "failed"
+    assert "could not all be sent (KafkaConnectionError)" in row["reason"]
+    assert f"/api/runs/{held}/retry" in row["reason"]
+    assert row["released_by"] == "ops"
+    assert rig.runs_counted("failed") == 1
