@@ -53,14 +53,20 @@ async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
     return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-async def read_topic(
-    bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read ``expect`` records from the start of ``topic`` (no group, nothing committed)."""
+async def _from_the_start(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A started consumer of every partition of ``topic`` from its start, in no group (commits nothing)."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
+    return consumer
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``expect`` records from the start of ``topic`` (no group, nothing committed)."""
+    consumer = await _from_the_start(bootstrap, topic)
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         deadline = time.monotonic() + timeout
@@ -77,10 +83,7 @@ async def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list
     """Every record ``topic`` holds now: from the start up to the end offsets taken first (no group, nothing
     committed). Unlike ``read_topic(..., expect=<more than there is>)`` it returns as soon as it is at the end
     instead of waiting out a timeout, so it makes a quick probe for ``eventually``."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
+    consumer = await _from_the_start(bootstrap, topic)
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         deadline = time.monotonic() + timeout

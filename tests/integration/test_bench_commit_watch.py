@@ -9,9 +9,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from shared.migrations import migrate
-from tests.bench.campaign import load_recipients
 from tests.bench.commit_latency import CommitWatch, awaited_ranges
+from tests.fixtures.bridge_db import bench_campaign_pool
 
 pytestmark = pytest.mark.integration
 
@@ -20,13 +19,8 @@ N = 20_000
 
 @pytest_asyncio.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    assert created is not None
-    async with created.acquire() as conn:
-        await migrate(conn)
-    await load_recipients(created, N)
-    yield created
-    await created.close()
+    async with bench_campaign_pool(database_url, N, max_size=2) as created:
+        yield created
 
 
 async def _add(pool: asyncpg.Pool, list_id: int, ids: list[int]) -> None:

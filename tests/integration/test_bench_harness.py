@@ -13,12 +13,11 @@ import pytest
 import pytest_asyncio
 
 import tests.bench.__main__ as bench_main
-from shared.migrations import migrate
-from tests.bench.campaign import load_recipients
 from tests.bench.commit_latency import CommitWatch
 from tests.bench.import_bench import _ecid_rows, _email_rows
 from tests.bench.import_floor import measure_floor
 from tests.bench.output_checks import BenchOutputError, check_lists, import_expectations, require
+from tests.fixtures.bridge_db import bench_campaign_pool
 
 pytestmark = pytest.mark.integration
 N = 2000
@@ -26,13 +25,8 @@ N = 2000
 
 @pytest_asyncio.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    assert created is not None
-    async with created.acquire() as conn:
-        await migrate(conn)
-    await load_recipients(created, N)
-    yield created
-    await created.close()
+    async with bench_campaign_pool(database_url, N, max_size=4) as created:
+        yield created
 
 
 async def _floor(pool: asyncpg.Pool) -> float:
