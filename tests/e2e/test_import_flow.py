@@ -184,7 +184,7 @@ async def test_full_by_visitor_id_and_iter_by_declared_id(stack: ImportStack) ->
     assert '"received": 53' in counts
     assert '"invalid": 1' in counts
     assert '"unmatched": 1' in counts
-    assert full.info_name in stack.area("processed")
+    await eventually(lambda: stack.area_names("processed"), until=lambda names: full.info_name in names)
     assert stack.area("rejected") == set()
 
     # Members who left the segment leave the list with the next full snapshot; a delta removes too.
@@ -198,7 +198,10 @@ async def test_info_first_split_gzip_parts(stack: ImportStack) -> None:
     rows: list[Row] = [(ecid_of(i), [SEG_VISITORS], []) for i in range(1, 181)]
     batch = await stack.deliver("full", rows, gzip=True, max_part_bytes=2500, info_first=True)
     await _wait_members(stack, "visitors-5001", set(range(1, 181)))
+    # Filed away once its runs are emitted, which may be a moment after reconcile applied them.
+    await eventually(lambda: _inbox(stack), until=lambda names: names == set())
     processed = stack.area("processed")
+    assert batch.info_name in processed
     assert sum(1 for name in processed if name.startswith(batch.batch_root) and name.endswith(".gz")) >= 3
 
 
@@ -260,7 +263,9 @@ async def test_ingest_killed_mid_run_neither_loses_nor_duplicates(stack: ImportS
         await stack.campaign.pool.fetchval("SELECT count(*) FROM unmatched_id WHERE audience_id = 'visitors-5001'")
         == 19_800
     )
-    assert await stack.campaign.pool.fetchval("SELECT state FROM processed_file") == "processed"
+    # Recorded by ingest once every batch is emitted, which may be a moment after reconcile ended the run.
+    ledger = "SELECT state FROM processed_file"
+    await eventually(lambda: stack.campaign.pool.fetchval(ledger), until=lambda state: state == "processed")
 
 
 async def test_a_processed_batch_is_not_processed_again_after_a_restart(stack: ImportStack) -> None:

@@ -264,7 +264,9 @@ async def test_files_written_slowly_under_temporary_names_are_imported_once_and_
     await _wait_members(stack, "seg-visitors", set(range(1, 31)))
     [run] = await _ended(stack, "seg-visitors", 1)
     assert run["state"] == "succeeded"
-    assert stack.area("processed") == {part.summary.name, batch.info_name}
+    # Filed away after its run was emitted: possibly a moment after reconcile ended it.
+    expected = {part.summary.name, batch.info_name}
+    await eventually(lambda: _async(stack.area("processed")), until=lambda filed: filed == expected)
     # The misnamed file, once it stopped growing, waited out the quiet period and was rejected, alone.
     await eventually(lambda: _async(stack.area("rejected")), until=lambda r: growing.name in r, timeout=30)
     assert stack.area("rejected") == {growing.name, growing.name + ".reason.txt"}
