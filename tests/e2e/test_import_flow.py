@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -226,12 +227,18 @@ async def test_a_pii_restricted_segment_is_blocked_and_nothing_is_written(stack:
     await _wait_members(stack, "visitors-5001", set(range(1, 21)))
     assert await stack.members("mixed-5003") == set()
     assert await stack.runs("mixed-5003") == []
-    blocked = [
-        line
-        for line in stack.ingest.log_lines()
-        if line["event"] == "run_status" and line.get("state") == "blocked" and line.get("audience_id") == "mixed-5003"
-    ]
-    assert blocked
+
+    async def blocked_reports() -> list[dict[str, Any]]:
+        return [
+            line
+            for line in stack.ingest.log_lines()
+            if line["event"] == "run_status"
+            and line.get("state") == "blocked"
+            and line.get("audience_id") == "mixed-5003"
+        ]
+
+    # Reported once the batch's runs are emitted, which may be a moment after reconcile applied the other's.
+    blocked = await eventually(blocked_reports, until=bool)
     assert "PII" in blocked[0]["reason"] or "personally identifiable" in blocked[0]["reason"]
 
 
@@ -272,6 +279,7 @@ async def test_a_processed_batch_is_not_processed_again_after_a_restart(stack: I
     rows: list[Row] = [(ecid_of(i), [SEG_VISITORS], []) for i in range(1, 61)]
     batch = await stack.deliver("full", rows)
     await _wait_members(stack, "visitors-5001", set(range(1, 61)))
+    await eventually(lambda: _inbox(stack), until=lambda names: names == set())  # filed away before the restart
     await stack.ingest.stop()
     # The same files delivered again under the same names (a platform retry) after a restart.
     await stack.zone.write(batch.info_name, await stack.zone.read_bytes("processed/" + batch.info_name))

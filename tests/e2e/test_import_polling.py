@@ -129,7 +129,8 @@ async def test_an_audiences_deliveries_are_imported_at_its_slots_only(stack: Pol
         lambda: stack.runs("hourly"), until=lambda runs: len(runs) == 1 and runs[0]["state"] == "succeeded"
     )
     assert orjson.loads(run["counts"])["received"] == 20
-    polled = await stack.poll()
+    # Recorded when the scan ends, after the batch is filed away: possibly a moment after reconcile ended the run.
+    polled = await eventually(stack.poll, until=lambda row: row is not None and row["last_slot"] is not None)
     assert polled is not None
     assert polled["last_slot"] == polled["anchor"] + timedelta(hours=1)
     assert not held & stack.inbox()

@@ -271,6 +271,9 @@ async def test_files_written_slowly_under_temporary_names_are_imported_once_and_
     await eventually(lambda: _async(stack.area("rejected")), until=lambda r: growing.name in r, timeout=30)
     assert stack.area("rejected") == {growing.name, growing.name + ".reason.txt"}
     assert (stack.root / "rejected" / growing.name).read_bytes() == b"segment,note\n" * 400
-    events = [line["event"] for line in stack.ingest.log_lines()]
+    # Logged once its files are moved: a moment after they show in processed/.
+    events = await eventually(
+        lambda: _async([line["event"] for line in stack.ingest.log_lines()]), until=lambda ev: "batch_processed" in ev
+    )
     assert "batch_rejected" not in events
     assert events.count("batch_processed") == 1

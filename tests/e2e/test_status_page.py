@@ -185,9 +185,19 @@ async def test_status_page_in_chromium_and_reconcile_metrics(
         await producer.stop()
 
     # Metrics, from the real process: counted where the counts were computed.
-    status, text = await reconcile.get("/metrics")
-    assert status == 200
-    values = metric_values(text)
+    # A run is counted once its status event is sent, after its commit: looked at until the last is.
+    def imports(values: dict[Any, float], state: str) -> float | None:
+        return values.get(("ab_runs_total", (("direction", "import"), ("state", state))))
+
+    def counted(values: dict[Any, float]) -> bool:
+        return imports(values, "succeeded") == 2 and imports(values, "blocked") == 1
+
+    async def page() -> dict[Any, float]:
+        status, text = await reconcile.get("/metrics")
+        assert status == 200
+        return metric_values(text)
+
+    values = await eventually(page, until=counted, timeout=10)
 
     def value(name: str, **labels: str) -> float | None:
         return values.get((name, tuple(sorted(labels.items()))))
