@@ -75,8 +75,9 @@ def native_change(data: dict[str, Any]) -> RecipientChange | None:
         return None
     if not (0 <= recipient_id <= _MAX_ID and 0 <= position <= _MAX_ID):
         return None
-    if type(data.get("schema_version", SCHEMA_VERSION)) is not int or type(data.get("opted_out", False)) is not bool:
-        return None
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version != SCHEMA_VERSION or type(data.get("opted_out", False)) is not bool:
+        return None  # another version is the model's to refuse, with its reason
     for name in _TEXT_FIELDS:
         text = data.get(name)
         if text is not None and (type(text) is not str or len(text) > _MAX_TEXT or "\x00" in text):
