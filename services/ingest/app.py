@@ -13,6 +13,7 @@ from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.event_ledger import EventLedger
 from services.ingest.events import SegmentEventHandler
 from services.ingest.files import FileImporter
+from services.ingest.flush_window import FlushWindow, FlushWindowMetrics, ended_runs_in
 from services.ingest.governance import Governance
 from services.ingest.outbound_batches import names_from_settings
 from services.ingest.part_spool import default_spool_dir, prepare_spool_dir
@@ -49,6 +50,7 @@ class IngestApp(KafkaPostgresApp):
         # Parsed here so a malformed URL stops the service at start (no I/O happens).
         open_dropzone(settings.import_dropzone_url, s3=settings.s3_options())
         self.platform_metrics = PrometheusPlatformMetrics(self.metrics.registry)
+        self.flush_window_metrics = FlushWindowMetrics(self.metrics.registry)
         self.zone: DropZone | None = None
         self.platform: PlatformClient | None = None
         self.files_total = Counter(
@@ -94,6 +96,12 @@ class IngestApp(KafkaPostgresApp):
             governance=self._govern,
             batch_size=self.settings.membership_batch_size,
             ledger=ledger,
+            window=FlushWindow(
+                ended_runs_in(self.pool),
+                limit=self.settings.segment_events_flushes_in_flight,
+                max_wait_s=self.settings.segment_events_flush_wait_max_ms / 1000,
+                metrics=self.flush_window_metrics,
+            ),
         )
         self.spawn(ledger.purge_periodically(3600), "segment-event-ledger-retention")
         self._files = FileImporter(

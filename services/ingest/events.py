@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.event_ledger import EventLedger
+from services.ingest.flush_window import FlushWindow
 from services.ingest.governance import GovernanceCheck
 from services.ingest.membership import membership_batches
 from services.ingest.run_ids import event_run_id
@@ -110,9 +111,12 @@ class SegmentEventHandler:
         governance: GovernanceCheck,
         batch_size: int = 5000,
         ledger: EventLedger | None = None,
+        window: FlushWindow | None = None,
     ) -> None:
-        """``ledger``: de-duplicates across polls (None: within each poll only)."""
+        """``ledger``: de-duplicates across polls (None: within each poll only). ``window``: paces flushes by
+        reconcile's progress (:mod:`services.ingest.flush_window`; None: never waits)."""
         self._ledger = ledger
+        self._window = window
         self._directory = directory
         self._producer = producer
         self._topic = membership_topic
@@ -135,6 +139,10 @@ class SegmentEventHandler:
         try:
             async with self._one_at_a_time:
                 if not entry.done.done():  # not handled with an earlier group: lead the next one
+                    # While reconcile has not ended the runs of the last flushes, the polls arriving meanwhile
+                    # join this group: one run more per audience instead of one per poll.
+                    if self._window is not None:
+                        await self._window.room()
                     # One turn of the loop first: the other partitions of the same consumer poll, whose workers
                     # are ready to run, join this group rather than make the next one.
                     await asyncio.sleep(0)
@@ -179,6 +187,8 @@ class SegmentEventHandler:
                 await sender.flush()
             finally:
                 await sender.close()
+        if self._window is not None:
+            self._window.sent(self._run_id(slot.first, slot.audience) for slot in pending.values())
         return rejected
 
     async def _routed(self, deliveries: Sequence[Delivery[SegmentEvent]], rejected: list[Rejected]) -> list[_Routed]:

@@ -69,6 +69,21 @@ class IngestSettings(KafkaSettings, DatabaseSettings, PlatformSettings, S3Settin
         "arrived while the last one was handled). Every poll is a run and a transaction in reconcile: 0 sends "
         "each trickle on its own.",
     )
+    segment_events_flushes_in_flight: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="Flushes of segment events whose runs reconcile has not ended that the next flush waits behind "
+        "(at most SEGMENT_EVENTS_FLUSH_WAIT_MAX_MS); the polls arriving meanwhile join it, so when reconcile falls "
+        "behind, runs grow instead of piling up. 0: never waits.",
+    )
+    segment_events_flush_wait_max_ms: int = Field(
+        1000,
+        ge=1,
+        le=60_000,
+        description="The longest a flush of segment events waits for reconcile to end earlier flushes' runs "
+        "(reconcile down or far behind: each flush then goes out after this, carrying what arrived meanwhile).",
+    )
     segment_events_concurrency: int = Field(
         6,
         ge=1,

@@ -29,6 +29,24 @@ def lag_of(metrics_text: str, topic: str) -> int:
     return int(total)
 
 
+FLUSH_WAITS = {
+    "ab_segment_events_flush_wait_seconds_count": "flush_waits",
+    "ab_segment_events_flush_wait_seconds_sum": "flush_wait_s",
+    "ab_segment_events_flush_wait_timeouts_total": "flush_wait_timeouts",
+}
+
+
+def flush_waits_of(metrics_text: str) -> dict[str, float]:
+    """Ingest's waits for reconcile (``services/ingest/flush_window.py``) in its /metrics page: how many flushes
+    went through the window, the seconds they waited in all, and the waits that reached their bound."""
+    found = {}
+    for line in metrics_text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in FLUSH_WAITS:
+            found[FLUSH_WAITS[name]] = round(float(value), 3)
+    return found
+
+
 @dataclass
 class Sample:
     at: float
@@ -51,6 +69,17 @@ class StreamProbe:
             except (aiohttp.ClientError, TimeoutError):
                 lags[service] = -1
         return lags
+
+    async def flush_waits(self) -> dict[str, float]:
+        """Ingest's waits for reconcile so far (empty if its page cannot be read)."""
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+                session.get(self.stack.services["ingest"].url + "/metrics") as resp,
+            ):
+                return flush_waits_of(await resp.text())
+        except (aiohttp.ClientError, TimeoutError):
+            return {}
 
     async def _waits(self) -> dict[str, int]:
         rows = await self.stack.pool.fetch(

@@ -21,7 +21,7 @@ from tests.bench.campaign import PLATFORM_SEED, ecid, load_recipients
 from tests.bench.commit_latency import CommitWatch, percentiles
 from tests.bench.output_checks import ListExpectation, check_lists
 from tests.bench.stack import bench_stack
-from tests.bench.stream_probe import StreamProbe
+from tests.bench.stream_probe import StreamProbe, summary
 
 # Slices of 50 ms in flight at most (1 s): past it the sender waits for the oldest, and ``rate_per_s`` shows
 # the rate it could offer rather than a backlog piling up in the producer until its sends time out.
@@ -148,10 +148,13 @@ async def run_streaming(workdir: Path, rate: int, seconds: int) -> dict[str, Any
         async with stack.pool.acquire() as conn:
             await check_lists(conn, [ListExpectation("visitors-5001", 1, total, 0, "unknown_ecid")], "streaming")
         rss = stack.rss()
+        waits = await probe.flush_waits()
     return {
         "events": total,
         "rate_per_s": round(total / send_seconds),
         **percentiles(watch.latencies_ms),
         "poll_interval_ms": round(watch.interval * 1000, 1),
+        **summary(probe),
+        **waits,
         "rss_mb": rss,
     }

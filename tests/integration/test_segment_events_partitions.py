@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from services.ingest.audiences import AudienceDirectory, ImportAudience
 from services.ingest.event_ledger import EventLedger
 from services.ingest.events import SegmentEventHandler
+from services.ingest.flush_window import FlushWindow, ended_runs_in
 from services.reconcile.importing import Importer, ImportGuards
 from shared.errors import TransientError
 from shared.kafka import Delivery, OutgoingMessage, Producer, ensure_topics
@@ -89,7 +90,9 @@ class Ingest:
     bootstrap: str
     prefix: str
 
-    def handler(self, producer: Producer | GatedProducer | None = None) -> SegmentEventHandler:
+    def handler(
+        self, producer: Producer | GatedProducer | None = None, window: FlushWindow | None = None
+    ) -> SegmentEventHandler:
         return SegmentEventHandler(
             directory=AudienceDirectory(self.campaign.pool, refresh_s=60),
             producer=producer or self.producer,  # type: ignore[arg-type]  # GatedProducer sends as Producer does
@@ -97,6 +100,7 @@ class Ingest:
             status=RunReporter(self.producer, service="test", topic_prefix=self.prefix),
             governance=_no_governance,
             ledger=self.ledger,
+            window=window,
         )
 
     async def batches(self, expect: int) -> list[AudienceMembership]:
@@ -201,6 +205,57 @@ async def test_polls_of_partitions_waiting_meanwhile_are_handled_together_as_one
     batches = await ingest.batches(expect=2)
     assert [sorted(b.adds) for b in batches] == [[ecid_of(1)], [ecid_of(2), ecid_of(3), ecid_of(4)]]
     assert len({b.run_id for b in batches}) == 2
+
+
+async def _apply(ingest: Ingest, batches: Sequence[AudienceMembership]) -> None:
+    """What reconcile does with them: the runs applied and ended (``succeeded`` in ``run``)."""
+    importer = Importer(
+        ingest.campaign.pool,
+        RunReporter(ingest.producer, service="test", topic_prefix=ingest.prefix),
+        ImportGuards(max_removal_share=0.5, min_list_size=10),
+    )
+    await importer.handle(
+        [
+            Delivery(message=b, topic="audience-membership", partition=0, offset=k, key=None, headers=())
+            for k, b in enumerate(batches)
+        ]
+    )
+
+
+async def test_a_flush_waits_for_reconcile_to_end_the_last_ones_and_takes_the_polls_arriving_meanwhile(
+    ingest: Ingest,
+) -> None:
+    """One flush allowed in flight: the first poll's run goes out; the next poll's flush waits until reconcile ended
+    that run (its state in ``run``), and a poll arriving meanwhile joins it: one run for both, not a run each."""
+    lookup = ended_runs_in(ingest.campaign.pool)
+    looks: list[int] = []
+
+    async def ended(run_ids: list[uuid.UUID]) -> Collection[uuid.UUID]:
+        found = await lookup(run_ids)
+        looks.append(len(found))
+        return found
+
+    async def looked() -> int:
+        return len(looks)
+
+    window = FlushWindow(ended, limit=1, max_wait_s=30, poll_s=0.01)
+    handler = ingest.handler(window=window)
+    assert await handler(poll(0, [event(1, "add")])) == []
+    [first] = await ingest.batches(expect=1)
+    second = asyncio.create_task(handler(poll(1, [event(2, "add"), event(3, "add")])))
+    await eventually(looked, until=lambda n: n >= 3, timeout=10, interval=0.01)  # it looked, and looks again
+    assert not second.done(), "the flush went out while reconcile had not ended the last one"
+    assert set(looks) == {0}
+    third = asyncio.create_task(handler(poll(2, [event(4, "add")])))
+    await asyncio.sleep(0)  # queued behind the waiting flush
+    await _apply(ingest, [first])
+    assert list(await asyncio.wait_for(asyncio.gather(second, third), timeout=10)) == [[], []]
+    batches = await ingest.batches(expect=2)
+    assert sorted(batches[1].adds) == [ecid_of(2), ecid_of(3), ecid_of(4)]
+    assert window.in_flight == 1
+    await _no_more_batches(ingest, after=2)
+    await _apply(ingest, batches[1:])
+    assert await _members(ingest.campaign.pool) == {1, 2, 3, 4}
 
 
 async def test_a_failed_group_fails_each_of_its_polls(ingest: Ingest) -> None:

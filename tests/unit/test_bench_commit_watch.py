@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
 
+from services.ingest.flush_window import FlushWindowMetrics
 from tests.bench.commit_latency import awaited_ranges
-from tests.bench.stream_probe import Sample, StreamProbe, lag_of
+from tests.bench.stream_probe import Sample, StreamProbe, flush_waits_of, lag_of
 from tests.bench.streaming_bench import timeline
 
 
@@ -51,3 +53,14 @@ def test_the_probe_sums_a_topics_lag_over_its_partitions_and_windows_the_samples
     assert "lag ingest      40  reconcile    1" in first
     assert "Lock:transactionid 3" in first
     assert "lag ingest       5  reconcile    3" in second
+
+
+def test_the_probe_reads_ingests_waits_for_reconcile_from_its_real_metrics_page() -> None:
+    registry = CollectorRegistry()
+    metrics = FlushWindowMetrics(registry)
+    for waited in (0.0, 0.25, 1.0):
+        metrics.waited.observe(waited)
+    metrics.timeouts.inc()
+    page = generate_latest(registry).decode()
+    assert flush_waits_of(page) == {"flush_waits": 3.0, "flush_wait_s": 1.25, "flush_wait_timeouts": 1.0}
+    assert flush_waits_of("") == {}
