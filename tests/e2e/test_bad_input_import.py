@@ -13,180 +13,44 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
-import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
 
 from services.ingest.run_ids import file_run_id, rejected_batch_run_id
-from services.reconcile.catalog import CatalogImportAudience, upsert_import_audience
-from shared.dropzone import FileDropZone
 from shared.errors import PermanentError
 from shared.formats.lines import collect_parts
 from shared.formats.outbound import OutboundFileName, OutboundRow, OutboundWriter
-from shared.kafka import OutgoingMessage, Producer
+from shared.kafka import OutgoingMessage
 from shared.messages import AudienceMembership, SegmentEvent
-from shared.metrics import RuntimeMetrics
-from shared.settings import KafkaSettings
 from tests import corpus
 from tests.corpus.harness import (
-    TokenRecorder,
-    TopicTail,
-    bootstrap_servers,
-    ecsim_seed,
-    fresh_database,
     headers,
     leaks,
     secrets_to_hunt,
-    start_services,
-    stop_services,
 )
-from tests.fixtures.bridge_db import HASHED_EMAILS, VISITORS, ecid_of, seed_campaign
-from tests.fixtures.ecsim import EcsimEndpoint, _spawn, _stop
-from tests.fixtures.stack import ServiceProcess, spawn_service
+from tests.fixtures.bad_input_stack import (
+    CONTROL_AUDIENCE,
+    CONTROL_SEGMENT,
+    EVENTS_AUDIENCE,
+    EVENTS_SEGMENT,
+    MEMBERSHIP_AUDIENCE,
+    Stack,
+    bad_input_stack,
+)
+from tests.fixtures.bridge_db import ecid_of
+from tests.fixtures.stack import spawn_service
 from tests.helpers import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
-EVENTS_AUDIENCE, EVENTS_SEGMENT = "corpus-events", 6500
-MEMBERSHIP_AUDIENCE, MEMBERSHIP_SEGMENT = "corpus-membership", 6600
-CONTROL_AUDIENCE, CONTROL_SEGMENT = "corpus-control", 6700
-PARTS_TIMEOUT_S = 3
-
-
-@dataclass
-class Stack:
-    pool: asyncpg.Pool
-    root: Path
-    zone: FileDropZone
-    prefix: str
-    env: dict[str, str]
-    services: dict[str, ServiceProcess]
-    tail: TopicTail
-    producer: Producer
-    ims: TokenRecorder
-    client_secret: str
-    ecsim: EcsimEndpoint
-
-    def topic(self, base: str) -> str:
-        return self.prefix + base
-
-    async def members(self, audience: str) -> set[int]:
-        rows = await self.pool.fetch(
-            "SELECT recipient_id FROM list_member JOIN shared_audience USING (list_id) WHERE audience_id = $1",
-            audience,
-        )
-        return {r["recipient_id"] for r in rows}
-
-    def area(self, name: str) -> set[str]:
-        folder = self.root / name
-        return {p.name for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
-
-    async def alive(self) -> None:
-        for service in self.services.values():
-            assert service.process.returncode is None, f"{service.name} exited: {service.log_path.read_text()[-2000:]}"
-            assert (await service.get("/readyz"))[0] == 200, f"{service.name} is not ready"
-
-
-def _segments() -> dict[int, int]:
-    """Every segment the module uses -> the platform data source it is built on."""
-    segments = {EVENTS_SEGMENT: 1001, MEMBERSHIP_SEGMENT: 1001, CONTROL_SEGMENT: 1001}
-    for case in corpus.of_kind("outbound-batch"):
-        segments[case["segment"]] = 1002 if case["data_source"] == HASHED_EMAILS.name else 1001
-    return segments
-
-
-async def _audiences(pool: asyncpg.Pool) -> None:
-    specs = [
-        (EVENTS_AUDIENCE, EVENTS_SEGMENT, VISITORS.name),
-        (MEMBERSHIP_AUDIENCE, MEMBERSHIP_SEGMENT, VISITORS.name),
-        (CONTROL_AUDIENCE, CONTROL_SEGMENT, VISITORS.name),
-    ]
-    specs += [(c["audience"], c["segment"], c["data_source"]) for c in corpus.of_kind("outbound-batch")]
-    async with pool.acquire() as conn:
-        for audience, segment, data_source in specs:
-            spec = CatalogImportAudience(
-                audience_id=audience,
-                name=audience,
-                platform_segment_id=segment,
-                data_source=data_source,
-                list=f"List {audience}",
-            )
-            await upsert_import_audience(conn, spec)
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(infra: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    tmp = tmp_path_factory.mktemp("bad-input-import")
-    secret = f"corpus-client-secret-{uuid.uuid4().hex}"
-    process, ecsim = await asyncio.to_thread(_spawn, tmp / "ecsim.log", {"ECSIM_CLIENT_SECRET": secret})
-    ims = TokenRecorder(ecsim.ims_url)
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    try:
-        await ecsim.seed(ecsim_seed(_segments()))
-        ims_url = await ims.start()
-        async with fresh_database() as dsn:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-            assert pool is not None
-            await seed_campaign(pool, 200)
-            await _audiences(pool)
-            root = tmp / "import"
-            env = {
-                "TOPIC_PREFIX": prefix,
-                "DATABASE_URL": dsn,
-                "IMPORT_DROPZONE_URL": root.as_uri(),
-                "IMPORT_POLL_INTERVAL_S": "0.2",
-                "IMPORT_PARTS_TIMEOUT_S": str(PARTS_TIMEOUT_S),
-                "IMPORT_QUIET_PERIOD_S": "1",  # misnamed files are rejected once they stop changing: soon, here
-                "PLATFORM_IMS_URL": ims_url,
-                "PLATFORM_API_URL": ecsim.api_url,
-                "PLATFORM_CLIENT_SECRET": secret,
-                "FULL_IMPORT_GUARD_MIN_LIST_SIZE": "1000",
-                "RETRY_BACKOFF_INITIAL_S": "0.05",
-                "RETRY_BACKOFF_MAX_S": "0.5",
-                "LOG_LEVEL": "DEBUG",  # the most a service ever writes: the most room for a leak
-            }
-            services = await start_services(["reconcile", "ingest"], env, tmp)
-            tail = TopicTail(
-                [
-                    prefix + "audience-sync-status",
-                    prefix + "segment-events.dlq",
-                    prefix + "audience-membership.dlq",
-                ]
-            )
-            await tail.start()
-            producer = Producer(
-                KafkaSettings(kafka_bootstrap_servers=bootstrap_servers()), "corpus", RuntimeMetrics("c")
-            )
-            await producer.start()
-            zone = FileDropZone(root)
-            try:
-                yield Stack(
-                    pool=pool,
-                    root=root,
-                    zone=zone,
-                    prefix=prefix,
-                    env=env,
-                    services={s.name: s for s in services},
-                    tail=tail,
-                    producer=producer,
-                    ims=ims,
-                    client_secret=secret,
-                    ecsim=ecsim,
-                )
-            finally:
-                await producer.stop()
-                await tail.stop()
-                await stop_services(services)
-                await zone.close()
-                await pool.close()
-    finally:
-        await ims.stop()
-        await asyncio.to_thread(_stop, process)
+    async with bad_input_stack(tmp_path_factory.mktemp("bad-input-import")) as running:
+        yield running
 
 
 # ------------------------------------------------------------------------------------ outbound files
