@@ -10,7 +10,6 @@ escapes (``\\\\`` for a backslash, ``\\t``, ``\\n`` and the like for control cha
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Final
 
 from shared.errors import PermanentError
@@ -77,15 +76,3 @@ def escape_copy_value(value: str) -> str:
     if "\x00" in value:
         raise CopyFormatError("a NUL character cannot be stored in a text column")
     return value.translate(_ESCAPED_ON_INPUT)
-
-
-def copy_rows_sharing_columns(shared: Sequence[str], values: Sequence[str]) -> bytes:
-    """COPY text input of one row per value: the ``shared`` columns (the same in every row), then the value.
-    Built by joins, as the values are many (a batch of IDs) and mostly need no escaping."""
-    if not values:
-        return b""
-    joined = "".join(values)
-    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined or "\x00" in joined:
-        values = [escape_copy_value(v) for v in values]
-    prefix = "".join(escape_copy_value(c) + "\t" for c in shared)
-    return (prefix + ("\n" + prefix).join(values) + "\n").encode()

@@ -11,8 +11,10 @@ with the reason; nothing of it is written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from services.reconcile.import_target import TARGET_FIELDS, ImportTarget
 from shared.errors import PermanentError
 from shared.platform.models import PII
 
@@ -23,26 +25,33 @@ class PolicyRefused(PermanentError):
     """The audience's data export controls forbid importing it into a campaign list."""
 
 
-async def import_refusal(conn: Connection, audience_id: str) -> str | None:
-    """Why membership of ``audience_id`` may not be written (None: it may)."""
-    row = await conn.fetchrow(
-        """SELECT ds.name, ds.export_controls, sa.platform_segment_id, g.refusal
-             FROM shared_audience sa JOIN data_source ds USING (data_source_id)
-             LEFT JOIN segment_governance g ON g.platform_segment_id = sa.platform_segment_id
-            WHERE sa.audience_id = $1 AND sa.direction = 'import'""",
-        audience_id,
-    )
-    if row is None:
-        return None  # an unknown audience is refused by the import itself, with its own reason
-    if PII in (row["export_controls"] or ()):
-        return f"policy: data source {row['name']!r} carries the PII export restriction"
-    if row["refusal"] is not None:
-        return f"policy: {row['refusal']}"
+# The import audience's target and what governance needs to judge it, in one look-up: a streaming run is
+# small, and each round trip to Postgres is much of its cost.
+_TARGET_AND_CONTROLS = """
+SELECT sa.audience_id, sa.list_id, ds.data_source_id, ds.id_type, ds.reconciliation_key, ds.key_transform,
+       ds.name AS data_source_name, ds.export_controls, g.refusal
+  FROM shared_audience sa JOIN data_source ds USING (data_source_id)
+  LEFT JOIN segment_governance g ON g.platform_segment_id = sa.platform_segment_id
+ WHERE sa.audience_id = $1 AND sa.direction = 'import'"""
+
+
+def import_refusal(data_source_name: str, export_controls: Sequence[str] | None, refusal: str | None) -> str | None:
+    """Why membership of an audience of this data source, and of a segment ingest found ``refusal`` for (None:
+    none found), may not be written; None: it may."""
+    if PII in (export_controls or ()):
+        return f"policy: data source {data_source_name!r} carries the PII export restriction"
+    if refusal is not None:
+        return f"policy: {refusal}"
     return None
 
 
-async def check_import(conn: Connection, audience_id: str) -> None:
-    """Raise :class:`PolicyRefused` when the audience's membership may not be written."""
-    why = await import_refusal(conn, audience_id)
+async def load_governed_target(conn: Connection, audience_id: str) -> ImportTarget:
+    """The import audience's target; raises :class:`PolicyRefused` when its membership may not be written, and
+    PermanentError when there is no such import audience (or it has no list)."""
+    row = await conn.fetchrow(_TARGET_AND_CONTROLS, audience_id)
+    if row is None or row["list_id"] is None:
+        raise PermanentError("no import audience with this id", audience_id=audience_id)
+    why = import_refusal(row["data_source_name"], row["export_controls"], row["refusal"])
     if why is not None:
         raise PolicyRefused(why, audience_id=audience_id, reason="policy")
+    return ImportTarget(**{field: row[field] for field in TARGET_FIELDS})

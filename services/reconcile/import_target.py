@@ -3,16 +3,15 @@
 An import audience feeds one campaign list from one data source: :class:`ImportTarget` says which list,
 which ID type and, for declared IDs, which reconciliation key. Both :mod:`~services.reconcile.import_delta`
 and :mod:`~services.reconcile.import_snapshot` pick their join by it (from statements prebuilt over the
-whitelists, never built from the target) and COPY IDs the same bulk way.
+whitelists, never built from the target).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
-from shared.copy_text import copy_rows_sharing_columns
 from shared.errors import PermanentError
 
 Connection = Any  # asyncpg.Connection or a pool's proxy of one
@@ -32,6 +31,9 @@ class ImportTarget:
         """Whether its list records which IDs hold each member (:mod:`services.reconcile.member_ids`): only
         ECIDs, as a recipient may hold several; a data source gives a recipient one declared ID."""
         return self.id_type == "ecid"
+
+
+TARGET_FIELDS = tuple(f.name for f in fields(ImportTarget))
 
 
 async def load_target(conn: Connection, audience_id: str) -> ImportTarget:
@@ -56,17 +58,6 @@ def pick_statement(target: ImportTarget, ecid: str, declared: Mapping[tuple[str,
             "unsupported reconciliation key", key=target.reconciliation_key, transform=target.key_transform
         )
     return sql
-
-
-async def copy_ids(
-    conn: Connection, table: str, columns: tuple[str, ...], groups: Sequence[tuple[str, list[str]]]
-) -> None:
-    """COPY IDs into ``table``: per group, a row per ID after the group's value of the first column. As text
-    built by joins: a tuple and a binary encoding per ID were most of staging a large snapshot."""
-    data = b"".join(copy_rows_sharing_columns([first], ids) for first, ids in groups if ids)
-    if data:
-        # A memoryview: asyncpg would take bytes for a file's path.
-        await conn.copy_to_table(table, source=memoryview(data), columns=columns, format="text")
 
 
 def affected(status: str) -> int:

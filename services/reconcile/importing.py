@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.reconcile.import_delta import apply_delta
-from services.reconcile.import_governance import PolicyRefused, check_import
+from services.reconcile.import_governance import PolicyRefused, load_governed_target
 from services.reconcile.import_snapshot import DEFAULT_WORK_MEM_MB, end_snapshot, stage_ids
 from services.reconcile.import_snapshot import ImportGuards as ImportGuards  # the Importer's configuration
-from services.reconcile.import_target import Connection, ImportTarget, load_target
+from services.reconcile.import_target import Connection, ImportTarget
 from services.reconcile.metrics import NoReconcileMetrics, ReconcileMetrics
 from services.reconcile.release import release_run as release_run  # where it was, for callers of old
 from services.reconcile.unmatched import forget, keep_invalid, storable
@@ -135,8 +135,8 @@ class Importer:
         """The batch applied and its run's counts recorded, in one transaction. The batch that ends a full
         run also counts the snapshot's matched and unmatched IDs (known only once it is matched)."""
         async with acquire(self._pool) as conn, conn.transaction():
-            target = await load_target(conn, batch.audience_id)
-            await check_import(conn, batch.audience_id)  # governance twice: a direct write cannot bypass it
+            # Governance twice: a direct write cannot bypass it.
+            target = await load_governed_target(conn, batch.audience_id)
             if target.id_type != batch.id_type:
                 raise PermanentError(
                     "batch id type differs from the audience's data source",

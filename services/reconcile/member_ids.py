@@ -23,14 +23,28 @@ from __future__ import annotations
 from services.reconcile.consent import admitted_sql
 from services.reconcile.import_target import Connection, affected
 
+# The temporary tables of members to add and of a delta's matches: per connection, emptied when the caller's
+# transaction commits. Created in that transaction (a rolled-back one takes them along), so each caller asks again.
+# ``tracked``: record ``id`` among the member's IDs (an ECID list); otherwise the member is only added.
+_MEMBER_ADDS = """CREATE TEMP TABLE IF NOT EXISTS member_adds (list_id bigint NOT NULL,
+    recipient_id bigint NOT NULL, id text NOT NULL, tracked boolean NOT NULL) ON COMMIT DELETE ROWS"""
+# No JIT for the rest of a delta's transaction: its statements probe an index per ID, and a large batch's
+# estimate passes jit_above_cost while compiling would cost more than it saves (100 ms and more).
+_DELTA_TABLES = f"""{_MEMBER_ADDS};
+CREATE TEMP TABLE IF NOT EXISTS batch_matches (id text NOT NULL, is_add boolean NOT NULL,
+    recipient_id bigint NOT NULL) ON COMMIT DELETE ROWS;
+SET LOCAL jit = off"""
+
 
 async def ensure_member_adds(conn: Connection) -> None:
-    """The temporary table of members to add: per connection, emptied when the caller's transaction commits.
-    ``tracked``: record ``id`` among the member's IDs (an ECID list); otherwise the member is only added."""
-    await conn.execute(
-        """CREATE TEMP TABLE IF NOT EXISTS member_adds (list_id bigint NOT NULL, recipient_id bigint NOT NULL,
-               id text NOT NULL, tracked boolean NOT NULL) ON COMMIT DELETE ROWS"""
-    )
+    """``member_adds``, created if this connection has not got it yet."""
+    await conn.execute(_MEMBER_ADDS)
+
+
+async def ensure_delta_tables(conn: Connection) -> None:
+    """``member_adds`` and a delta's ``batch_matches`` (id, is_add, recipient_id), and no JIT for the rest of the
+    caller's transaction, in one round trip."""
+    await conn.execute(_DELTA_TABLES)
 
 
 # IMPORT_OPTED_OUT: an opted-out recipient may be kept out (services/reconcile/consent.py).
@@ -41,13 +55,16 @@ _ADD = f"""INSERT INTO list_member (list_id, recipient_id, platform_ids)
            ON CONFLICT DO NOTHING"""  # noqa: S608 - fixed text
 
 
-async def add_members(conn: Connection) -> int:
+async def add_members(conn: Connection, *, tracked: bool = True) -> int:
     """Apply ``member_adds``: new members join with their IDs, members already there gain the new ones.
-    Returns the members added.
+    Returns the members added. ``tracked=False``: no row of ``member_adds`` is tracked, so there are no IDs
+    to merge (a declared-ID list) and the second statement is left out.
 
     Two statements, not one upsert: the insert skips a member another transaction adds meanwhile (it waits for
     that one to commit), and the merge, a statement of its own, then sees that member and gives it the IDs."""
     added = await conn.execute(_ADD)
+    if not tracked:
+        return affected(added)
     # Members with no record stay without one: the IDs that hold them are not known, only these new ones.
     await conn.execute(
         """UPDATE list_member lm SET platform_ids = ARRAY(SELECT DISTINCT i FROM unnest(lm.platform_ids || a.ids) i)

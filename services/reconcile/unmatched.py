@@ -52,22 +52,6 @@ async def forget(conn: Connection, audience_id: str, id_type: str, ids: Sequence
     )
 
 
-async def keep_unmatched_of_batch(conn: Connection, target: ImportTarget, run_id: uuid.UUID) -> None:
-    """Keep a delta batch's adds that matched nobody: those of ``batch_ids`` absent from ``batch_matches``
-    (:mod:`services.reconcile.import_delta`'s temporary tables). DISTINCT, as in :func:`keep_invalid`."""
-    await conn.execute(
-        """INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
-            SELECT DISTINCT $1::text, $2::text, b.id, $3::text, $4::uuid FROM batch_ids b
-             WHERE b.is_add AND NOT EXISTS (SELECT 1 FROM batch_matches m WHERE m.id = b.id)
-            ON CONFLICT (audience_id, id_type, id)
-            DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, last_seen = now()""",
-        target.audience_id,
-        target.id_type,
-        unmatched_reason(target.id_type),
-        run_id,
-    )
-
-
 async def keep_unmatched_of_snapshot(conn: Connection, target: ImportTarget, run_id: uuid.UUID) -> int:
     """Keep a matched snapshot's unmatched IDs (``snapshot_match`` rows without a recipient, see
     :func:`services.reconcile.import_snapshot.match_snapshot`); returns how many.

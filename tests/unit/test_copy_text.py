@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.copy_text import CopyFormatError, CopyTextLines, copy_rows_sharing_columns, unescape_copy_value
+from shared.copy_text import CopyFormatError, CopyTextLines, unescape_copy_value
 
 
 def copy_escape(value: str) -> str:
@@ -62,25 +62,3 @@ def test_output_one_text_column_cannot_produce_is_refused(raw: bytes, problem: s
 def test_unescape_undoes_each_escape() -> None:
     assert unescape_copy_value(r"a\\b\tc\nd") == "a\\b\tc\nd"
     assert unescape_copy_value("plain") == "plain"
-
-
-@given(
-    st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"])),
-    st.lists(st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"])), max_size=20),
-)
-def test_rows_sharing_columns_read_back_as_written(shared: str, values: list[str]) -> None:
-    data = copy_rows_sharing_columns([shared], values)
-    rows = data.decode().split("\n")
-    assert rows.pop() == ""
-    assert len(rows) == len(values)
-    for row, value in zip(rows, values, strict=True):
-        first, tab, second = row.partition("\t")
-        assert tab == "\t"
-        assert (unescape_copy_value(first), unescape_copy_value(second)) == (shared, value)
-
-
-def test_rows_sharing_columns_refuse_nul() -> None:
-    assert copy_rows_sharing_columns(["run"], []) == b""
-    assert copy_rows_sharing_columns(["run"], ["a", "b\\c"]) == b"run\ta\nrun\tb\\\\c\n"
-    with pytest.raises(CopyFormatError):
-        copy_rows_sharing_columns(["run"], ["a\x00b"])

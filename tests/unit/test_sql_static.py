@@ -49,11 +49,11 @@ _KEYS = "from the fixed whitelists ('recipient_id', 'email', 'crm_id') x ('none'
 REVIEWED: Final[dict[Site, str]] = {
     # reconcile: declared keys, all written by services/reconcile/declared_keys.py declared_key_sql(), which
     # raises for anything off the whitelists.
-    Site("services/reconcile/import_delta.py", "_DECLARED_MATCH", "interpolates", "declared_key_sql(key, transform)"): (
+    Site("services/reconcile/import_delta.py", "_DECLARED_APPLY", "interpolates", "declared_key_sql(key, transform)"): (
         f"declared_key_sql over {_KEYS}"
     ),
-    Site("services/reconcile/import_delta.py", "apply_delta", "interpolates", "match_join(target)"): (
-        "one of the prebuilt statements of _ECID_MATCH/_DECLARED_MATCH, looked up, never built from the target"
+    Site("services/reconcile/import_delta.py", "apply_delta", "query", "apply_statement(target)"): (
+        "one of the prebuilt statements of _ECID_APPLY/_DECLARED_APPLY, looked up, never built from the target"
     ),
     Site(
         "services/reconcile/import_snapshot.py",
@@ -230,7 +230,8 @@ NOQA_S608: Final = {
     ("shared/runs/purge.py", "_STAGING"),
     ("shared/runs/purge.py", "_STALE_PREPARED"),
     ("services/publish/file_set_rows.py", "_OVERWRITE_ROWS"),
-    ("services/reconcile/import_delta.py", "_DECLARED_MATCH"),
+    ("services/reconcile/import_delta.py", "_DECLARED_APPLY"),
+    ("services/reconcile/import_delta.py", "_ECID_APPLY"),
     ("services/reconcile/import_snapshot.py", "_DECLARED_SNAPSHOT"),
     ("services/reconcile/import_snapshot.py", "match_snapshot"),
     ("services/reconcile/import_snapshot.py", "_ECID_SNAPSHOT"),

@@ -80,13 +80,12 @@ RUN_WRITERS_BEING_MOVED: Final[frozenset[str]] = frozenset()
 # Temporary tables: per connection, gone with it (or its transaction), invisible to every other service.
 TEMP_TABLES: Final = frozenset(
     {
-        "batch_ids",  # reconcile: a delta batch's IDs
         "changed_recipients",  # reconcile: a poll's recipient changes, newest per recipient
         "doomed_recipients",  # reconcile: recipients being erased
         "link_stage",  # reconcile: a poll's visitor links
         "new_links",  # reconcile: the links that are new
         "old_runs",  # shared/runs: ended runs being purged
-        "batch_matches",  # reconcile: their matches
+        "batch_matches",  # reconcile: a delta batch's matches
         "snapshot_match",  # reconcile: a full snapshot's matches
         "member_adds",  # reconcile: members to add with their IDs (a delta's, re-matching's)
         "load_recipient",  # cli: `load recipients`
