@@ -1,13 +1,13 @@
 """A ``delta`` batch applied: its IDs matched, kept or queued for the list in one statement, then the list changed.
 
 A streaming run is one small delta batch, and what it costs is its round trips to Postgres, not its rows: on a
-busy machine each is a wait for two processes to be scheduled. So the batch's valid IDs travel as two arrays
+busy machine each is a wait for two processes to be scheduled. So the batch's valid IDs travel as two texts
 into one statement that matches them (an index probe per ID: ``visitor_link`` for ECIDs, the indexed declared
-key of ``recipient`` otherwise), records the matches in ``batch_matches``, keeps the adds that matched nobody
-(:mod:`services.reconcile.unmatched`'s table, to be re-matched later), queues the matched adds in
-``member_adds`` and returns the counts. Then the matched adds join the list and the matched removes leave it
-unless another of the member's IDs still holds it (:mod:`services.reconcile.member_ids`), each only when the
-batch has some.
+key of ``recipient`` otherwise), records the matches in ``batch_matches``, forgets the removed IDs kept as
+unmatched and keeps the adds that matched nobody (:mod:`services.reconcile.unmatched`'s table, to be re-matched
+later), queues the matched adds in ``member_adds`` and returns the counts. Then the matched adds join the list
+and the matched removes leave it unless another of the member's IDs still holds it
+(:mod:`services.reconcile.member_ids`), each only when the batch has some.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from services.reconcile.unmatched import unmatched_reason
 from shared.ids import KEY_TRANSFORMS
 
 # $1 adds, $2 removes (each one text, an ID a line: see _lines); $3 audience, $4 ID type, $5 unmatched reason,
-# $6 run, $7 list, $8 tracked. The look-up is a LATERAL subquery kept apart (OFFSET 0), so it is always an index
-# probe per ID: the planner, blind to what computing a declared key costs, would otherwise hash every recipient
-# for a large batch. DISTINCT unmatched IDs: an ID twice in one batch would make the upsert touch a row twice,
-# which Postgres refuses.
+# $6 run, $7 list, $8 tracked. Removed IDs are no longer wanted, matched or not: forgotten. An ID the batch both
+# adds and removes ends up removed: not kept either (and so no row is touched twice by the statement). The
+# look-up is a LATERAL subquery kept apart (OFFSET 0), so it is always an index probe per ID: the planner, blind
+# to what computing a declared key costs, would otherwise hash every recipient for a large batch. DISTINCT
+# unmatched IDs: an ID twice in one batch would make the upsert touch a row twice, which Postgres refuses.
 _BEFORE_LOOKUP = """
 WITH b AS (SELECT a.id, true AS is_add FROM unnest(string_to_array($1, E'\\n')) AS a(id)
            UNION ALL SELECT r.id, false FROM unnest(string_to_array($2, E'\\n')) AS r(id)),
@@ -32,9 +33,12 @@ m AS (INSERT INTO batch_matches (id, is_add, recipient_id)
       SELECT b.id, b.is_add, r.recipient_id FROM b CROSS JOIN LATERAL ("""
 _AFTER_LOOKUP = """ OFFSET 0) r
       RETURNING id, is_add, recipient_id),
+forgotten AS (DELETE FROM unmatched_id
+               WHERE audience_id = $3 AND id_type = $4 AND id = ANY(string_to_array($2, E'\\n'))),
 kept AS (INSERT INTO unmatched_id (audience_id, id_type, id, reason, run_id)
          SELECT DISTINCT $3::text, $4::text, b.id, $5::text, $6::uuid FROM b
           WHERE b.is_add AND NOT EXISTS (SELECT 1 FROM m WHERE m.id = b.id)
+            AND NOT EXISTS (SELECT 1 FROM b r WHERE NOT r.is_add AND r.id = b.id)
          ON CONFLICT (audience_id, id_type, id)
          DO UPDATE SET reason = EXCLUDED.reason, run_id = EXCLUDED.run_id, last_seen = now()),
 queued AS (INSERT INTO member_adds (list_id, recipient_id, id, tracked)

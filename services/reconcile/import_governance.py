@@ -11,7 +11,7 @@ with the reason; nothing of it is written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from services.reconcile.import_target import TARGET_FIELDS, ImportTarget
@@ -25,16 +25,6 @@ class PolicyRefused(PermanentError):
     """The audience's data export controls forbid importing it into a campaign list."""
 
 
-# The import audience's target and what governance needs to judge it, in one look-up: a streaming run is
-# small, and each round trip to Postgres is much of its cost.
-_TARGET_AND_CONTROLS = """
-SELECT sa.audience_id, sa.list_id, ds.data_source_id, ds.id_type, ds.reconciliation_key, ds.key_transform,
-       ds.name AS data_source_name, ds.export_controls, g.refusal
-  FROM shared_audience sa JOIN data_source ds USING (data_source_id)
-  LEFT JOIN segment_governance g ON g.platform_segment_id = sa.platform_segment_id
- WHERE sa.audience_id = $1 AND sa.direction = 'import'"""
-
-
 def import_refusal(data_source_name: str, export_controls: Sequence[str] | None, refusal: str | None) -> str | None:
     """Why membership of an audience of this data source, and of a segment ingest found ``refusal`` for (None:
     none found), may not be written; None: it may."""
@@ -45,10 +35,11 @@ def import_refusal(data_source_name: str, export_controls: Sequence[str] | None,
     return None
 
 
-async def load_governed_target(conn: Connection, audience_id: str) -> ImportTarget:
-    """The import audience's target; raises :class:`PolicyRefused` when its membership may not be written, and
-    PermanentError when there is no such import audience (or it has no list)."""
-    row = await conn.fetchrow(_TARGET_AND_CONTROLS, audience_id)
+def governed_target(row: Mapping[str, Any] | None, audience_id: str) -> ImportTarget:
+    """The import audience's target from a row of its look-up (the target's fields, ``data_source_name``,
+    ``export_controls`` and the segment's ``refusal``; None: no such import audience). Raises PermanentError when
+    there is no such import audience (or it has no list), :class:`PolicyRefused` when its membership may not be
+    written."""
     if row is None or row["list_id"] is None:
         raise PermanentError("no import audience with this id", audience_id=audience_id)
     why = import_refusal(row["data_source_name"], row["export_controls"], row["refusal"])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.reconcile.import_delta import apply_delta
-from services.reconcile.import_governance import PolicyRefused, load_governed_target
+from services.reconcile.import_governance import PolicyRefused, governed_target
 from services.reconcile.import_snapshot import DEFAULT_WORK_MEM_MB, end_snapshot, stage_ids
 from services.reconcile.import_snapshot import ImportGuards as ImportGuards  # the Importer's configuration
 from services.reconcile.import_target import Connection, ImportTarget
@@ -37,10 +37,21 @@ from shared.kafka import Delivery, Rejected
 from shared.logging import get_logger
 from shared.messages import AudienceMembership
 from shared.runs import store
-from shared.runs.outcome import RunOutcome
+from shared.runs.outcome import RunOutcome, match_rate
 from shared.runs.reporter import RunReporter
 
 log = get_logger(__name__)
+
+# The batch claimed in the ledger (``fresh``: not applied before; a duplicate is a no-op), with its audience's
+# target and what governance judges it by (:func:`services.reconcile.import_governance.governed_target`). A
+# refused or unknown audience rolls the claim back with the rest.
+_CLAIM_AND_TARGET = """
+WITH claim AS (INSERT INTO applied_batch (run_id, seq) VALUES ($2, $3) ON CONFLICT DO NOTHING RETURNING seq)
+SELECT sa.audience_id, sa.list_id, ds.data_source_id, ds.id_type, ds.reconciliation_key, ds.key_transform,
+       ds.name AS data_source_name, ds.export_controls, g.refusal, EXISTS (SELECT 1 FROM claim) AS fresh
+  FROM shared_audience sa JOIN data_source ds USING (data_source_id)
+  LEFT JOIN segment_governance g ON g.platform_segment_id = sa.platform_segment_id
+ WHERE sa.audience_id = $1 AND sa.direction = 'import'"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +146,10 @@ class Importer:
         """The batch applied and its run's counts recorded, in one transaction. The batch that ends a full
         run also counts the snapshot's matched and unmatched IDs (known only once it is matched)."""
         async with acquire(self._pool) as conn, conn.transaction():
+            # One statement: a streaming run is small, and each round trip to Postgres is much of its cost.
+            row = await conn.fetchrow(_CLAIM_AND_TARGET, batch.audience_id, batch.run_id, batch.seq)
             # Governance twice: a direct write cannot bypass it.
-            target = await load_governed_target(conn, batch.audience_id)
+            target = governed_target(row, batch.audience_id)
             if target.id_type != batch.id_type:
                 raise PermanentError(
                     "batch id type differs from the audience's data source",
@@ -144,6 +157,11 @@ class Importer:
                     batch_id_type=batch.id_type,
                     data_source_id_type=target.id_type,
                 )
+            if not (row is not None and row["fresh"]):
+                log.info("batch_already_applied", run_id=str(batch.run_id), seq=batch.seq)
+                # A redelivered last batch re-reports where its run stands (its first delivery's report may
+                # have been lost with the process); other batches have nothing new to say.
+                return _Applied(None, await store.load(conn, batch.run_id) if batch.last else None)
             await store.open_run(
                 conn,
                 store.NewRun(
@@ -156,21 +174,11 @@ class Importer:
                     id_type=target.id_type,
                 ),
             )
-            fresh = await conn.fetchval(
-                "INSERT INTO applied_batch (run_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING seq",
-                batch.run_id,
-                batch.seq,
-            )
-            if fresh is None:
-                log.info("batch_already_applied", run_id=str(batch.run_id), seq=batch.seq)
-                # A redelivered last batch re-reports where its run stands (its first delivery's report may
-                # have been lost with the process); other batches have nothing new to say.
-                return _Applied(None, await store.load(conn, batch.run_id) if batch.last else None)
             counts = await self._apply_ids(conn, batch, target)
             tally = await store.record_batch(conn, batch.run_id, counts, seq=batch.seq, last=batch.last)
             if tally.ended or not tally.complete:
                 return _Applied(counts, None)
-            outcome, matching = await self._finish(conn, batch, target)
+            outcome, matching = await self._finish(conn, batch, target, tally.counts)
             return _Applied({**counts, **matching}, outcome, ended_run=True)
 
     async def _apply_ids(self, conn: Connection, batch: AudienceMembership, target: ImportTarget) -> dict[str, int]:
@@ -181,8 +189,11 @@ class Importer:
         invalid_adds = [storable(i) for i in batch.adds if i in invalid]
         if invalid_adds:
             await keep_invalid(conn, target.audience_id, target.id_type, batch.run_id, invalid_adds)
-        if batch.removes:
-            await forget(conn, target.audience_id, target.id_type, [storable(i) for i in batch.removes])
+        # IDs that left the segment are no longer wanted, matched or not; a delta's valid ones are forgotten by
+        # the statement that applies it (:func:`apply_delta`).
+        gone = batch.removes if batch.mode == "full" else [i for i in batch.removes if i in invalid]
+        if gone:
+            await forget(conn, target.audience_id, target.id_type, [storable(i) for i in gone])
         adds = [i for i in batch.adds if i not in invalid] if invalid else batch.adds
         if batch.mode == "full":
             if adds:
@@ -192,11 +203,14 @@ class Importer:
         return {**counts, **await apply_delta(conn, target, batch.run_id, adds, removes)}
 
     async def _finish(
-        self, conn: Connection, batch: AudienceMembership, target: ImportTarget
+        self, conn: Connection, batch: AudienceMembership, target: ImportTarget, counts: dict[str, int]
     ) -> tuple[RunOutcome, dict[str, int]]:
-        """End the run; returns its outcome and, for a full run, the snapshot's matched/unmatched counts."""
+        """End the run (``counts``: its counts so far); returns its outcome and, for a full run, the snapshot's
+        matched/unmatched counts."""
         if batch.mode != "full":
-            return await store.move(conn, batch.run_id, "succeeded"), {}
+            # Its counts are final: the move writes their match rate itself.
+            rate = match_rate("import", target.id_type, counts)
+            return await store.move(conn, batch.run_id, "succeeded", expected_rate=rate), {}
         end = await end_snapshot(conn, batch.run_id, target, self._guards, work_mem_mb=self._work_mem_mb)
         matching = {"matched": end.matched, "unmatched": end.unmatched}
         if end.held is not None:

@@ -37,7 +37,7 @@ class UnknownRun(PermanentError):
 
 
 class _Keep:
-    """Leave the run's reason as it is."""
+    """Leave it as it is (the run's reason; its match rate, unless the move computes it)."""
 
 
 KEEP: Final = _Keep()
@@ -166,12 +166,15 @@ async def move(
     reason: str | _Keep | None = KEEP,
     counts: Mapping[str, int] | None = None,
     released_by: str | None = None,
+    expected_rate: Mapping[str, float] | _Keep | None = KEEP,
 ) -> RunOutcome:
     """Move a run to ``to`` (with its reason and some counts), if the lifecycle allows it from where it is.
 
     ``reason`` defaults to: kept on the way to ``progress``, cleared on the way to ``succeeded`` (a released
     run is no longer held back), and required for ``failed`` and ``blocked``. An ended run records when it
-    ended and, for an import, its match rate."""
+    ended and, for an import, its match rate: ``expected_rate``, the rate of the counts the caller knows the
+    run to end with, is written by the move itself (a streaming run is small: a round trip is much of its
+    cost); a second statement writes the rate of the counts it really ended with when they differ."""
     if isinstance(reason, _Keep):
         if to in ("failed", "blocked"):
             raise ValueError(f"a move to {to} needs its reason")
@@ -182,6 +185,7 @@ async def move(
                           counts = counts || $5::jsonb,
                           released_by = coalesce($6, released_by),
                           finished_at = CASE WHEN $2 = ANY($7::text[]) THEN now() ELSE finished_at END,
+                          match_rate = CASE WHEN $9 AND $2 = ANY($7::text[]) THEN $10::jsonb ELSE match_rate END,
                           updated_at = now()
              WHERE run_id = $1 AND state = ANY($8::text[])
          RETURNING {_COLUMNS}""",  # noqa: S608 - a constant column list
@@ -194,6 +198,8 @@ async def move(
         released_by,
         sorted(ENDED_STATES),
         list(sources_of(to)),
+        not isinstance(expected_rate, _Keep),
+        None if isinstance(expected_rate, _Keep) else _rate_json(expected_rate),
     )
     if row is None:
         current = await conn.fetchval("SELECT state FROM run WHERE run_id = $1", run_id)
@@ -203,13 +209,19 @@ async def move(
         # Allowed from where it is now: another transaction moved the run between the two statements.
         raise TransientError("the run changed state concurrently", run_id=str(run_id), current=current, target=to)
     outcome = _outcome(row)
-    if to in ENDED_STATES and outcome.match_rate is not None:
-        await conn.execute(
-            "UPDATE run SET match_rate = $2::jsonb WHERE run_id = $1",
-            run_id,
-            orjson.dumps(dict(outcome.match_rate)).decode(),
-        )
+    rate = outcome.match_rate
+    written = rate is None if isinstance(expected_rate, _Keep) else _same_rate(expected_rate, rate)
+    if to in ENDED_STATES and not written:
+        await conn.execute("UPDATE run SET match_rate = $2::jsonb WHERE run_id = $1", run_id, _rate_json(rate))
     return outcome
+
+
+def _rate_json(rate: Mapping[str, float] | None) -> str | None:
+    return None if rate is None else orjson.dumps(dict(rate)).decode()
+
+
+def _same_rate(a: Mapping[str, float] | None, b: Mapping[str, float] | None) -> bool:
+    return (None if a is None else dict(a)) == (None if b is None else dict(b))
 
 
 async def fail_live_attempts(conn: Connection, request_id: uuid.UUID, reason: str) -> list[uuid.UUID]:

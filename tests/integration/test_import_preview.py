@@ -19,7 +19,6 @@ from shared.messages import AudienceMembership
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of, hashed_email_of
 from tests.helpers import deliver_outbound
 from tests.integration.test_export_dry_run import database_fingerprint
-from tests.integration.test_reconcile_import import importer, registry  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +29,7 @@ def _parts(zone: Path, batch: OutboundFileName) -> list[Path]:
     return sorted(p for p in zone.iterdir() if p.name.startswith(batch.batch_root) and not p.name.endswith(".info"))
 
 
-async def _apply(importer: Importer, audience: str, mode: str, adds: set[str], removes: set[str]) -> dict[str, int]:  # noqa: F811
+async def _apply(importer: Importer, audience: str, mode: str, adds: set[str], removes: set[str]) -> dict[str, int]:
     data_source, id_type = ("visitors", "ecid") if audience == "seg-visitors" else ("hashed-emails", "declared")
     done = await importer.apply(
         AudienceMembership.model_validate(
@@ -51,7 +50,7 @@ async def _apply(importer: Importer, audience: str, mode: str, adds: set[str], r
     return dict(done.counts)
 
 
-async def test_a_full_batch_previewed_then_imported(campaign: Campaign, importer: Importer, tmp_path: Path) -> None:  # noqa: F811
+async def test_a_full_batch_previewed_then_imported(campaign: Campaign, importer: Importer, tmp_path: Path) -> None:
     await add_import_audience(campaign.pool, "seg-visitors", "visitors", 5001)
     await add_import_audience(campaign.pool, "seg-emails", "hashed-emails", 5001)
     # The list holds 1..20 already; the visitors' snapshot keeps 6..20, adds 21..30, and names an unknown ECID.
@@ -88,7 +87,7 @@ async def test_a_full_batch_previewed_then_imported(campaign: Campaign, importer
 
 async def test_a_mass_removal_is_previewed_as_held_and_a_delta_counted(
     campaign: Campaign,
-    importer: Importer,  # noqa: F811
+    importer: Importer,
     tmp_path: Path,
 ) -> None:
     await add_import_audience(campaign.pool, "seg-emails", "hashed-emails", 5002)

@@ -4,86 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from services.reconcile.importing import Importer, ImportGuards, release_run
+from services.reconcile.importing import Importer, release_run
 from services.reconcile.release import plan_release
 from shared.errors import PermanentError, TransientError
-from shared.kafka import Delivery, Producer, ensure_topics
+from shared.kafka import Delivery, ensure_topics
 from shared.messages import AudienceMembership, AudienceSyncStatus
-from shared.metrics import RuntimeMetrics
 from shared.runs.outcome import RunOutcome
-from shared.runs.reporter import RunReporter, import_ends
 from shared.settings import KafkaSettings
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of, hashed_email_of
+from tests.fixtures.import_batches import list_members as _members
+from tests.fixtures.import_batches import membership_batch as _batch
+from tests.fixtures.import_batches import unmatched_ids as _unmatched
 from tests.helpers import eventually, read_topic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
-
-
-@pytest_asyncio.fixture
-async def importer(
-    campaign: Campaign, kafka_bootstrap: str, topic_prefix: str, registry: CollectorRegistry
-) -> AsyncIterator[Importer]:
-    settings = KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
-    producer = Producer(settings, "test", RuntimeMetrics("test"))
-    yield Importer(
-        campaign.pool,
-        RunReporter(producer, service="test", topic_prefix=topic_prefix, registry=registry, ends=import_ends()),
-        ImportGuards(max_removal_share=0.5, min_list_size=10),
-    )
-    await producer.stop()
-
-
-def _batch(
-    audience: str,
-    run: uuid.UUID,
-    seq: int,
-    *,
-    mode: str = "delta",
-    last: bool = True,
-    adds: list[str] | None = None,
-    removes: list[str] | None = None,
-    id_type: str = "ecid",
-    data_source: str = "visitors",
-) -> AudienceMembership:
-    return AudienceMembership.model_validate(
-        {
-            "run_id": run,
-            "seq": seq,
-            "last": last,
-            "audience_id": audience,
-            "data_source": data_source,
-            "id_type": id_type,
-            "mode": mode,
-            "adds": adds or [],
-            "removes": removes or [],
-        }
-    )
-
-
-async def _members(campaign: Campaign, audience: str) -> set[int]:
-    rows = await campaign.pool.fetch(
-        """SELECT lm.recipient_id FROM list_member lm JOIN shared_audience sa USING (list_id)
-            WHERE sa.audience_id = $1""",
-        audience,
-    )
-    return {r["recipient_id"] for r in rows}
-
-
-async def _unmatched(campaign: Campaign, audience: str) -> dict[str, str]:
-    rows = await campaign.pool.fetch("SELECT id, reason FROM unmatched_id WHERE audience_id = $1", audience)
-    return {r["id"]: r["reason"] for r in rows}
 
 
 async def test_delta_by_ecid_matches_counts_and_keeps_unmatched(campaign: Campaign, importer: Importer) -> None:
@@ -324,7 +263,10 @@ async def test_a_failing_audience_fails_the_poll_with_its_own_error(campaign: Ca
         return await apply(batch)
 
     importer.apply = flaky  # type: ignore[method-assign]
-    poll = [_batch("seg-q1", uuid.uuid4(), 0, adds=[ecid_of(1)]), _batch("seg-q2", uuid.uuid4(), 0, adds=[ecid_of(2)])]
+    poll = [
+        _batch("seg-q1", uuid.uuid4(), 0, adds=[ecid_of(1)]),
+        _batch("seg-q2", uuid.uuid4(), 0, adds=[ecid_of(2)]),
+    ]
     # Not an ExceptionGroup: the consumer retries or dead-letters by the error's own type.
     with pytest.raises(TransientError, match="database unavailable"):
         await importer.handle([_delivery(b, n) for n, b in enumerate(poll)])

@@ -90,6 +90,41 @@ async def test_a_released_run_succeeds_without_its_reason_and_names_who_released
     assert row["counts"] == {"received": 5, "matched": 1, "unmatched": 4, "added": 1, "removed": 7}
 
 
+class _Counted:
+    """A connection that counts the statements sent through it."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.statements = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._conn, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.statements += 1
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+async def test_a_move_writes_the_rate_it_expects_and_corrects_one_that_differs(campaign: Campaign) -> None:
+    """The importer hands the rate of the counts it knows (one statement); what the run ended with wins."""
+    right, wrong, none = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with campaign.pool.acquire() as conn:
+        for run_id in (right, wrong, none):
+            await store.open_run(conn, _import_run(run_id))
+            await store.record_batch(conn, run_id, {"received": 4, "matched": 1}, seq=0, last=True)
+        counted = _Counted(conn)
+        done = await store.move(counted, right, "succeeded", expected_rate={"ecid": 0.25})
+        assert counted.statements == 1  # the rate written with the move
+        corrected = await store.move(counted, wrong, "succeeded", expected_rate={"ecid": 0.5})
+        nothing = await store.move(counted, none, "succeeded", expected_rate=None)
+        assert counted.statements == 5  # a second statement for each of the others
+    assert done.match_rate == corrected.match_rate == nothing.match_rate == {"ecid": 0.25}
+    for run_id in (right, wrong, none):
+        assert orjson.loads((await _row(campaign, run_id))["match_rate"]) == {"ecid": 0.25}
+
+
 async def test_an_unknown_run_cannot_move(campaign: Campaign) -> None:
     async with campaign.pool.acquire() as conn:
         with pytest.raises(store.UnknownRun):
