@@ -18,12 +18,12 @@ from prometheus_client import CollectorRegistry
 from services.reconcile.importing import Importer, ImportGuards
 from services.reconcile.rematch import rematch
 from shared.kafka import Producer
-from shared.messages import AudienceMembership
 from shared.metrics import RuntimeMetrics
 from shared.runs.outcome import RunOutcome
 from shared.runs.reporter import RunReporter
 from shared.settings import KafkaSettings
 from tests.fixtures.bridge_db import Campaign, add_import_audience, ecid_of, hashed_email_of
+from tests.fixtures.import_batches import membership_batch
 
 pytestmark = pytest.mark.integration
 
@@ -52,18 +52,8 @@ async def _apply(
     data_source: str = "visitors",
     id_type: str = "ecid",
 ) -> RunOutcome:
-    batch = AudienceMembership.model_validate(
-        {
-            "run_id": uuid.uuid4(),
-            "seq": 0,
-            "last": True,
-            "audience_id": audience,
-            "data_source": data_source,
-            "id_type": id_type,
-            "mode": mode,
-            "adds": adds or [],
-            "removes": removes or [],
-        }
+    batch = membership_batch(
+        audience, uuid.uuid4(), 0, mode=mode, adds=adds, removes=removes, id_type=id_type, data_source=data_source
     )
     outcome = await importer.apply(batch)
     assert outcome is not None
