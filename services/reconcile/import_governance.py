@@ -6,7 +6,8 @@ in. So reconcile checks every batch again before writing it: an audience whose d
 ``PII`` restriction (the catalog's ``export_controls``), or whose platform segment ingest found restricted
 (``segment_governance``, the platform's verdict as ingest last read it), is refused. The batch is
 dead-lettered (``PolicyRefused``: counted in ``ab_dead_lettered_total``) and its run reported ``blocked``
-with the reason; nothing of it is written.
+with the reason; nothing of it is written. The importer reads what it judges by with the batch's claim, in one
+statement (:mod:`services.reconcile.importing`): the verdict here is a plain function of that row.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from typing import Any
 from services.reconcile.import_target import TARGET_FIELDS, ImportTarget
 from shared.errors import PermanentError
 from shared.platform.models import PII
-
-Connection = Any  # asyncpg.Connection, inside the batch's transaction
 
 
 class PolicyRefused(PermanentError):
