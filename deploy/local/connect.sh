@@ -130,7 +130,7 @@ start_db() {
   echo "port = $PG_PORT" > "$PGDATA_DIR/campaign_port.conf"
   if [ "$(id -u)" -eq 0 ]; then chown postgres "$PGDATA_DIR/campaign_port.conf"; fi
   log "starting the campaign Postgres on 127.0.0.1:$PG_PORT (wal_level = logical; log $PG_LOG)"
-  as_owner "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PG_LOG" -w -t 60 start >/dev/null \
+  as_owner "${WITHOUT_INHERITED_FDS[@]}" "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PG_LOG" -w -t 60 start >/dev/null \
     || { tail -n 20 "$PG_LOG" >&2; fail "the campaign Postgres did not start (log above)"; }
   campaign_psql -U postgres -d postgres <<SQL
 SELECT format('CREATE ROLE %I LOGIN REPLICATION PASSWORD %L', '$PG_USER', '$PG_PASSWORD')
@@ -198,7 +198,7 @@ start_connect() {
   rm -f "$PIDFILE"
   # As kafka.sh: setsid detaches it from the terminal; the shell records its pid, then becomes the JVM.
   # shellcheck disable=SC2086  # the heap options are several words
-  PIDFILE="$PIDFILE" setsid sh -c 'echo $$ > "$PIDFILE"; exec "$@"' sh \
+  PIDFILE="$PIDFILE" "${WITHOUT_INHERITED_FDS[@]}" setsid sh -c 'echo $$ > "$PIDFILE"; exec "$@"' sh \
       java $CONNECT_HEAP_OPTS -XX:+UseG1GC -Djava.awt.headless=true \
       -Dlog4j2.configurationFile="$here/connect/log4j2.properties" -cp "$LIBS/*" \
       org.apache.kafka.connect.cli.ConnectStandalone "$CDC_DIR/worker.properties" \

@@ -82,7 +82,7 @@ start() {
   # The shell records its own pid, then becomes the JVM (exec): the pid file names the broker even when
   # setsid has to fork.
   rm -f "$PIDFILE"
-  PIDFILE="$PIDFILE" setsid sh -c 'echo $$ > "$PIDFILE"; exec "$@"' sh \
+  PIDFILE="$PIDFILE" "${WITHOUT_INHERITED_FDS[@]}" setsid sh -c 'echo $$ > "$PIDFILE"; exec "$@"' sh \
       java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
       -Dlog4j2.configurationFile="$here/kafka/log4j2.yaml" -Dkafka.logs.dir="$VAR_DIR/log" \
       -cp "$LIBS/*" kafka.Kafka "$CONF" >>"$LOG" 2>&1 < /dev/null &

@@ -29,6 +29,13 @@ as_owner() {
   if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
+# "${WITHOUT_INHERITED_FDS[@]}" CMD...: CMD with only this shell's stdin, stdout and stderr, every other file
+# it holds closed (then CMD is exec'd, so a simple command in the background leaves no shell behind holding them).
+# A daemon inheriting more holds it for its whole life: a lock its caller took (`flock LOCK make bench` starting
+# the infrastructure: the lock never released) or a pipe a CI runner reads (never at its end). Inline Python,
+# not a file: as_owner runs it as another user, from /.
+WITHOUT_INHERITED_FDS=(python3 -c 'import os, sys; os.closerange(3, os.sysconf("SC_OPEN_MAX")); os.execvp(sys.argv[1], sys.argv[1:])')
+
 # pid_in FILE: the pid on the file's first line, when that process lives (exit 1 otherwise).
 pid_in() {
   [ -f "$1" ] || return 1

@@ -143,7 +143,8 @@ CONF
   fi
   write_local_conf
   log "starting private cluster on 127.0.0.1:$DB_PORT (log $LOG)"
-  as_owner "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$LOG" -w -t 60 start >/dev/null \
+  # The server keeps none of its caller's files (lib.sh: WITHOUT_INHERITED_FDS).
+  as_owner "${WITHOUT_INHERITED_FDS[@]}" "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$LOG" -w -t 60 start >/dev/null \
     || { tail -n 20 "$LOG" >&2; log "the server did not start (log above, in $LOG)"; exit 1; }
   create_role_and_db
   log "ready: database $DB_NAME"

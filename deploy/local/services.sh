@@ -47,12 +47,13 @@ start_one() {
   # real platform's 48 hours.
   # The shell records its own pid and then becomes the service (exec), so the pid file names the service
   # itself even when setsid has to fork. Only the log file is inherited: a service holding this script's
-  # stdout open would keep whoever reads it (a pipe, CI) waiting until the service exits.
+  # stdout, or any other file of its caller's, open would keep whoever reads it (a pipe, CI) waiting until the
+  # service exits (lib.sh: WITHOUT_INHERITED_FDS).
   HTTP_PORT="$port" ECSIM_ADMIN_ENABLED="${ECSIM_ADMIN_ENABLED:-true}" PIDFILE="$VAR_DIR/run/$name.pid" \
     PLATFORM_IMS_URL="${PLATFORM_IMS_URL:-http://127.0.0.1:$ECSIM_HTTP_PORT/ims/token/v3}" \
     PLATFORM_API_URL="${PLATFORM_API_URL:-http://127.0.0.1:$ECSIM_HTTP_PORT/v1}" \
     EXPORT_RECEIPT_TIMEOUT_S="${EXPORT_RECEIPT_TIMEOUT_S:-600}" \
-    setsid sh -c 'cd "$1" && echo $$ > "$PIDFILE" && exec "$2" -m "services.$3"' sh "$root" "$PY" "$name" \
+    "${WITHOUT_INHERITED_FDS[@]}" setsid sh -c 'cd "$1" && echo $$ > "$PIDFILE" && exec "$2" -m "services.$3"' sh "$root" "$PY" "$name" \
     >>"$VAR_DIR/log/$name.log" 2>&1 < /dev/null &
   for _ in $(seq 1 50); do [ -s "$VAR_DIR/run/$name.pid" ] && break; sleep 0.1; done
 }
