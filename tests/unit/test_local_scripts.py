@@ -410,6 +410,12 @@ def _free_port() -> int:
         return port
 
 
+def _free_broker_ports() -> dict[str, str]:
+    """The broker's two ports, both free: its controller's default (the bootstrap port + 1)
+    may be any other program's ephemeral port, which made the check under test come second."""
+    return {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}", "KAFKA_CONTROLLER_PORT": str(_free_port())}
+
+
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 1, result
     lines = result.stderr.strip().splitlines()
@@ -438,7 +444,7 @@ def test_a_taken_port_stops_the_script_with_one_line_naming_the_setting(
     cmd = [str(LOCAL / script), "start"] + ([service] if script == "services.sh" else [])
     # Everything else on free ports: only the one port is taken.
     others = {
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+        **_free_broker_ports(),
         "DATABASE_URL": f"postgresql://audience_bridge:audience_bridge@127.0.0.1:{_free_port()}/audience_bridge",
     }
     line = _one_line(_run(cmd, var, **{**others, setting: value.format(port=held_port)}))
@@ -472,7 +478,7 @@ def test_an_old_java_stops_the_broker_with_one_line(tmp_path: Path) -> None:
     result = _run(
         [str(LOCAL / "kafka.sh"), "start"],
         tmp_path / "var",
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_free_port()}",
+        **_free_broker_ports(),
         PATH=f"{bin_dir}:{os.environ['PATH']}",
     )
     assert "needs Java 17+, found Java 11" in _one_line(result)
@@ -490,7 +496,7 @@ def test_not_enough_disk_stops_the_broker_with_one_line(tmp_path: Path) -> None:
     result = _run(
         [str(LOCAL / "kafka.sh"), "start"],
         tmp_path / "var",
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_free_port()}",
+        **_free_broker_ports(),
         AB_MIN_FREE_MB=str(10**9),
     )
     if "Java" in result.stderr:
