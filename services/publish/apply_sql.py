@@ -16,12 +16,13 @@ from services.publish.recorded_set import drop_prepared
 DEFAULT_APPLY_WORK_MEM_MB: Final = 256
 
 # The run's adds in the index's key order (DISTINCT ON sorts and de-duplicates in one pass): a million
-# inserts then append to the primary key instead of landing all over it.
+# inserts then append to the primary key instead of landing all over it. Batch after batch, as reconcile
+# emits them sorted: the sort then only checks its input (schemas/sql/031).
 _RUN_ADDS: Final = """
 SELECT $2::text, a.id, $1::uuid, now()
   FROM (SELECT DISTINCT ON (s.id COLLATE "C") s.id COLLATE "C" AS id
-          FROM publish_stage_batch b, string_to_table(b.adds, E'\\n') AS s(id)
-         WHERE b.run_id = $1 AND b.adds_n > 0
+          FROM (SELECT adds FROM publish_stage_batch WHERE run_id = $1 AND adds_n > 0 ORDER BY seq) b,
+               string_to_table(b.adds, E'\\n') AS s(id)
          ORDER BY s.id COLLATE "C") a
 """
 # Into an audience that holds IDs already: ON CONFLICT rather than an anti-join on the table being inserted

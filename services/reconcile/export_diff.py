@@ -23,8 +23,10 @@ AUDIENCE_NAMESPACE = uuid.UUID("8d7c1c8e-4b1f-4f55-9d5e-2f2a9e3c6b01")
 RUN_NAMESPACE = uuid.UUID("c0b8a1d2-6e3f-4a7b-8c9d-0e1f2a3b4c5d")
 
 # The ID expression per data source kind. Built once from fixed whitelists: no input reaches SQL text.
-# DISTINCT without ORDER BY: Postgres de-duplicates with a hash, and batch order carries no meaning (the
-# run's files are written from what publish staged, in batch order, so a run's files are fixed per run).
+# The IDs compare byte-wise (COLLATE "C", as exported_member's do), so a run's adds can be read in the order
+# publish records them in (diff_sql): de-duplicating by that sort costs less than by a hash (0.6 against 0.9 s
+# for 1M hashed e-mails), and the recorded set's build then finds its input sorted. Counting queries still
+# de-duplicate by a hash, as the planner likes.
 # Opted-out recipients are never exported (consent): an anti-join with the few of them (a partial index), so
 # a mirror/full run removes what was shared for them; they are counted apart (OPTED_OUT), not as excluded.
 _CONSENTING = "NOT EXISTS (SELECT 1 FROM recipient o WHERE o.recipient_id = lm.recipient_id AND o.opted_out)"
@@ -33,12 +35,12 @@ OPTED_OUT = (
 )
 CURRENT_IDS: dict[tuple[str, str | None, str], str] = {
     ("ecid", None, "none"): (
-        "SELECT DISTINCT v.ecid AS id FROM list_member lm JOIN visitor_link v USING (recipient_id) "  # noqa: S608
+        'SELECT DISTINCT v.ecid COLLATE "C" AS id FROM list_member lm JOIN visitor_link v USING (recipient_id) '  # noqa: S608
         f"WHERE lm.list_id = $1 AND {_CONSENTING}"
     ),
     **{
         ("declared", key, transform): (
-            f"SELECT DISTINCT {declared_key_sql(key, transform)} AS id "  # noqa: S608
+            f'SELECT DISTINCT {declared_key_sql(key, transform)} COLLATE "C" AS id '  # noqa: S608
             "FROM list_member lm JOIN recipient r USING (recipient_id) "
             f"WHERE lm.list_id = $1 AND NOT r.opted_out AND {exportable_key_sql(key, transform)}"
         )
@@ -74,15 +76,17 @@ class DiffQuery:
 def diff_sql(current_ids: str, mode: str) -> tuple[DiffQuery, ...]:
     """What to add to the audience and (mirror/full) what the bridge must remove, read one after the
     other in one snapshot."""
+    # The adds in exported_member's key order: the run's batches are then sorted end to end, and the recorded
+    # set's build and the row-by-row recording (services/publish, schemas/sql/031) only check that they are.
     if mode == "full":
-        adds = DiffQuery(f"SELECT c.id FROM ({current_ids}) c", is_add=True, by_audience=False)  # noqa: S608
+        adds = DiffQuery(f"SELECT c.id FROM ({current_ids}) c ORDER BY c.id", is_add=True, by_audience=False)  # noqa: S608
     else:
         adds = DiffQuery(
             f"SELECT c.id FROM ({current_ids}) c "  # noqa: S608
             "WHERE NOT EXISTS (SELECT 1 FROM exported_member e WHERE e.audience_id = $2 AND e.id = c.id "
             # An add the platform's receipt left unconfirmed (publish, export_rejected_id) is sent again.
             "AND NOT EXISTS (SELECT 1 FROM export_rejected_id x "
-            "WHERE x.audience_id = $2 AND x.id = e.id AND x.is_add))",
+            "WHERE x.audience_id = $2 AND x.id = e.id AND x.is_add)) ORDER BY c.id",
             is_add=True,
             by_audience=True,
         )
