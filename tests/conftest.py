@@ -34,7 +34,12 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bridge"))
 
 # ecsim: its session process is then one fixture for every module (see tests/fixtures/ecsim.py).
-pytest_plugins = ["tests.fixtures.bridge_db", "tests.fixtures.ecsim", "tests.fixtures.import_batches"]
+pytest_plugins = [
+    "tests.fixtures.bridge_db",
+    "tests.fixtures.ecsim",
+    "tests.fixtures.import_batches",
+    "tests.fixtures.local_stack",
+]
 
 LOCAL = REPO_ROOT / "deploy" / "local"
 DEFAULT_DSN = "postgresql://audience_bridge:audience_bridge@127.0.0.1:5432/audience_bridge"

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from shared.settings import REPO_ROOT
-from tests.unit.test_local_scripts import _fake_tool, _free_port, _one_line, _run, held_port  # noqa: F401
+from tests.fixtures.local_stack import fake_tool, free_port, one_line, run_script
 
 LOCAL = REPO_ROOT / "deploy" / "local"
 CONNECT_SH = str(LOCAL / "connect.sh")
 
 
 def _free_ports() -> dict[str, str]:
-    return {"CDC_PG_PORT": str(_free_port()), "CONNECT_REST_PORT": str(_free_port())}
+    return {"CDC_PG_PORT": str(free_port()), "CONNECT_REST_PORT": str(free_port())}
 
 
 @pytest.mark.parametrize(
@@ -33,31 +33,31 @@ def _free_ports() -> dict[str, str]:
 )
 def test_a_bad_setting_stops_with_one_line_naming_it(tmp_path: Path, setting: str, value: str) -> None:
     var = tmp_path / "var"
-    line = _one_line(_run([CONNECT_SH, "start"], var, **{**_free_ports(), setting: value}))
+    line = one_line(run_script([CONNECT_SH, "start"], var, **{**_free_ports(), setting: value}))
     assert f"{setting}={value}" in line
     assert not var.exists()
 
 
 @pytest.mark.parametrize("setting", ["CDC_PG_PORT", "CONNECT_REST_PORT"])
-def test_a_taken_port_stops_the_start_with_one_line(tmp_path: Path, held_port: int, setting: str) -> None:  # noqa: F811
+def test_a_taken_port_stops_the_start_withone_line(tmp_path: Path, held_port: int, setting: str) -> None:
     var = tmp_path / "var"
-    line = _one_line(_run([CONNECT_SH, "start"], var, **{**_free_ports(), setting: str(held_port)}))
+    line = one_line(run_script([CONNECT_SH, "start"], var, **{**_free_ports(), setting: str(held_port)}))
     assert f"127.0.0.1:{held_port} is taken" in line
     assert setting in line
     assert not var.exists()  # nothing started, nothing written
 
 
-def test_an_old_maven_stops_the_first_fetch_with_one_line(tmp_path: Path) -> None:
+def test_an_old_maven_stops_the_first_fetch_withone_line(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
-    _fake_tool(bin_dir, "java", 'openjdk version "17.0.15" 2025-04-15')
-    _fake_tool(bin_dir, "mvn", "Apache Maven 3.3.9")
-    result = _run([CONNECT_SH, "fetch"], tmp_path / "var", PATH=f"{bin_dir}:{os.environ['PATH']}")
-    assert "Maven 3.6+, found 3.3.9" in _one_line(result)
+    fake_tool(bin_dir, "java", 'openjdk version "17.0.15" 2025-04-15')
+    fake_tool(bin_dir, "mvn", "Apache Maven 3.3.9")
+    result = run_script([CONNECT_SH, "fetch"], tmp_path / "var", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    assert "Maven 3.6+, found 3.3.9" in one_line(result)
     assert not (tmp_path / "cache").exists()
 
 
 def test_an_unknown_command_prints_the_usage(tmp_path: Path) -> None:
-    result = _run([CONNECT_SH, "restart"], tmp_path / "var")
+    result = run_script([CONNECT_SH, "restart"], tmp_path / "var")
     assert result.returncode == 2
     assert "usage:" in result.stderr
 

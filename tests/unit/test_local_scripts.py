@@ -1,16 +1,14 @@
-"""deploy/local's decisions (stack.py) and the one-line failures of its scripts, staged for real where it is cheap.
+"""deploy/local's decisions (stack.py), most of them as pure functions.
 
-The decisions are pure functions of deploy/local/stack.py: which ports a stack uses, what to do about a taken
+The decisions are functions of deploy/local/stack.py: which ports a stack uses, what to do about a taken
 port, where the private Postgres cluster lives, whether Java, Maven, Python, Postgres, the disk and the network
-will do. The real runs start nothing: each stages one failure (a port held by a socket of the test, a fake old
-java on PATH, a closed registry URL, a disk threshold no disk meets) and checks the script stops with one line
-naming the cause and the setting or fix. The whole stack, from a 700 folder and side by side, is
-tests/e2e/test_local_stack.py (opt-in: it takes minutes).
+will do (its `pg-dir` and `clean` commands also run for real). The scripts' one-line refusals, each staged
+for real, are test_local_script_refusals.py. The whole stack,
+from a 700 folder and side by side, is tests/e2e/test_local_stack.py (opt-in: it takes minutes).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -18,30 +16,12 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from shared.settings import REPO_ROOT
-
-LOCAL = REPO_ROOT / "deploy" / "local"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ab_local_stack", LOCAL / "stack.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ab_local_stack"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stack: Any = _load()
-
+from tests.fixtures.local_stack import LOCAL, run_script, stack
 
 # ---------------------------------------------------------------------------------------------- settings
 
@@ -278,7 +258,7 @@ needs_root_and_postgres = pytest.mark.skipif(
 @needs_root_and_postgres
 def test_as_root_a_checkout_under_a_700_folder_moves_the_cluster(tmp_path: Path) -> None:
     var = _bad_home(tmp_path) / "p" / "var"
-    out = _run([sys.executable, str(LOCAL / "stack.py"), "pg-dir", "--say"], var)
+    out = run_script([sys.executable, str(LOCAL / "stack.py"), "pg-dir", "--say"], var)
     assert out.stdout.strip().endswith("/audience-bridge/" + stack.hash_of(str(var)))
     assert f"the postgres user cannot enter {tmp_path / 'private'}" in out.stderr or "cannot enter /" in out.stderr
     assert not var.exists()  # deciding changes nothing
@@ -290,7 +270,7 @@ def test_as_root_a_checkout_the_postgres_user_can_enter_keeps_the_cluster_in_var
     try:
         open_root.chmod(0o755)
         var = open_root / "p" / "var"
-        out = _run([sys.executable, str(LOCAL / "stack.py"), "pg-dir", "--say"], var)
+        out = run_script([sys.executable, str(LOCAL / "stack.py"), "pg-dir", "--say"], var)
         assert out.stdout.strip() == str(var / "postgres")
         assert out.stderr == ""
     finally:
@@ -301,15 +281,15 @@ def test_as_root_a_checkout_the_postgres_user_can_enter_keeps_the_cluster_in_var
 def test_clean_removes_only_this_checkouts_cluster(tmp_path: Path) -> None:
     var = _bad_home(tmp_path) / "p" / "var"
     var.mkdir(parents=True)
-    place = Path(_run([sys.executable, str(LOCAL / "stack.py"), "pg-dir"], var).stdout.strip())
+    place = Path(run_script([sys.executable, str(LOCAL / "stack.py"), "pg-dir"], var).stdout.strip())
     place.mkdir(parents=True)
     try:
         (place / "checkout").write_text("/some/other/checkout/var\n")
-        out = _run([str(LOCAL / "postgres.sh"), "clean"], var)
+        out = run_script([str(LOCAL / "postgres.sh"), "clean"], var)
         assert place.exists(), out.stderr
         assert "left alone" in out.stderr
         (place / "checkout").write_text(str(var.resolve()) + "\n")
-        out = _run([str(LOCAL / "postgres.sh"), "clean"], var)
+        out = run_script([str(LOCAL / "postgres.sh"), "clean"], var)
         assert not place.exists(), out.stderr
     finally:
         subprocess.run(["rm", "-rf", str(place)], check=False)
@@ -375,159 +355,3 @@ def test_every_problem_is_one_line() -> None:
         stack.registry_problem("maven", "u", False),
     ]
     assert all(p and "\n" not in p for p in problems)
-
-
-# ---------------------------------------------------------------------------------------------- real runs
-
-
-def _env(var: Path, **extra: str) -> dict[str, str]:
-    """The test's environment without any stack setting of the session (`make test` exports them)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in stack.STACK_VARS and not k.startswith(("AB_", "PLATFORM_")) and k != "PIP_INDEX_URL"
-    }
-    return {**env, "AB_VAR_DIR": str(var), "AB_CACHE_DIR": str(var.parent / "cache"), **extra}
-
-
-def _run(cmd: list[str], var: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, env=_env(var, **extra), capture_output=True, text=True, timeout=60, check=False)
-
-
-@pytest.fixture
-def held_port() -> Iterator[int]:
-    """A port some other program listens on (this test), silent to Kafka's and Postgres's handshakes."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield s.getsockname()[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _free_broker_ports() -> dict[str, str]:
-    """The broker's two ports, both free: its controller's default (the bootstrap port + 1)
-    may be any other program's ephemeral port, which made the check under test come second."""
-    return {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}", "KAFKA_CONTROLLER_PORT": str(_free_port())}
-
-
-def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-@pytest.mark.parametrize(
-    ("script", "setting", "value"),
-    [
-        ("kafka.sh", "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:{port}"),
-        (
-            "postgres.sh",
-            "DATABASE_URL",
-            "postgresql://audience_bridge:audience_bridge@127.0.0.1:{port}/audience_bridge",
-        ),
-        ("services.sh", "INGEST_HTTP_PORT", "{port}"),
-        ("services.sh", "ECSIM_HTTP_PORT", "{port}"),
-    ],
-)
-def test_a_taken_port_stops_the_script_with_one_line_naming_the_setting(
-    tmp_path: Path, held_port: int, script: str, setting: str, value: str
-) -> None:
-    var = tmp_path / "var"
-    service = setting.split("_")[0].lower()
-    cmd = [str(LOCAL / script), "start"] + ([service] if script == "services.sh" else [])
-    # Everything else on free ports: only the one port is taken.
-    others = {
-        **_free_broker_ports(),
-        "DATABASE_URL": f"postgresql://audience_bridge:audience_bridge@127.0.0.1:{_free_port()}/audience_bridge",
-    }
-    line = _one_line(_run(cmd, var, **{**others, setting: value.format(port=held_port)}))
-    assert f"127.0.0.1:{held_port} is taken by " in line
-    assert setting in line
-    assert "pid" in line  # the holder, this test's own process, is named
-    assert not (var / "kafka").exists()
-    assert not (var / "run").exists()
-
-
-def test_a_taken_controller_port_names_its_setting(tmp_path: Path, held_port: int) -> None:
-    result = _run(
-        [str(LOCAL / "kafka.sh"), "start"],
-        tmp_path / "var",
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_free_port()}",
-        KAFKA_CONTROLLER_PORT=str(held_port),
-    )
-    assert "KAFKA_CONTROLLER_PORT" in _one_line(result)
-
-
-def _fake_tool(bin_dir: Path, name: str, output: str) -> None:
-    bin_dir.mkdir(exist_ok=True)
-    tool = bin_dir / name
-    tool.write_text(f"#!/bin/sh\necho '{output}' >&2\n")
-    tool.chmod(0o755)
-
-
-def test_an_old_java_stops_the_broker_with_one_line(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    _fake_tool(bin_dir, "java", 'openjdk version "11.0.2" 2019-01-15')
-    result = _run(
-        [str(LOCAL / "kafka.sh"), "start"],
-        tmp_path / "var",
-        **_free_broker_ports(),
-        PATH=f"{bin_dir}:{os.environ['PATH']}",
-    )
-    assert "needs Java 17+, found Java 11" in _one_line(result)
-
-
-def test_an_old_maven_stops_the_first_fetch_with_one_line(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    _fake_tool(bin_dir, "java", 'openjdk version "17.0.15" 2025-04-15')
-    _fake_tool(bin_dir, "mvn", "Apache Maven 3.3.9")
-    result = _run([str(LOCAL / "kafka.sh"), "fetch"], tmp_path / "var", PATH=f"{bin_dir}:{os.environ['PATH']}")
-    assert "Maven 3.6+, found 3.3.9" in _one_line(result)
-
-
-def test_not_enough_disk_stops_the_broker_with_one_line(tmp_path: Path) -> None:
-    result = _run(
-        [str(LOCAL / "kafka.sh"), "start"],
-        tmp_path / "var",
-        **_free_broker_ports(),
-        AB_MIN_FREE_MB=str(10**9),
-    )
-    if "Java" in result.stderr:
-        pytest.skip("no Java 17 here: the Java line comes first")
-    assert "GB needed for Kafka's and Postgres's data" in _one_line(result)
-
-
-@pytest.mark.parametrize(
-    ("what", "variable", "named"),
-    [("pip", "PIP_INDEX_URL", "PyPI"), ("maven", "AB_MAVEN_CENTRAL_URL", "Maven Central")],
-)
-def test_no_network_to_a_registry_is_one_line(tmp_path: Path, what: str, variable: str, named: str) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/simple/"  # nothing listens there
-    result = _run([sys.executable, str(LOCAL / "stack.py"), "diagnose", what], tmp_path / "var", **{variable: url})
-    line = _one_line(result)
-    assert f"no network to {named} ({url})" in line
-
-
-def test_doctor_reports_a_taken_port_and_changes_nothing(tmp_path: Path, held_port: int) -> None:
-    var = tmp_path / "var"
-    result = subprocess.run(
-        [sys.executable, str(LOCAL / "stack.py"), "doctor"],
-        env=_env(var, STACK_PORT_OFFSET="0", INGEST_HTTP_PORT=str(held_port)),
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    fails = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-    assert result.returncode == 1
-    assert any(f"127.0.0.1:{held_port} is taken" in line and "INGEST_HTTP_PORT" in line for line in fails), (
-        result.stdout
-    )
-    assert not var.exists()
