@@ -27,7 +27,9 @@ class ReconcileSettings(KafkaSettings, DatabaseSettings, PageAuthSettings):
         256,
         ge=4,
         le=65536,
-        description="Postgres work_mem (MB) of an export's diff: room to de-duplicate and sort a large list's IDs in memory.",
+        description=(
+            "Postgres work_mem (MB) of an export's diff: room to de-duplicate and sort a large list's IDs in memory."
+        ),
     )
     import_work_mem_mb: int = Field(
         256,
