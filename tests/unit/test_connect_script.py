@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import REPO_ROOT
-from tests.fixtures.local_stack import fake_tool, free_port, one_line, run_script
+from tests.fixtures.local_stack import LOCAL, fake_tool, free_port, one_line, run_script
 
-LOCAL = REPO_ROOT / "deploy" / "local"
 CONNECT_SH = str(LOCAL / "connect.sh")
 
 

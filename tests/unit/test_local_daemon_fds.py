@@ -17,10 +17,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from shared.settings import REPO_ROOT
+from tests.fixtures.local_stack import LOCAL
 from tests.helpers import eventually
-
-LOCAL = REPO_ROOT / "deploy" / "local"
 
 
 def _runs_sleep(pid: int) -> bool:
