@@ -10,7 +10,7 @@ Per batch (``Publisher.handle``):
 4. once every batch is staged: the files are written (:mod:`services.publish.files`), then the run moves
    to ``uploaded`` and waits for the platform's receipts (:mod:`services.publish.receipt_poller` ends it
    ``succeeded``, ``partial`` or ``failed`` and applies what the platform applied to ``exported_member``);
-   meanwhile a first or full run's recorded set is built apart (:mod:`services.publish.recorded_set`).
+   a first or full run's recorded set is built apart beside the files (:mod:`services.publish.recorded_set`).
    Without receipts (``EXPORT_AWAIT_RECEIPTS=false``) one transaction applies the run to
    ``exported_member``, marks it ``succeeded`` with its counts and drops its staged rows at once.
 
@@ -27,6 +27,7 @@ transaction that made it has committed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import itertools
@@ -206,6 +207,10 @@ class Publisher:
                 return await self._fail(run, STEP_AUDIENCE, exc)
             assert run.trait_id is not None
             file_ts = run.file_ts or await allocate_file_ts(self._pool, run, file_timestamp(run.started_at))
+            # The run's recorded set (a first or full run's), built apart beside its files, to be swapped in by
+            # its receipts (services/publish/recorded_set.py; the receipt poller waits for a build under way).
+            # Writing the files leaves a core to Postgres: built after them, the set came after the receipts.
+            build = asyncio.create_task(self._build_recorded_set(run)) if self._options.await_receipts else None
             try:
                 files = await write_run_files(
                     self._pool,
@@ -218,21 +223,19 @@ class Publisher:
                 )
             except (DropZoneUnavailable, PermanentError) as exc:
                 # PermanentError here: the zone refused a name, or a line the platform cannot take.
+                await _settle(build)  # its set, if any, goes with the failed run's staging
                 return await self._fail(run, STEP_FILES, exc)
+            except BaseException:
+                await _settle(build, cancel=True)  # the batch is retried: the set is built then, or found
+                raise
             if self._options.await_receipts:
                 outcome = await self._mark_uploaded(run, files)
                 await self._report(outcome)
-                # While the platform processes the files: the run's recorded set, built apart, to be swapped in
-                # by its receipts (services/publish/recorded_set.py; the receipt poller waits for a build under
-                # way). After the files, not beside them: on 2 cores the build slowed the files and the
-                # platform's processing more than it gained (measured, README "Export to the platform's word").
-                await recorded_set.build(
-                    self._pool,
-                    run.run_id,
-                    run.audience_id,
-                    full=run.mode == "full",
-                    work_mem_mb=self._options.work_mem_mb,
-                )
+                assert build is not None
+                if await build is None:
+                    # Not built: the run was not live when the files began (a failed run retried), or records
+                    # row by row. Uploaded, it is live again: built now if it may be.
+                    await self._build_recorded_set(run)
                 return outcome
             outcome = await self._apply(run, files)
             if outcome.state == "succeeded":
@@ -240,6 +243,11 @@ class Publisher:
                 self._metrics.ids_sent("remove", outcome.counts["removed"])
             await self._report(outcome)
             return outcome
+
+    async def _build_recorded_set(self, run: ExportRun) -> int | None:
+        return await recorded_set.build(
+            self._pool, run.run_id, run.audience_id, full=run.mode == "full", work_mem_mb=self._options.work_mem_mb
+        )
 
     async def _apply(self, run: ExportRun, files: WrittenFiles) -> RunOutcome:
         """In one transaction: exported_member follows the run, the run succeeds, its staging goes."""
@@ -390,3 +398,19 @@ async def retry_run(
     """
     publisher = Publisher(pool, zone, platform, status, options=options or FileOptions(), metrics=metrics)
     return await publisher.retry(run_id)
+
+
+async def _settle(build: asyncio.Task[int | None] | None, *, cancel: bool = False) -> None:
+    """Wait for a recorded set's build begun beside the files (cancelled first when ``cancel``), whatever it
+    ends in: the run's own failure is what is reported."""
+    if build is None:
+        return
+    if cancel:
+        build.cancel()
+    try:
+        await build
+    except asyncio.CancelledError:
+        if not build.cancelled():
+            raise  # this task itself was cancelled, not the build
+    except Exception as exc:
+        log.warning("export_recorded_set_build_abandoned", error=type(exc).__name__)

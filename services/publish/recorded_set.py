@@ -1,9 +1,9 @@
-"""A run's recorded set, prepared while the platform processes its files and swapped in whole by its receipts.
+"""A run's recorded set, prepared while its files are written and swapped in whole by its receipts.
 
 ``exported_member`` is partitioned by audience (schemas/sql/030). A run that may replace its audience's whole
 set (a full run, or an audience holding nothing yet: its first run) has that set built in a table of its own
-once its files are uploaded, while the platform processes them (:func:`build`): the distinct adds sorted,
-loaded, indexed in one build.
+while its files are written (:func:`build`): the adds loaded batch after batch, already sorted and distinct (their
+primary key, built after the load, checks it; overlapping batches are de-duplicated the long way), then indexed.
 The table is no partition yet: no reader sees its rows. When the receipts say every file was applied, the run's
 last transaction attaches it as the audience's partition (:func:`swap_in`), dropping the previous one: catalogue
 work instead of a million inserts into the live table. That transaction also moves the run to ``succeeded``, so
@@ -84,13 +84,22 @@ async def build(pool: asyncpg.Pool, run_id: uuid.UUID, audience_id: str, *, full
                 f"{int(work_mem_mb)}MB",
             )
             table = table_of(run_id)
-            ids = await conn.fetchval("SELECT exported_member_prepare($1, $2, $3)", table, run_id, audience_id)
+            conn.add_log_listener(_said)
+            try:
+                ids = await conn.fetchval("SELECT exported_member_prepare($1, $2, $3)", table, run_id, audience_id)
+            finally:
+                conn.remove_log_listener(_said)
             await conn.execute(_RECORD_PREPARED, run_id, audience_id, table, ids)
     except asyncpg.PostgresError as exc:
         log.warning("export_recorded_set_not_prepared", run_id=str(run_id), error=str(exc)[:300])
         return None
     log.info("export_recorded_set_prepared", run_id=str(run_id), audience_id=audience_id, ids=ids)
     return int(ids)
+
+
+def _said(conn: Any, message: asyncpg.PostgresLogMessage) -> None:
+    """A notice of the build (overlapping batches de-duplicated the long way, schemas/sql/032), logged."""
+    log.warning("export_recorded_set_notice", message=str(message))
 
 
 async def swap_in(

@@ -1,20 +1,27 @@
 """The prepared recorded set through the publisher, ecsim and the receipt poller (real Postgres, Kafka, ecsim):
-built while the platform processes the files, unseen until the receipts, swapped in by a run whose files were
+built while the files are written, unseen until the receipts, swapped in by a run whose files were
 all applied, and never by one whose receipts refused lines (those IDs stay unshared, the set is dropped)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from datetime import UTC, datetime
+
 import pytest
 
+from services.publish import recorded_set
+from services.publish.files import FileOptions
+from services.publish.publisher import retry_run
 from tests.fixtures.bridge_db import add_export_run, ecid_of
 from tests.fixtures.ecsim import ecsim, ecsim_server  # noqa: F401
 from tests.integration.test_publish_receipts import poller, rig, trait_members, until_ended  # noqa: F401
-from tests.integration.test_publish_runs import Rig, export_batches
+from tests.integration.test_publish_runs import PARTNER, Rig, export_batches
 
 pytestmark = pytest.mark.integration
 
 
-async def test_a_first_run_s_set_is_prepared_at_upload_and_swapped_in_by_its_receipts(rig: Rig) -> None:  # noqa: F811
+async def test_a_first_run_s_set_is_prepared_by_its_upload_and_swapped_in_by_its_receipts(rig: Rig) -> None:  # noqa: F811
     await rig.ecsim.admin("PUT", "/inbound/faults", {"delay_s": 1.0})
     pool = rig.campaign.pool
     adds = [ecid_of(i) for i in range(1, 51)]
@@ -65,3 +72,67 @@ async def test_a_partial_receipt_never_swaps_the_prepared_set_in(rig: Rig) -> No
     assert await pool.fetchval("SELECT count(*) FROM export_prepared_set") == 0
     tables = await pool.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE 'exported_member_r%'")
     assert tables == 0
+
+
+async def test_the_set_is_built_while_the_files_are_written(rig: Rig) -> None:  # noqa: F811
+    """The build does not wait for the files: with the drop zone down for a while (the files retrying), the set
+    is prepared while the run is still writing them, not uploaded yet."""
+    pool = rig.campaign.pool
+    adds = [ecid_of(i) for i in range(1, 41)]
+    run_id = await add_export_run(pool, audience_id="ab-beside", data_source="visitors", mode="append")
+    rig.zone.fault.set(1.0)
+    publisher = rig.publisher(await_receipts=True, write_attempts=100, backoff_initial_s=0.05, backoff_max_s=0.05)
+    publishing = asyncio.ensure_future(
+        rig.publish(export_batches(run_id, "ab-beside", adds=adds, mode="append"), publisher)
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            # One statement, one snapshot: the run's state when its set was first seen prepared.
+            seen = await pool.fetchrow(
+                """SELECT r.state, p.ids FROM run r LEFT JOIN export_prepared_set p USING (run_id)
+                    WHERE r.run_id = $1""",
+                run_id,
+            )
+            assert seen is not None
+            if seen["ids"] is not None or publishing.done() or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        assert seen["ids"] == 40
+        assert seen["state"] in ("started", "progress")  # before the upload
+    finally:
+        await publishing
+    assert (await rig.run(run_id))["state"] == "uploaded"
+    run = await until_ended(rig, run_id, poller(rig))
+    assert run["state"] == "succeeded"
+    assert await rig.members("ab-beside") == set(adds) == await trait_members(rig, "ab-beside")
+
+
+async def test_a_run_failed_at_its_files_keeps_its_set_for_its_retry_or_builds_it_then(rig: Rig) -> None:  # noqa: F811
+    pool = rig.campaign.pool
+    adds = [ecid_of(i) for i in range(1, 31)]
+    run_id = await add_export_run(pool, audience_id="ab-refiled", data_source="visitors", mode="append")
+    rig.zone.fault.set(60)
+    await rig.publish(
+        export_batches(run_id, "ab-refiled", adds=adds, mode="append"), rig.publisher(await_receipts=True)
+    )
+    assert (await rig.run(run_id))["state"] == "failed"
+    # The set built beside the files stays with the failed run's staging (a superseding run drops both).
+    assert await pool.fetchval("SELECT ids FROM export_prepared_set WHERE run_id = $1", run_id) == 30
+    # A failed run without one (as runs failed before sets were built beside the files): its retry's build
+    # begins while the run is still failed and gets none, so the set is built once the run is uploaded.
+    async with pool.acquire() as conn, conn.transaction():
+        await recorded_set.drop_prepared(conn, run_id, "ab-refiled", datetime.now(UTC))
+    assert await pool.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE 'exported_member_r%'") == 0
+
+    rig.zone.fault.clear()
+    options = FileOptions(partner=PARTNER, await_receipts=True)
+    outcome = await retry_run(pool, rig.zone, rig.platform, rig.status, run_id, options=options)
+    assert outcome.state == "uploaded"
+    assert await pool.fetchval("SELECT ids FROM export_prepared_set WHERE run_id = $1", run_id) == 30
+    run = await until_ended(rig, run_id, poller(rig))
+    assert run["state"] == "succeeded"
+    assert await rig.members("ab-refiled") == set(adds) == await trait_members(rig, "ab-refiled")
+    assert (
+        await pool.fetchval("SELECT run_id FROM exported_member_partition WHERE audience_id = 'ab-refiled'") == run_id
+    )

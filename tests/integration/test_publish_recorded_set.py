@@ -54,6 +54,45 @@ async def stage(pool: asyncpg.Pool, adds: Sequence[str], removes: Sequence[str] 
     return run_id
 
 
+async def stage_as(pool: asyncpg.Pool, batches: Sequence[Sequence[str]]) -> uuid.UUID:
+    """An uploaded run whose adds are staged in exactly these batches (seq 0, 1, ...)."""
+    run_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO run (run_id, direction, audience_id, mode, state) VALUES ($1, 'export', $2, 'append', 'uploaded')",
+        run_id,
+        AUDIENCE,
+    )
+    await pool.copy_records_to_table(
+        "publish_stage_batch",
+        records=[(run_id, seq, "\n".join(a), "", len(a), 0, 64) for seq, a in enumerate(batches)],
+        columns=("run_id", "seq", "adds", "removes", "adds_n", "removes_n", "max_id_bytes"),
+    )
+    return run_id
+
+
+async def prepare_heard(pool: asyncpg.Pool, run_id: uuid.UUID) -> tuple[int, list[str], list[str]]:
+    """exported_member_prepare run as the build runs it, then rolled back: the IDs it counted, the table's IDs
+    in their physical order, and the notices it raised."""
+    notices: list[str] = []
+
+    def heard(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
+        notices.append(message.message)
+
+    table = recorded_set.table_of(run_id)
+    async with pool.acquire() as conn:
+        conn.add_log_listener(heard)
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            ids = await conn.fetchval("SELECT exported_member_prepare($1, $2, $3)", table, run_id, AUDIENCE)
+            rows = await conn.fetch(f'SELECT id FROM "{table}" ORDER BY ctid')
+            await asyncio.sleep(0)  # notices reach listeners on the loop's next turn
+        finally:
+            await tx.rollback()
+            conn.remove_log_listener(heard)
+    return int(ids), [r["id"] for r in rows], notices
+
+
 async def record(pool: asyncpg.Pool, run_id: uuid.UUID, *, full: bool, lock_timeout_ms: int = 2000) -> bool:
     """The run's last transaction as the receipt poller runs it (every file applied): swapped, or row by row."""
     async with pool.acquire() as conn, conn.transaction():
@@ -101,6 +140,26 @@ async def test_a_first_run_is_invisible_until_swapped_in_then_exact(pool: asyncp
     assert await pool.fetchval("SELECT count(*) FROM exported_member_default") == 0
     assert await pool.fetchval("SELECT count(*) FROM export_prepared_set") == 0
     assert await pool.fetchval("SELECT count(*) FROM publish_stage_batch") == 0
+
+
+async def test_disjoint_sorted_batches_are_loaded_as_they_come_without_a_deduplicating_sort(pool: asyncpg.Pool) -> None:
+    ids = [f"id{i:05d}" for i in range(3000)]
+    run_id = await stage_as(pool, [ids[:1000], ids[1000:2500], ids[2500:]])
+    count, loaded, notices = await prepare_heard(pool, run_id)
+    assert (count, loaded, notices) == (3000, ids, [])
+
+
+async def test_overlapping_batches_are_deduplicated_the_long_way_and_said(pool: asyncpg.Pool) -> None:
+    """Batches that share IDs (a run emitted again with other batch boundaries) fail the primary key's check:
+    the set is built again from the distinct IDs, sorted, in the same transaction, and a notice says so."""
+    ids = [f"id{i:05d}" for i in range(3000)]
+    run_id = await stage_as(pool, [ids[1000:2500], ids[:1200], ids[2400:], ids[2999:]])
+    count, loaded, notices = await prepare_heard(pool, run_id)
+    assert (count, loaded) == (3000, ids)
+    assert len(notices) == 1
+    assert "overlapping batches, de-duplicated" in notices[0]
+    # The build itself (what publish runs) gives the same set, and says it in its log.
+    assert await recorded_set.build(pool, run_id, AUDIENCE, full=False, work_mem_mb=16) == 3000
 
 
 async def test_incremental_runs_record_row_by_row_into_the_swapped_in_partition(pool: asyncpg.Pool) -> None:
