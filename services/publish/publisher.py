@@ -223,10 +223,10 @@ class Publisher:
                 )
             except (DropZoneUnavailable, PermanentError) as exc:
                 # PermanentError here: the zone refused a name, or a line the platform cannot take.
-                await _settle(build)  # its set, if any, goes with the failed run's staging
+                await recorded_set.settle(build)  # a set built stays with the failed run's staging, for its retry
                 return await self._fail(run, STEP_FILES, exc)
             except BaseException:
-                await _settle(build, cancel=True)  # the batch is retried: the set is built then, or found
+                await recorded_set.settle(build, cancel=True)  # the batch is retried: the set is built then, or found
                 raise
             if self._options.await_receipts:
                 outcome = await self._mark_uploaded(run, files)
@@ -398,19 +398,3 @@ async def retry_run(
     """
     publisher = Publisher(pool, zone, platform, status, options=options or FileOptions(), metrics=metrics)
     return await publisher.retry(run_id)
-
-
-async def _settle(build: asyncio.Task[int | None] | None, *, cancel: bool = False) -> None:
-    """Wait for a recorded set's build begun beside the files (cancelled first when ``cancel``), whatever it
-    ends in: the run's own failure is what is reported."""
-    if build is None:
-        return
-    if cancel:
-        build.cancel()
-    try:
-        await build
-    except asyncio.CancelledError:
-        if not build.cancelled():
-            raise  # this task itself was cancelled, not the build
-    except Exception as exc:
-        log.warning("export_recorded_set_build_abandoned", error=type(exc).__name__)

@@ -16,6 +16,7 @@ had within ``SWAP_LOCK_TIMEOUT_MS``) takes the row-by-row recording (:mod:`servi
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Any, Final
@@ -95,6 +96,22 @@ async def build(pool: asyncpg.Pool, run_id: uuid.UUID, audience_id: str, *, full
         return None
     log.info("export_recorded_set_prepared", run_id=str(run_id), audience_id=audience_id, ids=ids)
     return int(ids)
+
+
+async def settle(build: asyncio.Task[int | None] | None, *, cancel: bool = False) -> None:
+    """Wait for a recorded set's build begun beside the files (cancelled first when ``cancel``), whatever it
+    ends in: the run's own failure is what is reported."""
+    if build is None:
+        return
+    if cancel:
+        build.cancel()
+    try:
+        await build
+    except asyncio.CancelledError:
+        if not build.cancelled():
+            raise  # this task itself was cancelled, not the build
+    except Exception as exc:
+        log.warning("export_recorded_set_build_abandoned", error=type(exc).__name__)
 
 
 def _said(conn: Any, message: asyncpg.PostgresLogMessage) -> None:
