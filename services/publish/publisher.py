@@ -207,9 +207,8 @@ class Publisher:
                 return await self._fail(run, STEP_AUDIENCE, exc)
             assert run.trait_id is not None
             file_ts = run.file_ts or await allocate_file_ts(self._pool, run, file_timestamp(run.started_at))
-            # The run's recorded set (a first or full run's), built apart beside its files, to be swapped in by
-            # its receipts (services/publish/recorded_set.py; the receipt poller waits for a build under way).
-            # Writing the files leaves a core to Postgres: built after them, the set came after the receipts.
+            # A first or full run's recorded set, built apart beside the files (they leave a core to Postgres;
+            # built after them, it came after the receipts) and swapped in by the receipts (recorded_set.py).
             build = asyncio.create_task(self._build_recorded_set(run)) if self._options.await_receipts else None
             try:
                 files = await write_run_files(
@@ -229,12 +228,15 @@ class Publisher:
                 await recorded_set.settle(build, cancel=True)  # the batch is retried: the set is built then, or found
                 raise
             if self._options.await_receipts:
-                outcome = await self._mark_uploaded(run, files)
-                await self._report(outcome)
                 assert build is not None
-                if await build is None:
-                    # Not built: the run was not live when the files began (a failed run retried), or records
-                    # row by row. Uploaded, it is live again: built now if it may be.
+                try:
+                    outcome = await self._mark_uploaded(run, files)
+                    await self._report(outcome)
+                    built = await build
+                except BaseException:
+                    await recorded_set.settle(build, cancel=True)  # never left running behind a retried batch
+                    raise
+                if built is None:  # not live when the files began (a failed run retried): built now if it may be
                     await self._build_recorded_set(run)
                 return outcome
             outcome = await self._apply(run, files)

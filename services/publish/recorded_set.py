@@ -108,8 +108,9 @@ async def settle(build: asyncio.Task[int | None] | None, *, cancel: bool = False
     try:
         await build
     except asyncio.CancelledError:
-        if not build.cancelled():
-            raise  # this task itself was cancelled, not the build
+        current = asyncio.current_task()
+        if not build.cancelled() or (current is not None and current.cancelling()):
+            raise  # the caller itself was cancelled (which cancels the build it awaited): it stays cancelled
     except Exception as exc:
         log.warning("export_recorded_set_build_abandoned", error=type(exc).__name__)
 
