@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from services.ingest.audiences import AudienceDirectory, ImportAudience
-from services.ingest.event_ledger import EventLedger
+from services.ingest.event_ledger import _CLAIM, EventLedger, columns
 from services.ingest.events import SegmentEventHandler
 from shared.errors import TransientError
 from shared.kafka import Delivery, OutgoingMessage, Producer, ensure_topics
@@ -139,6 +139,24 @@ async def test_the_ledger_forgets_after_its_retention(events: Events, campaign: 
     )
     assert await events.ledger.purge() == 2
     assert await events.ledger.admit([old, recent]) == {old.event_id}
+
+
+async def test_a_large_poll_is_claimed_by_hashing_not_by_comparing_every_event_with_every_other(
+    events: Events, campaign: Campaign
+) -> None:
+    """A poll of 5,000 events: left alone, the planner compares each event with each new event id (it cannot know
+    how many an INSERT ... RETURNING gives back), 25,000,000 comparisons, 1.6 s a claim instead of 0.14 s; and it
+    plans a prepared statement's first five executions on a connection that way."""
+    poll = [event(n, "add" if n % 3 else "remove", T0 + timedelta(microseconds=n)) for n in range(1, 5_001)]
+    async with campaign.pool.acquire() as conn, conn.transaction():
+        left_alone = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + _CLAIM, *columns(poll)))
+    assert "Nested Loop" in left_alone, left_alone  # what the claim's own planning avoids
+    plan = await events.ledger.plan(poll)
+    assert "Nested Loop" not in plan, plan
+    assert "Hash Join" in plan, plan
+    assert await campaign.pool.fetchval("SELECT count(*) FROM segment_event_seen") == 0  # EXPLAIN wrote nothing
+    async with events.ledger.claiming(poll) as admitted:
+        assert admitted == {e.event_id for e in poll}
 
 
 async def test_in_one_poll_each_invalid_event_is_rejected_with_its_reason_the_rest_applied(events: Events) -> None:
