@@ -66,7 +66,10 @@ class EventSlices:
 async def _send_steadily(producer: Producer, slices: EventSlices, rate: int, watch: CommitWatch) -> float:
     """Hand the slices to Kafka at ``rate``; returns the seconds it took. A send waits for the broker's
     acknowledgement (a round trip and the producer's linger): awaited in turn, it would hold back the next
-    slice, so slices go out side by side, as independent upstream producers would send them."""
+    slice, so slices go out side by side, as independent upstream producers would send them. Each slice is
+    built into record batches (``send_batched``: the same partitions and order as ``send``): aiokafka's send per
+    record cost this process 33 µs of CPU an event against 13, a third of a core at 20,000 events/s taken from
+    the services it times, where upstream producers run on machines of their own."""
     in_flight: deque[asyncio.Task[None]] = deque()
     sent = 0
     started = time.perf_counter()
@@ -80,7 +83,7 @@ async def _send_steadily(producer: Producer, slices: EventSlices, rate: int, wat
                 await in_flight.popleft()  # a failed send fails the run here
             # Timed from before the hand-over to Kafka (recipient i + 1 holds the ECID of event i).
             watch.sent(range(sent + 1, sent + len(batch) + 1), time.perf_counter())
-            in_flight.append(asyncio.create_task(producer.send(batch)))
+            in_flight.append(asyncio.create_task(producer.send_batched(batch)))
             sent += len(batch)
         elapsed = time.perf_counter() - started
         while in_flight:
