@@ -47,12 +47,23 @@ async def ensure_delta_tables(conn: Connection) -> None:
     await conn.execute(_DELTA_TABLES)
 
 
-# IMPORT_OPTED_OUT: an opted-out recipient may be kept out (services/reconcile/consent.py).
-_ADD = f"""INSERT INTO list_member (list_id, recipient_id, platform_ids)
-           SELECT list_id, recipient_id, array_agg(DISTINCT id) FILTER (WHERE tracked)
-             FROM member_adds WHERE {admitted_sql("member_adds.recipient_id")}
-            GROUP BY list_id, recipient_id ORDER BY list_id, recipient_id
-           ON CONFLICT DO NOTHING"""  # noqa: S608 - fixed text
+# IMPORT_OPTED_OUT: an opted-out recipient may be kept out (services/reconcile/consent.py). Counts the members
+# added and the members asked for: when they are equal, every member was new and holds its IDs already.
+_ADD = f"""WITH a AS (SELECT list_id, recipient_id, array_agg(DISTINCT id) FILTER (WHERE tracked) AS ids
+                       FROM member_adds GROUP BY list_id, recipient_id),
+                added AS (INSERT INTO list_member (list_id, recipient_id, platform_ids)
+                          SELECT list_id, recipient_id, ids FROM a WHERE {admitted_sql("a.recipient_id")}
+                           ORDER BY list_id, recipient_id
+                          ON CONFLICT DO NOTHING RETURNING 1)
+           SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM a) AS asked"""  # noqa: S608 - fixed text
+
+# Members already there (or kept out by consent) gain the new IDs; members with no record stay without one: the
+# IDs that hold them are not known, only these new ones.
+_MERGE = """UPDATE list_member lm SET platform_ids = ARRAY(SELECT DISTINCT i FROM unnest(lm.platform_ids || a.ids) i)
+             FROM (SELECT list_id, recipient_id, array_agg(DISTINCT id) AS ids FROM member_adds
+                    WHERE tracked GROUP BY list_id, recipient_id) a
+            WHERE lm.list_id = a.list_id AND lm.recipient_id = a.recipient_id
+              AND lm.platform_ids IS NOT NULL AND NOT lm.platform_ids @> a.ids"""
 
 
 async def add_members(conn: Connection, *, tracked: bool = True) -> int:
@@ -61,19 +72,16 @@ async def add_members(conn: Connection, *, tracked: bool = True) -> int:
     to merge (a declared-ID list) and the second statement is left out.
 
     Two statements, not one upsert: the insert skips a member another transaction adds meanwhile (it waits for
-    that one to commit), and the merge, a statement of its own, then sees that member and gives it the IDs."""
-    added = await conn.execute(_ADD)
-    if not tracked:
-        return affected(added)
-    # Members with no record stay without one: the IDs that hold them are not known, only these new ones.
-    await conn.execute(
-        """UPDATE list_member lm SET platform_ids = ARRAY(SELECT DISTINCT i FROM unnest(lm.platform_ids || a.ids) i)
-             FROM (SELECT list_id, recipient_id, array_agg(DISTINCT id) AS ids FROM member_adds
-                    WHERE tracked GROUP BY list_id, recipient_id) a
-            WHERE lm.list_id = a.list_id AND lm.recipient_id = a.recipient_id
-              AND lm.platform_ids IS NOT NULL AND NOT lm.platform_ids @> a.ids"""
-    )
-    return affected(added)
+    that one to commit), and the merge, a statement of its own, then sees that member and gives it the IDs. The
+    merge runs only when the insert skipped a member: a stream of new members (every add of a click, of a
+    segment growing) has none to merge, and the merge's probe of each member cost as much as the insert (more
+    when the planner, with a list growing faster than it is analyzed, hashed the whole of ``list_member``)."""
+    row = await conn.fetchrow(_ADD)
+    assert row is not None
+    added: int = row["added"]
+    if tracked and added < row["asked"]:
+        await conn.execute(_MERGE)
+    return added
 
 
 # The members of list $1 that a delta's removed IDs match, each with those IDs (``gone``, from batch_matches:

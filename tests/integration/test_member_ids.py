@@ -16,6 +16,7 @@ import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
 from services.reconcile.importing import Importer, ImportGuards
+from services.reconcile.member_ids import add_members, ensure_member_adds
 from services.reconcile.rematch import rematch
 from shared.kafka import Producer
 from shared.metrics import RuntimeMetrics
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 AUDIENCE = "seg-ids"
 E2, E2B = ecid_of(2), ecid_of(2, 1)  # recipient 2's two browsers
+_MEMBER_ADDS_COLUMNS = ("list_id", "recipient_id", "id", "tracked")
 
 
 @pytest_asyncio.fixture
@@ -192,3 +194,30 @@ async def test_rematched_ecids_join_the_ids_holding_their_recipient(campaign: Ca
     # Recipient 2's first browser leaves: the re-matched one still holds them.
     assert _changes(await _apply(importer, removes=[E2])) == (0, 0, 1)
     assert await _held(campaign) == {2: {late}, 9: {later}}
+
+
+async def test_new_members_join_in_one_statement_and_members_there_gain_their_new_ids(
+    campaign: Campaign, importer: Importer
+) -> None:
+    """The merge of IDs into members already there runs only when the insert skipped one: for a stream of new
+    members it probed every member for nothing (as long as the insert took, longer once a list outgrew its
+    statistics)."""
+    list_id = await campaign.pool.fetchval("SELECT list_id FROM shared_audience WHERE audience_id = $1", AUDIENCE)
+
+    async def add(rows: list[tuple[int, str]]) -> tuple[int, list[str]]:
+        statements: list[str] = []
+        async with campaign.pool.acquire() as conn, conn.transaction():
+            await ensure_member_adds(conn)
+            await conn.copy_records_to_table(
+                "member_adds", records=[(list_id, r, i, True) for r, i in rows], columns=_MEMBER_ADDS_COLUMNS
+            )
+            conn.add_query_logger(lambda record: statements.append(record.query))
+            added = await add_members(conn)
+        return added, [s for s in statements if s.lstrip().startswith("UPDATE list_member")]
+
+    added, merges = await add([(1, ecid_of(1)), (2, E2), (3, ecid_of(3))])
+    assert (added, merges) == (3, [])  # all new: no merge
+    assert await _held(campaign) == {1: {ecid_of(1)}, 2: {E2}, 3: {ecid_of(3)}}
+    added, merges = await add([(2, E2B), (4, ecid_of(4))])  # recipient 2 is there: its second browser joins it
+    assert (added, len(merges)) == (1, 1)
+    assert await _held(campaign) == {1: {ecid_of(1)}, 2: {E2, E2B}, 3: {ecid_of(3)}, 4: {ecid_of(4)}}
