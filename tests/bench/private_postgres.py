@@ -30,6 +30,9 @@ LOCAL_SETTINGS = {
     "max_wal_size": "2GB",
     "checkpoint_timeout": "15min",
 }
+# The benchmarks' instrument, not a setting of the bridge: each committed transaction's time, which the streaming
+# benchmarks end their latencies at (tests/bench/commit_latency.py). A few bytes a commit.
+INSTRUMENT_SETTINGS = {"track_commit_timestamp": "on"}
 USER = "audience_bridge"
 
 
@@ -45,7 +48,7 @@ def wal_level(raw: str | None) -> str | None:
 def cluster_settings(level: str, port: int) -> dict[str, str]:
     """postgresql.conf of the private cluster: the local cluster's, at WAL level ``level``."""
     senders = "0" if level == "minimal" else "4"
-    return {**LOCAL_SETTINGS, "wal_level": level, "max_wal_senders": senders, "port": str(port)}
+    return {**LOCAL_SETTINGS, **INSTRUMENT_SETTINGS, "wal_level": level, "max_wal_senders": senders, "port": str(port)}
 
 
 def _bindir() -> Path:

@@ -18,7 +18,7 @@ from shared.messages import SegmentEvent
 from shared.segment_event_key import segment_event_key
 from shared.settings import KafkaSettings
 from tests.bench.campaign import PLATFORM_SEED, ecid, load_recipients
-from tests.bench.commit_latency import CommitWatch, percentiles
+from tests.bench.commit_latency import CommitWatch, percentiles, records_commit_times
 from tests.bench.output_checks import ListExpectation, check_lists
 from tests.bench.stack import bench_stack
 from tests.bench.stream_probe import StreamProbe, summary
@@ -129,7 +129,7 @@ async def run_streaming(workdir: Path, rate: int, seconds: int) -> dict[str, Any
         await producer.start()
         slices = EventSlices(topic, rate, total, tick=0.05)  # 50 ms slices: a steady rate, not bursts
         list_id = await stack.pool.fetchval("SELECT list_id FROM shared_audience WHERE audience_id = 'visitors-5001'")
-        watch = CommitWatch(stack.pool, list_id)
+        watch = CommitWatch(stack.pool, list_id, commit_times=await records_commit_times(stack.pool))
         print(f"streaming {rate:,}/s for {seconds}s: sending ...", flush=True)
         watcher = asyncio.create_task(watch.watch(total, timeout=seconds + 300))
         started = time.perf_counter()
@@ -157,6 +157,7 @@ async def run_streaming(workdir: Path, rate: int, seconds: int) -> dict[str, Any
         "rate_per_s": round(total / send_seconds),
         **percentiles(watch.latencies_ms),
         "poll_interval_ms": round(watch.interval * 1000, 1),
+        "latency_ends_at": "commit time" if watch.commit_times else "poll",
         **summary(probe),
         **waits,
         "rss_mb": rss,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from services.ingest.flush_window import FlushWindowMetrics
-from tests.bench.commit_latency import awaited_ranges
+from tests.bench.commit_latency import COMMIT_TIMES_INTERVAL_S, DEFAULT_INTERVAL_S, CommitWatch, awaited_ranges
 from tests.bench.stream_probe import Sample, StreamProbe, flush_waits_of, lag_of
 from tests.bench.streaming_bench import timeline
 
@@ -64,3 +70,43 @@ def test_the_probe_reads_ingests_waits_for_reconcile_from_its_real_metrics_page(
     page = generate_latest(registry).decode()
     assert flush_waits_of(page) == {"flush_waits": 3.0, "flush_wait_s": 1.25, "flush_wait_timeouts": 1.0}
     assert flush_waits_of("") == {}
+
+
+class _Rows:
+    """A pool answering each poll with the rows given (recipient ids and, when given, their commit times)."""
+
+    def __init__(self, *polls: list[dict[str, Any]]) -> None:
+        self.polls = list(polls)
+        self.asked: list[str] = []
+
+    async def fetch(self, query: str, *_args: object) -> list[dict[str, Any]]:
+        self.asked.append(query)
+        return self.polls.pop(0)
+
+
+async def test_with_commit_times_a_latency_ends_at_its_rows_commit_not_at_the_poll() -> None:
+    now = datetime.now(UTC)
+    pool = _Rows(
+        [{"recipient_id": 1, "committed": now + timedelta(milliseconds=40)}],
+        [{"recipient_id": 2, "committed": None}],  # no commit time (a frozen row): the poll's time, as without
+    )
+    watch = CommitWatch(pool, list_id=7, commit_times=True)
+    assert watch.interval == COMMIT_TIMES_INTERVAL_S
+    sent = now.timestamp() - (time.time() - time.perf_counter())  # ``now`` on the watcher's clock
+    watch.sent([1, 2], sent)
+    assert await watch.poll_once() == 1
+    assert watch.latencies_ms[0] == pytest.approx(40, abs=2)
+    await asyncio.sleep(0.05)
+    assert await watch.poll_once() == 1
+    assert watch.latencies_ms[1] >= 50  # ended at the second poll, at least 50 ms after the send
+    assert all("pg_xact_commit_timestamp" in q for q in pool.asked)
+
+
+async def test_without_commit_times_a_latency_ends_at_the_poll_that_saw_the_row() -> None:
+    pool = _Rows([{"recipient_id": 1}])
+    watch = CommitWatch(pool, list_id=7)
+    assert watch.interval == DEFAULT_INTERVAL_S
+    watch.sent([1], time.perf_counter() - 0.2)
+    assert await watch.poll_once() == 1
+    assert watch.latencies_ms[0] >= 200
+    assert "pg_xact_commit_timestamp" not in pool.asked[0]
