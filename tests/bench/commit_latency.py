@@ -9,10 +9,11 @@ saw it was sent minus the time its event was handed to Kafka, both on this proce
 Where Postgres records commit times (``track_commit_timestamp = on``, as the benchmarks' private clusters do),
 ``commit_times=True`` ends each latency at its row's commit time instead (``pg_xact_commit_timestamp`` of the
 row's ``xmin``: Postgres's clock as it writes the commit record, before the WAL flush that makes it visible, a
-millisecond or two on this machine's disk), and the watcher polls every ``COMMIT_TIMES_INTERVAL_S`` only to learn
-which rows arrived. Polling every 10 ms cost the database ~15 µs a row read (its ranges read again each time) and
-this process a sort of every awaited ID per poll: at 20,000 events/s, a quarter of a core of Postgres and more of
-its own, taken from the services it timed, growing with any backlog.
+millisecond or two on this machine's disk; a row updated since shows its update's commit, later, never earlier;
+the server's clock must be this machine's, as the private clusters' is), and the watcher polls every
+``COMMIT_TIMES_INTERVAL_S`` only to learn which rows arrived. Polling every 10 ms cost the database ~15 µs a row
+read (its ranges read again each time) and this process a sort of every awaited ID per poll: at 20,000 events/s,
+a quarter of a core of Postgres and more of its own, taken from the services it timed, growing with any backlog.
 """
 
 from __future__ import annotations
