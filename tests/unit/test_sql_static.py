@@ -127,7 +127,7 @@ REVIEWED: Final[dict[Site, str]] = {
     Site("services/reconcile/consent.py", "admitted_sql", "interpolates", "recipient_id"): (
         "a column name its callers write as a literal (member_ids, import_snapshot)"
     ),
-    Site("services/reconcile/member_ids.py", "_ADD", "interpolates", "admitted_sql('member_adds.recipient_id')"): (
+    Site("services/reconcile/member_ids.py", "_ADD", "interpolates", "admitted_sql('a.recipient_id')"): (
         "consent.admitted_sql over a literal column name; the GUC name is a constant"
     ),
     Site("services/reconcile/member_ids.py", "add_members", "query", "_ADD"): "the module's _ADD, built once",
