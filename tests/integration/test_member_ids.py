@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from asyncpg.connection import LoggedQuery
 from prometheus_client import CollectorRegistry
 
 from services.reconcile.importing import Importer, ImportGuards
@@ -211,8 +212,14 @@ async def test_new_members_join_in_one_statement_and_members_there_gain_their_ne
             await conn.copy_records_to_table(
                 "member_adds", records=[(list_id, r, i, True) for r, i in rows], columns=_MEMBER_ADDS_COLUMNS
             )
-            conn.add_query_logger(lambda record: statements.append(record.query))
-            added = await add_members(conn)
+            def log(record: LoggedQuery) -> None:
+                statements.append(record.query)
+
+            conn.add_query_logger(log)
+            try:
+                added = await add_members(conn)
+            finally:
+                conn.remove_query_logger(log)  # the connection goes back to the pool
         return added, [s for s in statements if s.lstrip().startswith("UPDATE list_member")]
 
     added, merges = await add([(1, ecid_of(1)), (2, E2), (3, ecid_of(3))])
