@@ -212,6 +212,7 @@ async def test_new_members_join_in_one_statement_and_members_there_gain_their_ne
             await conn.copy_records_to_table(
                 "member_adds", records=[(list_id, r, i, True) for r, i in rows], columns=_MEMBER_ADDS_COLUMNS
             )
+
             def log(record: LoggedQuery) -> None:
                 statements.append(record.query)
 
