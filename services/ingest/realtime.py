@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.ingest.audiences import AudienceDirectory, ImportAudience
-from services.ingest.realtime_http import PATH, answer, dispatching_server, error_answer
+from services.ingest.realtime_http import LISTEN_BACKLOG, PATH, answer, dispatching_server, error_answer
 from services.ingest.realtime_keys import KeyRing
 from services.ingest.realtime_oauth import TokenChecker, bearer_token
 from services.ingest.realtime_routing import delivery_segments, event_record, route_delivery
@@ -223,7 +223,7 @@ class RealtimeServer:
             return
         runner = web.ServerRunner(self._receiver.web_server(access_log=None))
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+        site = web.TCPSite(runner, self._host, self._port, reuse_address=True, backlog=LISTEN_BACKLOG)
         try:
             await site.start()
         except OSError as exc:

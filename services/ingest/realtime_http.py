@@ -30,6 +30,11 @@ log = get_logger(__name__)
 
 PATH: Final = "/platform/realtime"
 MAX_BODY_BYTES: Final = 1024 * 1024
+# Connections the kernel completes and queues while every receiver is busy. The platform opens a connection for
+# each delivery that finds none idle, so a pause of a few milliseconds brings a burst of them; past the queue,
+# their SYNs are dropped and retried after 1 s, then 3 s: the platform's whole timeout. aiohttp's sites listen
+# with 128 unless told, also on a socket already listening with more, so every site here passes this.
+LISTEN_BACKLOG: Final = 1024
 # Every answer's headers (copied for each: a Response keeps, and completes, the dict it is given).
 _HEADERS: Final = CIMultiDict({"Content-Type": "application/json", **SECURITY_HEADERS})
 

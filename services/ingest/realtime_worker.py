@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from services.ingest.audiences import AudienceDirectory
 from services.ingest.realtime import RealtimeMetrics, build_receiver
-from services.ingest.realtime_http import PATH
+from services.ingest.realtime_http import LISTEN_BACKLOG, PATH
 from services.ingest.realtime_worker_metrics import REPORT_INTERVAL_S, snapshot
 from services.ingest.settings import IngestSettings
 from shared import db, event_loop
@@ -91,7 +91,7 @@ async def serve(settings: IngestSettings, listening: socket.socket, out: BinaryI
             receiver.web_server(access_log=None), handle_signals=False, shutdown_timeout=settings.shutdown_grace_s
         )
         await runner.setup()
-        await web.SockSite(runner, listening).start()
+        await web.SockSite(runner, listening, backlog=LISTEN_BACKLOG).start()
         gc.freeze()  # what startup built lives as long as the process: out of the collector's walks
         log.info(
             "realtime_worker_listening", path=PATH, port=listening.getsockname()[1], event_loop=running_loop_name()

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from services.ingest.audiences import AudienceDirectory
 from services.ingest.realtime import RealtimeMetrics, RealtimeServer, build_receiver
+from services.ingest.realtime_http import LISTEN_BACKLOG
 from services.ingest.realtime_keys import KeyRing
 from services.ingest.realtime_settings import RealtimeSettings
 from services.ingest.realtime_worker import EXIT_CONFIG
@@ -43,7 +44,6 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 STARTUP_TIMEOUT_S: Final = 60.0
-BACKLOG: Final = 1024
 REFRESH_TIMEOUT_S: Final = 1.0
 CODE_ROOT: Final = Path(__file__).resolve().parents[2]  # holds services/ and shared/
 
@@ -65,7 +65,7 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(BACKLOG)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise ConfigError("REALTIME_PORT cannot be bound", host=host, port=port, error=exc.strerror) from exc

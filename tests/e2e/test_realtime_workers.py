@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 import signal
+import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -131,3 +135,45 @@ async def test_a_receiver_process_that_dies_ends_ingest(
     ended = [line for line in stack.ingest.log_lines() if line.get("event") == "worker_ended_unexpectedly"]
     assert ended
     assert ended[0]["task"] == "realtime-workers"
+
+
+def _handshakes(port: int, connections: int, within_s: float) -> int:
+    """Open ``connections`` at once to ``port``; how many the kernel completed within ``within_s`` (queued for
+    an accept: past a full queue its SYNs are dropped, and a client retries only after 1 s)."""
+    sockets = [socket.socket() for _ in range(connections)]
+    done = 0
+    with selectors.DefaultSelector() as selector:
+        try:
+            for sock in sockets:
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", port))
+                selector.register(sock, selectors.EVENT_WRITE)
+            deadline = time.monotonic() + within_s
+            while done < connections and (left := deadline - time.monotonic()) > 0:
+                for key, _ in selector.select(left):
+                    selector.unregister(key.fileobj)
+                    done += key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0  # type: ignore[union-attr]
+        finally:
+            for sock in sockets:
+                sock.close()
+    return done
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+async def test_a_burst_of_connections_waits_for_busy_receivers_instead_of_being_dropped(
+    stack: RealtimeStack,  # noqa: F811
+    workers: str,  # noqa: F811
+) -> None:
+    # Every process that accepts on the port busy (stopped): 300 new connections at once, as the platform opens
+    # them after a pause, are all queued. aiohttp listens with 128 unless told: the rest would wait 1 s or more.
+    busy = _receivers(stack) if workers != "0" else [stack.ingest.process.pid]
+    port = urlsplit(stack.url).port
+    assert port is not None
+    for pid in busy:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        completed = await asyncio.to_thread(_handshakes, port, 300, 0.5)
+    finally:
+        for pid in busy:
+            os.kill(pid, signal.SIGCONT)
+    assert completed == 300

@@ -4,6 +4,7 @@ retry on anything but 200, 3 s (here less) per attempt, keep-alive connections r
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -25,10 +26,12 @@ class Partner:
         self.fail_first: list[int] = []
         self.hang_first = 0
         self.peers: set[object] = set()
+        self.collector_on: list[bool] = []  # whether the collector was enabled at each request (same process)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.bodies.append(body)
+        self.collector_on.append(gc.isenabled())
         self.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
         if self.hang_first:
             self.hang_first -= 1
@@ -66,6 +69,19 @@ async def test_signed_deliveries_are_taken_on_reused_connections(partner: tuple[
     assert sent_at == sorted(sent_at)
     assert seconds >= 36 / 400  # open loop at the rate (its last 10 ms slice starts at 90 ms), not at once
     assert client.connections_opened < 40  # kept alive
+
+
+async def test_the_collector_does_not_pause_the_generator_while_it_sends(partner: tuple[Partner, str]) -> None:
+    server, url = partner
+    client = KeepAliveClient(url)
+    requests = [signed_request(url, b'{"n": %d}' % k, KEY) for k in range(40)]
+    try:
+        _, answers, _ = await send_at_rate(client, requests, rate=400)
+    finally:
+        await client.close()
+    assert all(a.ok for a in answers)
+    assert server.collector_on == [False] * 40  # no automatic collection could start while the deliveries went
+    assert gc.isenabled()
 
 
 async def test_a_failure_is_retried_once_only(partner: tuple[Partner, str]) -> None:
