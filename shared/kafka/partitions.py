@@ -33,7 +33,7 @@ class PartitionWorkers:
 
     def enqueue(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Records) -> None:
         """Queue a partition's records for its worker (started when it has none). A partition with a poll's
-        worth of records waiting is paused until its worker catches up: the backlog stays bounded, and a
+        worth of records waiting is paused until its worker takes them: the backlog stays bounded, and a
         partition that keeps up is never paused (pausing drops what the consumer fetched ahead)."""
         queue = self._queues.setdefault(tp, deque())
         queue.append(records)
@@ -50,10 +50,14 @@ class PartitionWorkers:
                 records = queue.popleft()
                 while queue and len(records) + len(queue[0]) <= self._max_poll:
                     records = records + queue.popleft()
+                # Resumed as soon as less than a poll's worth waits, so that the next poll is fetched while this
+                # one is handled. Resumed only once the queue was empty after handling, a partition that kept its
+                # worker busy put a fetch between every two polls: a segment in one partition (the real-time
+                # receiver's key) moved 10,000 events/s, half of what was offered.
+                if tp in consumer.paused() and sum(len(r) for r in queue) < self._max_poll:
+                    consumer.resume(tp)
                 async with self._slots:
                     await self._process(consumer, tp, records)
-                if not queue and tp in consumer.paused():
-                    consumer.resume(tp)
         except Stopping:
             pass
         except Exception as exc:  # a handler bug: the poll loop re-raises it, as it would have done itself
