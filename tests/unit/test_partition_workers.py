@@ -9,6 +9,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from shared.kafka.partitions import PartitionWorkers
+from tests.helpers import eventually
 
 TP = TopicPartition("segment-events", 0)
 
@@ -30,21 +31,29 @@ class Consumer:
 
 
 class Handler:
-    """Handles each batch once released; records the batches and whether the partition was paused meanwhile."""
+    """Handles each batch once released (one ``release()`` a batch); records the batches and whether the
+    partition was paused meanwhile."""
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
         self.paused_while_handling: list[bool] = []
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
+        self._releases = asyncio.Semaphore(0)
 
     async def __call__(self, consumer: Any, tp: TopicPartition, records: Any) -> None:
         self.batches.append(list(records))
         self.paused_while_handling.append(tp in consumer.paused())
-        self.started.set()
-        await self.release.wait()
-        self.release.clear()
-        self.started.clear()
+        await self._releases.acquire()
+
+    def release(self) -> None:
+        self._releases.release()
+
+    async def handling(self, count: int) -> None:
+        """Wait until the ``count``-th batch is being handled."""
+
+        async def handled() -> int:
+            return len(self.batches)
+
+        await eventually(handled, until=lambda n: n >= count, timeout=5, interval=0.001)
 
 
 def _workers(handler: Handler) -> PartitionWorkers:
@@ -56,18 +65,18 @@ async def test_a_busy_partition_is_fetched_again_while_its_poll_is_handled() -> 
     workers = _workers(handler)
     workers.enqueue(consumer, TP, list(range(10)))
     assert TP in consumer.paused()  # a poll's worth waits
-    await asyncio.wait_for(handler.started.wait(), 5)
+    await handler.handling(1)
     # Taken by its worker: the consumer fetches the next poll meanwhile.
     assert handler.paused_while_handling == [False]
     assert TP not in consumer.paused()
 
     workers.enqueue(consumer, TP, list(range(10, 20)))
     assert TP in consumer.paused()  # a poll's worth waits again: the backlog stays bounded
-    handler.release.set()
-    await asyncio.wait_for(handler.started.wait(), 5)
+    handler.release()
+    await handler.handling(2)
     assert handler.batches == [list(range(10)), list(range(10, 20))]
-    assert TP not in consumer.paused()
-    handler.release.set()
+    assert handler.paused_while_handling == [False, False]
+    handler.release()
     await workers.settle(None)
     assert TP not in consumer.paused()
 
@@ -76,13 +85,11 @@ async def test_what_waits_is_handled_together_up_to_a_poll() -> None:
     consumer, handler = Consumer(), Handler()
     workers = _workers(handler)
     workers.enqueue(consumer, TP, [0])
-    await asyncio.wait_for(handler.started.wait(), 5)
+    await handler.handling(1)
     for first in (1, 5, 9):
         workers.enqueue(consumer, TP, list(range(first, first + 4)))
-    handler.release.set()
-    await asyncio.wait_for(handler.started.wait(), 5)
-    handler.release.set()
-    await asyncio.wait_for(handler.started.wait(), 5)
-    handler.release.set()
+    for _ in range(3):
+        handler.release()
+    await handler.handling(3)
     await workers.settle(None)
     assert handler.batches == [[0], list(range(1, 9)), list(range(9, 13))]
