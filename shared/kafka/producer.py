@@ -176,6 +176,9 @@ async def _enqueue_batches(
             if builder.append(timestamp=None, key=m.key, value=m.value, headers=m.headers) is None:
                 raise MessageSizeTooLargeError()
     for (topic, partition), builder in builders.items():
+        # Closed: nothing more is coming, and aiokafka holds an open batch for linger_ms (5 ms) in case
+        # another send appends to it, which the caller, waiting for the acknowledgement, only pays for.
+        builder.close()
         futures.append(await producer.send_batch(builder, topic, partition=partition))
     return futures
 

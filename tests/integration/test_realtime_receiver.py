@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -355,3 +356,31 @@ async def test_a_bearer_token_is_checked_with_its_issuer(
             assert (await deliver("another token")).status == 503
             assert receiver.count("unavailable") == 2
             await oauth.close()
+
+
+async def test_deliveries_leave_no_reference_cycles(receiver: Receiver) -> None:
+    """What lets a receiver process collect rarely (services/ingest/realtime_worker.py COLLECTOR_THRESHOLDS): a
+    delivery's objects are freed when it is answered; none waits for the collector to find it in a cycle."""
+    client = KeepAliveClient(receiver.url)
+
+    def delivery(k: int) -> bytes:
+        users = [user_changes(ecid_of(k * 10 + i), "ecid", {5001: True}) for i in range(1, 11)]
+        body = delivery_body(user_dpid=1001, destination_id=7001, client_id="t", users=users, at=datetime.now(UTC))
+        return signed_request(receiver.url, body, OLD_KEY)
+
+    deliveries = 200
+    try:
+        assert (await client.deliver(delivery(0))).status == 200  # the directory loaded, connections made
+        gc.collect()
+        gc.disable()
+        try:
+            for start in range(1, deliveries + 1, 20):  # several at once: group writes, as under load
+                answers = await asyncio.gather(*(client.deliver(delivery(k)) for k in range(start, start + 20)))
+                assert {a.status for a in answers} == {200}
+            found = gc.collect()
+        finally:
+            gc.enable()
+    finally:
+        await client.close()
+    # One cycle a delivery would be dozens of objects each (its frames, futures, the parsed JSON).
+    assert found < deliveries // 10, f"{found} objects in reference cycles after {deliveries} deliveries"
