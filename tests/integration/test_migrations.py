@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from services.ingest.event_ledger import EventLedger
 from shared.errors import ConfigError
 from shared.ids import declared_key
+from shared.messages import SegmentEvent
 from shared.migrations import MIGRATIONS_DIR, discover, migrate
 
 pytestmark = pytest.mark.integration
@@ -231,3 +234,62 @@ async def test_the_former_key_name_follows_the_one_rule_on_a_new_database(databa
             assert hashed == declared_key(value, "sha256")
     finally:
         await conn.close()
+
+
+async def test_upgrading_to_byte_ordered_ledger_keys_keeps_what_the_ledger_decided(
+    database_url: str, tmp_path: Path
+) -> None:
+    # A deployment on schema 32 whose ledger holds a claimed event; schema 33 changes the keys' collation only.
+    for m in discover():
+        if m.version <= 32:
+            shutil.copy(next(MIGRATIONS_DIR.glob(f"{m.version:03d}_*.sql")), tmp_path)
+    conn = await asyncpg.connect(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    ledger = EventLedger(pool, retention_h=24)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        assert (await migrate(conn, tmp_path))[-1] == 32
+        first = _ledger_event("ev-1", "add", at)
+        async with ledger.claiming([first]) as admitted:
+            assert admitted == {"ev-1"}
+        assert await migrate(conn) == [m.version for m in discover() if m.version > 32]
+        keys = await conn.fetch(
+            """SELECT c.relname || '.' || a.attname AS name, coalesce(l.collname, 'default') AS collation
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                 LEFT JOIN pg_collation l ON l.oid = a.attcollation
+                WHERE c.relname IN ('segment_event_seen', 'segment_member_latest')
+                  AND a.attname IN ('event_id', 'segment_id', 'data_source', 'id')"""
+        )
+        assert {r["name"]: r["collation"] for r in keys} == {
+            "segment_event_seen.event_id": "C",
+            "segment_member_latest.segment_id": "C",
+            "segment_member_latest.data_source": "C",
+            "segment_member_latest.id": "C",
+        }
+        # Decided against what was claimed before the upgrade: the repeat and the older change are ignored.
+        repeat, older, newer = (
+            _ledger_event("ev-1", "add", at),
+            _ledger_event("ev-0", "remove", at - timedelta(minutes=1)),
+            _ledger_event("ev-2", "remove", at + timedelta(minutes=1)),
+        )
+        async with ledger.claiming([repeat, older]) as admitted:
+            assert admitted == set()
+        async with ledger.claiming([newer]) as admitted:
+            assert admitted == {"ev-2"}
+    finally:
+        await pool.close()
+        await conn.close()
+
+
+def _ledger_event(event_id: str, op: str, at: datetime) -> SegmentEvent:
+    return SegmentEvent.model_validate(
+        {
+            "event_id": event_id,
+            "segment_id": "7101",
+            "id_type": "ecid",
+            "data_source": "visitors",
+            "id": "1" * 38,
+            "op": op,
+            "occurred_at": at,
+        }
+    )
