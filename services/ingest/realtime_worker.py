@@ -53,7 +53,7 @@ EXIT_CONFIG: int = 2  # bad settings or key file: ingest does not retry
 # free: tests/integration/test_realtime_receiver.py), but the deliveries waiting for their write hold their
 # objects, so at 2,000 deliveries/s CPython's default (a young collection every 700 objects more allocated than
 # freed) ran ~145 young, 13 middle and 1-2 full collections a second: 11% of the process's time, and full ones of
-# 8-64 ms that every delivery under way waited for. A young collection every 50,000 keeps what a cycle could
+# 7-64 ms that every delivery under way waited for. A young collection every 50,000 keeps what a cycle could
 # hold, if one ever appears (an error's traceback), to a few MB.
 COLLECTOR_THRESHOLDS: tuple[int, int, int] = (50_000, 20, 20)
 
