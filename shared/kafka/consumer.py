@@ -22,6 +22,7 @@ side by side in ``partitions.py``, dead letters in ``dead_letters.py``; what han
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 
@@ -210,7 +211,7 @@ class ConsumerLoop:
             if self._workers.crashed is not None:
                 raise self._workers.crashed
             try:
-                polled = await consumer.getmany(timeout_ms=500, max_records=self._max_poll)
+                polled = await self._poll(consumer)
             except KafkaError as exc:
                 log.warning("poll_failed", error=type(exc).__name__, detail=str(exc)[:300])
                 await pause(self._stopping, backoff.next_delay())
@@ -226,6 +227,37 @@ class ConsumerLoop:
             if not await self._dispatch(consumer, polled):
                 return
             await self._update_lag(consumer)
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> Polled:
+        """The records of a poll of every partition not held (:mod:`shared.kafka.partitions`). While some are held,
+        the wait for records ends as soon as one of them is released: it is polled again at once."""
+        held = self._workers.held
+        if not held:
+            polled: Polled = await consumer.getmany(timeout_ms=500, max_records=self._max_poll)
+            return polled
+        room = self._workers.room
+        room.clear()
+        ready = consumer.assignment() - held
+        if not ready:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(room.wait(), 0.5)
+            return {}
+        poll = asyncio.ensure_future(consumer.getmany(*ready, timeout_ms=500, max_records=self._max_poll))
+        released = asyncio.ensure_future(room.wait())
+        try:
+            await asyncio.wait((poll, released), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            released.cancel()
+            # getmany only awaits while it holds no records (it returns as soon as it took some): cancelled
+            # there, it loses none.
+            poll.cancel()
+            outcome = (await asyncio.gather(poll, return_exceptions=True))[0]
+        if isinstance(outcome, asyncio.CancelledError):
+            return {}
+        if isinstance(outcome, BaseException):
+            raise outcome
+        records: Polled = outcome
+        return records
 
     async def _dispatch(self, consumer: AIOKafkaConsumer, polled: Polled) -> bool:
         """Hand each partition's records to its worker, or handle them here one partition after the other.

@@ -2,6 +2,13 @@
 
 A partition whose batch takes long (a large run's end) then holds up only itself; order holds within each
 partition since one worker handles it. At most ``concurrency`` batches are handled at a time.
+
+A partition with a poll's worth of records queued is *held*: the poll loop leaves it out of its polls
+(:meth:`ConsumerLoop._poll <shared.kafka.consumer.ConsumerLoop>`) until its worker takes them. Not paused: aiokafka
+drops what it fetched ahead for a paused partition (fetched again on resume), in a reference cycle of the
+records and the generator unpacking them that only a full collection frees (reconcile's RSS grew 50 MB with
+full collections ten times rarer, issue 18). A held partition's next records wait in the consumer's fetch
+buffer as the bytes fetched (one fetch a partition, so the backlog stays bounded), and are read from there.
 """
 
 from __future__ import annotations
@@ -30,15 +37,19 @@ class PartitionWorkers:
         self._queues: dict[TopicPartition, deque[Records]] = {}
         self._workers: dict[TopicPartition, asyncio.Task[None]] = {}
         self.crashed: BaseException | None = None
+        # Partitions not to poll: a poll's worth of their records waits for their worker.
+        self.held: set[TopicPartition] = set()
+        # Set when a partition stops being held: a poll waiting on the others is cut short to poll it again.
+        self.room = asyncio.Event()
 
     def enqueue(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Records) -> None:
         """Queue a partition's records for its worker (started when it has none). A partition with a poll's
-        worth of records waiting is paused until its worker takes them: the backlog stays bounded, and a
-        partition that keeps up is never paused (pausing drops what the consumer fetched ahead)."""
+        worth of records waiting is held until its worker takes them: the backlog stays bounded, and a
+        partition that keeps up is never held."""
         queue = self._queues.setdefault(tp, deque())
         queue.append(records)
         if sum(len(r) for r in queue) >= self._max_poll:
-            consumer.pause(tp)
+            self.held.add(tp)
         if tp not in self._workers:
             self._workers[tp] = asyncio.create_task(self._work(consumer, tp), name=f"{self._name}:{tp.partition}")
 
@@ -50,12 +61,12 @@ class PartitionWorkers:
                 records = queue.popleft()
                 while queue and len(records) + len(queue[0]) <= self._max_poll:
                     records = records + queue.popleft()
-                # Resumed as soon as less than a poll's worth waits, so that the next poll is fetched while this
-                # one is handled. Resumed only once the queue was empty after handling, a partition that kept its
+                # Released as soon as less than a poll's worth waits, so that the next poll is read while this
+                # one is handled. Released only once the queue was empty after handling, a partition that kept its
                 # worker busy put a fetch between every two polls: a segment in one partition (the real-time
                 # receiver's key) moved 10,000 events/s, half of what was offered.
-                if tp in consumer.paused() and sum(len(r) for r in queue) < self._max_poll:
-                    consumer.resume(tp)
+                if tp in self.held and sum(len(r) for r in queue) < self._max_poll:
+                    self._release(tp)
                 async with self._slots:
                     await self._process(consumer, tp, records)
         except Stopping:
@@ -66,6 +77,12 @@ class PartitionWorkers:
             # No await from the last look at the queue to here: the poll loop cannot slip records in between.
             self._workers.pop(tp, None)
             self._queues.pop(tp, None)
+            self._release(tp)
+
+    def _release(self, tp: TopicPartition) -> None:
+        if tp in self.held:
+            self.held.discard(tp)
+            self.room.set()
 
     async def settle(self, partitions: set[TopicPartition] | None) -> None:
         """Let the batch in flight of ``partitions`` (None: all) end; what is still queued for them is dropped

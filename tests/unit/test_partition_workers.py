@@ -1,5 +1,5 @@
-"""The poll loop's partition workers: a busy partition's backlog stays bounded by pausing it, and its next poll
-is fetched while the one before is handled."""
+"""The poll loop's partition workers: a busy partition's backlog stays bounded by holding it out of the polls
+(never pausing it), and its next poll is read while the one before is handled."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ TP = TopicPartition("segment-events", 0)
 
 
 class Consumer:
-    """What the workers use of an AIOKafkaConsumer: pausing and resuming partitions."""
+    """An AIOKafkaConsumer's pausing, to show the workers never use it (a paused partition's fetched records are
+    dropped, in a reference cycle only a full collection frees)."""
 
     def __init__(self) -> None:
         self._paused: set[TopicPartition] = set()
@@ -32,16 +33,18 @@ class Consumer:
 
 class Handler:
     """Handles each batch once released (one ``release()`` a batch); records the batches and whether the
-    partition was paused meanwhile."""
+    partition was held meanwhile."""
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
-        self.paused_while_handling: list[bool] = []
+        self.held_while_handling: list[bool] = []
+        self.workers: PartitionWorkers | None = None
         self._releases = asyncio.Semaphore(0)
 
     async def __call__(self, consumer: Any, tp: TopicPartition, records: Any) -> None:
+        assert self.workers is not None
         self.batches.append(list(records))
-        self.paused_while_handling.append(tp in consumer.paused())
+        self.held_while_handling.append(tp in self.workers.held)
         await self._releases.acquire()
 
     def release(self) -> None:
@@ -57,28 +60,34 @@ class Handler:
 
 
 def _workers(handler: Handler) -> PartitionWorkers:
-    return PartitionWorkers(process=handler, concurrency=2, max_poll=10, stopping=asyncio.Event(), name="test")
+    workers = PartitionWorkers(process=handler, concurrency=2, max_poll=10, stopping=asyncio.Event(), name="test")
+    handler.workers = workers
+    return workers
 
 
-async def test_a_busy_partition_is_fetched_again_while_its_poll_is_handled() -> None:
+async def test_a_busy_partition_is_polled_again_while_its_poll_is_handled() -> None:
     consumer, handler = Consumer(), Handler()
     workers = _workers(handler)
     workers.enqueue(consumer, TP, list(range(10)))
-    assert TP in consumer.paused()  # a poll's worth waits
+    assert workers.held == {TP}  # a poll's worth waits: left out of the polls
     await handler.handling(1)
-    # Taken by its worker: the consumer fetches the next poll meanwhile.
-    assert handler.paused_while_handling == [False]
-    assert TP not in consumer.paused()
+    # Taken by its worker: the poll loop is told (room) and reads the next poll meanwhile.
+    assert handler.held_while_handling == [False]
+    assert workers.held == set()
+    assert workers.room.is_set()
 
+    workers.room.clear()
     workers.enqueue(consumer, TP, list(range(10, 20)))
-    assert TP in consumer.paused()  # a poll's worth waits again: the backlog stays bounded
+    assert workers.held == {TP}  # a poll's worth waits again: the backlog stays bounded
     handler.release()
     await handler.handling(2)
     assert handler.batches == [list(range(10)), list(range(10, 20))]
-    assert handler.paused_while_handling == [False, False]
+    assert handler.held_while_handling == [False, False]
+    assert workers.room.is_set()
     handler.release()
     await workers.settle(None)
-    assert TP not in consumer.paused()
+    assert workers.held == set()
+    assert consumer.paused() == set()  # never paused
 
 
 async def test_what_waits_is_handled_together_up_to_a_poll() -> None:
@@ -93,3 +102,19 @@ async def test_what_waits_is_handled_together_up_to_a_poll() -> None:
     await handler.handling(3)
     await workers.settle(None)
     assert handler.batches == [[0], list(range(1, 9)), list(range(9, 13))]
+
+
+async def test_a_partition_whose_queue_is_dropped_is_no_longer_held() -> None:
+    consumer, handler = Consumer(), Handler()
+    workers = _workers(handler)
+    workers.enqueue(consumer, TP, list(range(10)))
+    await handler.handling(1)
+    workers.enqueue(consumer, TP, list(range(10, 20)))
+    assert workers.held == {TP}
+    workers.room.clear()
+    settling = asyncio.create_task(workers.settle({TP}))  # revoked: its queue dropped, its batch in flight ends
+    handler.release()
+    await settling
+    assert workers.held == set()
+    assert workers.room.is_set()
+    assert handler.batches == [list(range(10))]
