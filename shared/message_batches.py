@@ -7,9 +7,10 @@ failure (the dead-letter reason) exactly as before. The values are parsed one by
 them into one JSON array could merge two malformed values into valid ones (``{"email":"a`` + ``b"}``).
 
 A recipient change of the usual shape (the native message with a position, every field of the expected JSON
-type) is read without pydantic at all (:func:`native_change`): what pydantic would build from it, for a third of
-the time (its validators are Python functions). Anything else (a Debezium envelope, ``changed_at``, a number
-as a string, a value out of range) goes through the model. A segment event of the usual shape is read the same way
+type) is read without pydantic at all (:func:`native_changes`): checked by msgspec against the model's
+constraints and built as pydantic would build it, for half the time (its validators are Python functions).
+Anything else (a Debezium envelope, ``changed_at``, a number as a string, a value out of range) goes through
+the model. A segment event of the usual shape is read without pydantic too
 (:func:`shared.native_segment_events.native_event`).
 """
 
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
@@ -35,6 +37,10 @@ def _adapter(model: type[Message]) -> TypeAdapter[list[Any]]:
 
 def decode_all(model: type[M], values: Sequence[bytes | None]) -> list[M] | None:
     """Every value as a ``model``, in order; None if any value is not one (decode them one by one then)."""
+    if model is RecipientChange and None not in values:
+        changes = native_changes(values)  # type: ignore[arg-type]
+        if changes is not None:
+            return changes  # type: ignore[return-value]
     try:
         data = [orjson.loads(v) for v in values if v is not None]
     except orjson.JSONDecodeError:
@@ -44,11 +50,7 @@ def decode_all(model: type[M], values: Sequence[bytes | None]) -> list[M] | None
     for item in data:
         if not isinstance(item, dict) or item.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
             return None
-    if model is RecipientChange:
-        fast = [native_change(item) for item in data]
-        if None not in fast:
-            return fast  # type: ignore[return-value]
-    elif model is SegmentEvent:
+    if model is SegmentEvent:
         events = [native_event(item) for item in data]
         if None not in events:
             return events  # type: ignore[return-value]
@@ -59,39 +61,50 @@ def decode_all(model: type[M], values: Sequence[bytes | None]) -> list[M] | None
     return messages
 
 
-_CHANGE_FIELDS = frozenset(RecipientChange.model_fields)
-_TEXT_FIELDS = ("email", "crm_id", "first_name", "last_name")
-_MAX_ID = 2**63 - 1
-_MAX_TEXT = 1000
+# A recipient change of the usual shape, as the model's constraints say: the fast path's check of each value's
+# JSON, in C. Only ever stricter than the model (no coercion: "7" or 7.0 for an ID, 1 for a bool; nothing
+# unknown, so no Debezium envelope; no changed_at, which the model parses), never laxer: what it refuses, the
+# model decides. NUL (the model's pattern) is looked for in the JSON itself (:func:`native_changes`).
+_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Text = Annotated[str, msgspec.Meta(max_length=1000)]
 
 
-def native_change(data: dict[str, Any]) -> RecipientChange | None:
-    """The RecipientChange pydantic would validate from ``data`` when it has the usual shape (checked here as
-    the model's constraints say), built without validating; None otherwise (then the model decides)."""
-    if not data.keys() <= _CHANGE_FIELDS or data.get("changed_at") is not None:
+class _UsualChange(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    recipient_id: _Id
+    op: Literal["upsert", "delete"]
+    position: _Id
+    schema_version: Literal[1] = SCHEMA_VERSION
+    email: _Text | None = None
+    crm_id: _Text | None = None
+    first_name: _Text | None = None
+    last_name: _Text | None = None
+    opted_out: bool = False
+    changed_at: None = None
+
+
+_usual_change = msgspec.json.Decoder(_UsualChange)
+# The model's defaults, under the fields a value gives.
+_CHANGE_DEFAULTS = {name: field.default for name, field in RecipientChange.model_fields.items()}
+# A NUL in a JSON string is always escaped (a raw control character is not JSON): this finds any. An escaped
+# backslash before "u0000" matches too, and only sends that poll the model's way.
+_NUL = b"\\u0000"
+
+
+def native_changes(values: Sequence[bytes]) -> list[RecipientChange] | None:
+    """The RecipientChanges pydantic would validate from ``values`` when every one has the usual shape (checked
+    by :class:`_UsualChange`), built without validating; None otherwise (then the model decides).
+
+    Checking a change this way and building it from its JSON (the fields it gives over the defaults, and the
+    same fields set) took 1.8 µs, where checking it in Python took 2.4 and pydantic 3.8 (issue 18)."""
+    if any(_NUL in value for value in values):
         return None
-    recipient_id, position, op = data.get("recipient_id"), data.get("position"), data.get("op")
-    if type(recipient_id) is not int or type(position) is not int or (op != "upsert" and op != "delete"):
+    try:
+        for value in values:
+            _usual_change.decode(value)
+    except msgspec.MsgspecError:
         return None
-    if not (0 <= recipient_id <= _MAX_ID and 0 <= position <= _MAX_ID):
-        return None
-    version = data.get("schema_version", SCHEMA_VERSION)
-    if type(version) is not int or version != SCHEMA_VERSION or type(data.get("opted_out", False)) is not bool:
-        return None  # another version is the model's to refuse, with its reason
-    for name in _TEXT_FIELDS:
-        text = data.get(name)
-        if text is not None and (type(text) is not str or len(text) > _MAX_TEXT or "\x00" in text):
-            return None
-    fields = {
-        "schema_version": SCHEMA_VERSION,
-        "recipient_id": recipient_id,
-        "op": op,
-        "email": data.get("email"),
-        "crm_id": data.get("crm_id"),
-        "first_name": data.get("first_name"),
-        "last_name": data.get("last_name"),
-        "opted_out": data.get("opted_out", False),
-        "position": position,
-        "changed_at": None,
-    }
-    return built(RecipientChange, fields, set(data))
+    changes: list[RecipientChange] = []
+    for value in values:
+        data = orjson.loads(value)
+        changes.append(built(RecipientChange, _CHANGE_DEFAULTS | data, set(data)))
+    return changes
