@@ -38,6 +38,10 @@ _STAGE = """CREATE TEMP TABLE IF NOT EXISTS changed_recipients (
     recipient_id bigint PRIMARY KEY, is_delete boolean NOT NULL, position bigint NOT NULL, email text, crm_id text,
     first_name text, last_name text, opted_out boolean NOT NULL) ON COMMIT DELETE ROWS"""
 
+# The statements of a batch join changed_recipients on recipient_id and filter it on is_delete and opted_out
+# (here, in consent.py, rematch.py, visitor_links.py); its other columns are only copied or compared row by row.
+ANALYZE_STAGE = "ANALYZE changed_recipients (recipient_id, is_delete, opted_out)"
+
 # Older or equal changes lose: equal positions are the same change delivered again. A change is stale when its
 # recipient's row (the position of its last change: schemas/sql/028) or its tombstone (a deleted recipient's)
 # holds a position as new; the stale changes are dropped from ``changed_recipients`` (read, not locked). The
@@ -177,8 +181,10 @@ async def apply_changes(conn: Any, changes: Sequence[RecipientChange]) -> dict[s
         await conn.execute(_STAGE)
         await ensure_new_links(conn)
         await conn.copy_records_to_table("changed_recipients", records=rows, columns=STAGE_COLUMNS)
-        # A temporary table has no statistics: without them the planner hashes whole tables for a few rows.
-        await conn.execute("ANALYZE changed_recipients")
+        # A temporary table has no statistics: without them the planner hashes whole tables for a few rows. Only
+        # the columns the statements join or filter on: the text columns' statistics (sorting each) were 86% of
+        # the ANALYZE, 3.5 of 4 ms for 5,000 changes (0.7 µs of Postgres a change, issue 18).
+        await conn.execute(ANALYZE_STAGE)
         try:
             stale, upserted, unchanged = await _by_key(conn, rows)
         except asyncpg.UniqueViolationError as exc:
