@@ -130,11 +130,11 @@ class ReconcileSettings(KafkaSettings, DatabaseSettings, PageAuthSettings):
         description="recipient-changes and visitor-links messages applied at most at once (one transaction).",
     )
     stream_concurrency: int = Field(
-        2,
+        4,
         ge=1,
         le=64,
         description="Partitions of recipient-changes, and of visitor-links, applied side by side (each takes a "
-        "database connection while it applies).",
+        "database connection while it applies; one decodes while the others' statements run).",
     )
     import_run_stall_s: float = Field(
         3600.0,
