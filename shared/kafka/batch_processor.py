@@ -20,7 +20,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.failures import FailureKind, classify, dependency_of, give_up_reason, redact
 from shared.kafka.dead_letters import DeadLetters, LetterContext, run_of
-from shared.kafka.deliveries import Delivery, Failure, Handler, Records, decode_records
+from shared.kafka.deliveries import Delivery, Failure, Handler, Records, decode_poll
 from shared.logging import get_logger
 from shared.messages import Message
 from shared.metrics import RuntimeMetrics
@@ -104,7 +104,7 @@ class BatchProcessor:
     async def _process(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Records, started: float) -> None:
         model = self._models[tp.topic]
         self._metrics.consumed.labels(tp.topic).inc(len(records))
-        good, poison = decode_records(model, records)
+        good, poison = await decode_poll(model, records)
         if not await self._deliver(consumer, tp, records, good, poison):
             return
         self.positions[tp] = records[-1].offset + 1

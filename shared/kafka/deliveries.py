@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -72,4 +73,26 @@ def decode_records(model: type[Message], records: Records) -> tuple[list[Deliver
             good.append(_delivery(record, decode(model, record.value)))
         except PoisonMessage as exc:
             poison.append((record, exc))
+    return good, poison
+
+
+# A poll is decoded this many records at a time, the event loop served in between: decoding 5,000 recipient
+# changes at once held it ~10 ms, while the statements of the partitions applying side by side waited for it
+# to send their next one (issue 18).
+DECODE_SLICE = 1000
+
+
+async def decode_poll(model: type[Message], records: Records) -> tuple[list[Delivery[Any]], list[Failure]]:
+    """:func:`decode_records` of ``records`` by slices of :data:`DECODE_SLICE`, in order (a poison message sends
+    only its slice one message at a time)."""
+    if len(records) <= DECODE_SLICE:
+        return decode_records(model, records)
+    good: list[Delivery[Any]] = []
+    poison: list[Failure] = []
+    for start in range(0, len(records), DECODE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        decoded, refused = decode_records(model, records[start : start + DECODE_SLICE])
+        good += decoded
+        poison += refused
     return good, poison
