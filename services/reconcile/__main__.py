@@ -8,7 +8,8 @@ from shared.service import main
 
 # Full collections ten times rarer than CPython's default (after 100 middle ones, not 10): each walks every object
 # alive, and a busy stream keeps a poll's worth of records queued for each partition waiting for its turn
-# (~60,000 objects): issue 18's benchmark ran 71 full collections a million changes, 1.3 of 7.3 CPU seconds.
+# (~60,000 objects): ~71 full collections a million changes in issue 18's benchmark, 1.3 of 7.5 CPU seconds in a
+# harness of its consumer.
 # Young and middle collections keep their pace, so short-lived cycles are freed as soon as before; the one found
 # that lived long (a paused partition's records dropped by aiokafka) no longer happens: partitions are held,
 # not paused (shared/kafka/partitions.py).
