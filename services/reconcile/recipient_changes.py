@@ -1,11 +1,11 @@
 """Applying ``recipient-changes``: a partition's batch of upserts and deletes, set-based, in source order.
 
 Per batch: the newest change of each recipient (pure, :func:`latest_changes`) is COPYed into the temporary
-table ``changed_recipients``; a join with ``recipient`` (the position of the change last applied is a column of
-the row) and ``recipient_tombstone`` (a deleted recipient's) keeps only the changes newer than what was applied
-before (a replayed, duplicated or late change is *stale*: dropped, counted); then the upserts are one update
-and one insert of ``recipient``, each writing the change's position with the values, and the deletes leave a
-tombstone and go in one join (after the IDs shared for them are withdrawn:
+table ``changed_recipients``; one statement (:data:`_APPLY`) probes each change's row in ``recipient`` (the
+position of the change last applied is a column of the row) and ``recipient_tombstone`` (a deleted
+recipient's), drops the changes not newer than what was applied before (a replayed, duplicated or late change is
+*stale*: dropped, counted), updates the rows found and inserts the others, each with the change's position; the
+deletes leave a tombstone and go in one join (after the IDs shared for them are withdrawn:
 :mod:`services.reconcile.recipient_erasure`). Clicks that arrived before their recipient are linked now
 (:mod:`services.reconcile.visitor_links`), and the unmatched IDs the changed recipients' keys now match join
 their lists (:func:`services.reconcile.rematch.rematch_changed_recipients`).
@@ -42,63 +42,60 @@ _STAGE = """CREATE TEMP TABLE IF NOT EXISTS changed_recipients (
 # (here, in consent.py, rematch.py, visitor_links.py); its other columns are only copied or compared row by row.
 ANALYZE_STAGE = "ANALYZE changed_recipients (recipient_id, is_delete, opted_out)"
 
-# Older or equal changes lose: equal positions are the same change delivered again. A change is stale when its
-# recipient's row (the position of its last change: schemas/sql/028) or its tombstone (a deleted recipient's)
-# holds a position as new; the stale changes are dropped from ``changed_recipients`` (read, not locked). The
-# UPDATE re-tests ``r.position < c.position`` on each row as it locks it, and each upsert left must have been
-# updated or inserted: when another writer (a CSV load, a forget) changed a row between the statements, the
-# counts differ and the batch is retried (TransientError), as it is when such a writer inserts a row first (its
-# key). Rows are locked in ``changed_recipients``' order (the recipients', COPYed sorted) by every batch. Plain
-# statements rather than INSERT … ON CONFLICT, whose speculative insertion cost a third more per row. (Before:
-# a row of recipient_version per recipient, written by two more statements: ~5 µs of Postgres per change.)
-_DROP_STALE = """DELETE FROM changed_recipients c
-                  WHERE EXISTS (SELECT 1 FROM recipient r
-                                 WHERE r.recipient_id = c.recipient_id AND r.position >= c.position)
-                     OR EXISTS (SELECT 1 FROM recipient_tombstone t
-                                 WHERE t.recipient_id = c.recipient_id AND t.position >= c.position)
-              RETURNING c.is_delete"""
-# A change that leaves the row's values as they are (a CDC update of a column the bridge does not read, a replay
-# with a new position) moves only its position: the same index entries (a HOT update), no new update time, no
-# rematch. ``o`` is the row as the statement found it (RETURNING sees only the new one): the counts of both.
-_UPDATE = """WITH updated AS (
+# One statement writes a batch's upserts, each change reaching its recipient through one probe of the key.
+# ``probe`` reads, for each staged change, the row it would change (not locked): where it is (``ctid``), which
+# version it is (``xmin``), whether the change's values differ from it, and whether the change is *stale*:
+# older or equal changes lose (equal positions are the same change delivered again), against the row's
+# position (the position of its last change: schemas/sql/028) or its tombstone (a deleted recipient's). The
+# stale changes leave ``changed_recipients`` (the later statements of the batch see only the changes applied);
+# a change of a recipient found is an update of that very row version, by its ``ctid``, and of a recipient not
+# found an insert. When another writer (a CSV load, a forget) changed, deleted or inserted a row after the probe
+# read it, the update finds a newer version (at another ``ctid``, of another ``xmin``: not updated) or the insert
+# its key (a unique violation): the counts differ and the batch is retried (TransientError), its probe then
+# reading the new row (tests/integration/test_recipient_concurrent_writes.py). The ``xmin`` says "the version
+# the probe read" in the statement itself: not every Postgres release rechecks a TID condition on the newer
+# version of a row.
+# Rows are locked in ``changed_recipients``' order (the recipients', COPYed sorted) by every batch. A change that
+# leaves the row's values as they are (a CDC update of a column the bridge does not read, a replay with a new
+# position) moves only its position: the same index entries (a HOT update), no new update time, no rematch.
+# Plain statements rather than INSERT … ON CONFLICT, whose speculative insertion cost a third more per row.
+# (Before: a statement dropping the stale changes, then an update and an insert each probing the key again,
+# and the update a third time for the values it replaced: 17% more Postgres time a batch, issue 18.)
+_APPLY = """WITH probe AS MATERIALIZED (
+    SELECT c.recipient_id, c.is_delete, c.position, c.email, c.crm_id, c.first_name, c.last_name, c.opted_out,
+           r.ctid AS row_ctid, r.xmin AS row_xmin, r.recipient_id IS NOT NULL AS present,
+           (r.email, r.crm_id, r.first_name, r.last_name, r.opted_out)
+               IS DISTINCT FROM (c.email, c.crm_id, c.first_name, c.last_name, c.opted_out) AS changed,
+           coalesce(r.position >= c.position, false)
+           OR EXISTS (SELECT 1 FROM recipient_tombstone t
+                       WHERE t.recipient_id = c.recipient_id AND t.position >= c.position) AS stale
+      FROM changed_recipients c LEFT JOIN recipient r ON r.recipient_id = c.recipient_id),
+dropped AS (
+    DELETE FROM changed_recipients c USING probe p WHERE p.stale AND c.recipient_id = p.recipient_id
+    RETURNING c.is_delete),
+updated AS (
     UPDATE recipient r
-       SET email = c.email, crm_id = c.crm_id, first_name = c.first_name, last_name = c.last_name,
-           opted_out = c.opted_out, position = c.position,
-           updated_at = CASE WHEN (r.email, r.crm_id, r.first_name, r.last_name, r.opted_out)
-                                  IS DISTINCT FROM (c.email, c.crm_id, c.first_name, c.last_name, c.opted_out)
-                             THEN now() ELSE r.updated_at END
-      FROM changed_recipients c JOIN recipient o ON o.recipient_id = c.recipient_id
-     WHERE NOT c.is_delete AND r.recipient_id = c.recipient_id AND (r.position IS NULL OR r.position < c.position)
-    RETURNING (o.email, o.crm_id, o.first_name, o.last_name, o.opted_out)
-              IS DISTINCT FROM (c.email, c.crm_id, c.first_name, c.last_name, c.opted_out) AS changed)
-SELECT count(*) FILTER (WHERE changed) AS changed, count(*) AS updated FROM updated"""
-_INSERT = """INSERT INTO recipient (recipient_id, email, crm_id, first_name, last_name, opted_out, position)
-             SELECT recipient_id, email, crm_id, first_name, last_name, opted_out, position FROM changed_recipients c
-              WHERE NOT is_delete AND NOT EXISTS (SELECT 1 FROM recipient r WHERE r.recipient_id = c.recipient_id)
-              ORDER BY recipient_id"""
+       SET email = p.email, crm_id = p.crm_id, first_name = p.first_name, last_name = p.last_name,
+           opted_out = p.opted_out, position = p.position,
+           updated_at = CASE WHEN p.changed THEN now() ELSE r.updated_at END
+      FROM probe p
+     WHERE p.present AND NOT p.stale AND NOT p.is_delete AND r.ctid = p.row_ctid AND r.xmin = p.row_xmin
+    RETURNING p.changed),
+inserted AS (
+    INSERT INTO recipient (recipient_id, email, crm_id, first_name, last_name, opted_out, position)
+    SELECT recipient_id, email, crm_id, first_name, last_name, opted_out, position FROM probe p
+     WHERE NOT p.present AND NOT p.stale AND NOT p.is_delete
+     ORDER BY recipient_id
+    RETURNING 1)
+SELECT (SELECT count(*) FROM dropped) AS stale, (SELECT count(*) FROM dropped WHERE NOT is_delete) AS stale_upserts,
+       (SELECT count(*) FROM updated WHERE changed) AS changed, (SELECT count(*) FROM updated) AS updated,
+       (SELECT count(*) FROM inserted) AS inserted"""
 # The batch's deletes (not stale) leave their position as the recipient's tombstone: an older upsert replayed
 # later cannot bring the recipient back. Older tombstones of the batch's upserts stay (the row's is newer).
 _TOMBSTONES = """INSERT INTO recipient_tombstone (recipient_id, position)
                  SELECT recipient_id, position FROM changed_recipients WHERE is_delete ORDER BY recipient_id
                  ON CONFLICT (recipient_id) DO UPDATE
                     SET position = greatest(recipient_tombstone.position, EXCLUDED.position), deleted_at = now()"""
-
-
-async def _drop_stale(conn: Any) -> tuple[int, int]:
-    """Drop the stale changes from ``changed_recipients``; returns (stale, stale upserts)."""
-    stale = await conn.fetch(_DROP_STALE)
-    return len(stale), sum(1 for row in stale if not row["is_delete"])
-
-
-async def _upsert(conn: Any, upserts: int) -> tuple[int, int]:
-    """The ``upserts`` left (not stale) written; returns (upserted: values changed or new, unchanged)."""
-    updated = await conn.fetchrow(_UPDATE)
-    inserted = _affected(await conn.execute(_INSERT))
-    if updated["updated"] + inserted != upserts:
-        raise TransientError(
-            "recipients were written concurrently", upserts=upserts, updated=updated["updated"], inserted=inserted
-        )
-    return updated["changed"] + inserted, updated["updated"] - updated["changed"]
 
 
 # The batch's rows are found by their primary key, never by reading the whole table. Left to its costs, the
@@ -120,13 +117,20 @@ _RESTORE = """SELECT set_config('enable_seqscan', split_part($1, ',', 1), true),
 
 
 async def _by_key(conn: Any, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int, int]:
-    """(stale, upserted, unchanged) of the staged ``rows``: :func:`_drop_stale` then :func:`_upsert`, each row
+    """(stale, upserted: values changed or new, unchanged) of the staged ``rows``: :data:`_APPLY`, each row
     reached through its key."""
     settings = await conn.fetchval(_BY_KEY)
-    stale, stale_upserts = await _drop_stale(conn)
-    upserted, unchanged = await _upsert(conn, sum(1 for row in rows if not row[1]) - stale_upserts)
+    applied = await conn.fetchrow(_APPLY)
+    upserts = sum(1 for row in rows if not row[1]) - applied["stale_upserts"]
+    if applied["updated"] + applied["inserted"] != upserts:
+        raise TransientError(
+            "recipients were written concurrently",
+            upserts=upserts,
+            updated=applied["updated"],
+            inserted=applied["inserted"],
+        )
     await conn.fetchval(_RESTORE, settings)
-    return stale, upserted, unchanged
+    return applied["stale"], applied["changed"] + applied["inserted"], applied["updated"] - applied["changed"]
 
 
 def latest_changes(changes: Iterable[RecipientChange]) -> list[RecipientChange]:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import pytest
 
 from services.reconcile.recipient_changes import (
+    _APPLY,
     _BY_KEY,
-    _DROP_STALE,
-    _INSERT,
     _RESTORE,
     _STAGE,
-    _UPDATE,
     STAGE_COLUMNS,
     apply_changes,
 )
@@ -22,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 FIRST = 10_000_000  # beyond the fixture's campaign
 KNOWN = 60_000
-BATCH = 5_000
+BATCH = 10_000  # STREAM_MAX_BATCH's default
 
 
 async def _fill(campaign: Campaign) -> None:
@@ -41,21 +39,31 @@ async def test_the_batch_statements_probe_keys_instead_of_scanning(campaign: Cam
         await conn.execute(_STAGE)
         await conn.copy_records_to_table(
             "changed_recipients",
-            records=[(i, False, 2, f"n{i}@example.com", None, None, None, False) for i in range(FIRST, FIRST + BATCH)],
+            # Half of them known (updates), half new (inserts).
+            records=[
+                (i, False, 2, f"n{i}@example.com", None, None, None, False)
+                for i in range(FIRST + KNOWN - BATCH // 2, FIRST + KNOWN + BATCH // 2)
+            ],
             columns=STAGE_COLUMNS,
         )
         await conn.execute("ANALYZE changed_recipients")
         plans, defaults, jitted = {}, {}, {}
-        statements = (("drop_stale", _DROP_STALE), ("update", _UPDATE), ("insert", _INSERT))
+        statements = (("apply", _APPLY),)
         for name, sql in statements:
             defaults[name] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
             settings = await conn.fetchval(_BY_KEY)
             plans[name] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
             await conn.fetchval(_RESTORE, settings)
-            # What the planner would do with the scans and joins off but JIT left as the session had it (on).
-            await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL jit = on; SET LOCAL jit_above_cost = 100000")
+            # What the planner would do with the scans and joins off but JIT left as the session had it (on), for
+            # a batch twice this one (STREAM_MAX_BATCH allows 100,000): its cost doubles, the threshold is halved.
+            await conn.execute(
+                "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+                " SET LOCAL jit = on; SET LOCAL jit_above_cost = 50000"
+            )
             jitted[name] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
-            await conn.execute("RESET enable_seqscan; RESET jit; RESET jit_above_cost")
+            await conn.execute(
+                "RESET enable_seqscan; RESET enable_hashjoin; RESET enable_mergejoin; RESET jit; RESET jit_above_cost"
+            )
     # What the planner does left alone: a scan of a whole table for some of them.
     assert any("Seq Scan on recipient" in plan for plan in defaults.values()), defaults
     for name, plan in plans.items():
@@ -64,7 +72,11 @@ async def test_the_batch_statements_probe_keys_instead_of_scanning(campaign: Cam
         assert "Hash" not in plan, (name, plan)
         assert "Merge" not in plan, (name, plan)
         assert "_pkey on recipient" in plan, (name, plan)
-        # Nor compiled: the disabled nodes' costs passed jit_above_cost (0.25 s of a 5,000-change batch).
+        # And the update reaches the very row version the probe read, by its address: no second probe.
+        assert "Tid Scan on recipient" in plan, (name, plan)
+        assert plan.count("Index Scan using recipient_pkey on recipient") == 1, (name, plan)
+        # Nor compiled: a batch's cost passes jit_above_cost from ~10,000 changes (before, the disabled nodes'
+        # costs passed it at any size): compiling took 0.25 s of a 5,000-change batch.
         assert "JIT" not in plan, (name, plan)
     assert any("JIT" in plan for plan in jitted.values()), jitted
 
