@@ -167,7 +167,7 @@ REVIEWED: Final[dict[Site, str]] = {
         "built once from _ecid and a literal restriction"
     ),
     Site("services/reconcile/rematch.py", "rematch_changed_recipients", "query", "sql"): (
-        f"one of _DECLARED_OF_CHANGED, built once over {_KEYS}"
+        f"one of _DECLARED_OF_CHANGED's values, built once over {_KEYS}"
     ),
     Site("shared/runs/purge.py", "purge_staging", "query", "sql"): "one of the module's constant _STAGING statements",
     Site("shared/runs/purge.py", "purge_finished_runs", "query", "sql"): (
