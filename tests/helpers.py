@@ -42,6 +42,15 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+async def waiting_for_a_lock(pool: asyncpg.Pool, pid: int, timeout: float = 10.0) -> None:
+    """Wait until the backend ``pid`` is waiting for a lock (a statement blocked by another transaction)."""
+    await eventually(
+        lambda: pool.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid),
+        until=lambda wait: wait == "Lock",
+        timeout=timeout,
+    )
+
+
 async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
     """partition -> committed offset of ``group`` (empty when nothing was committed)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

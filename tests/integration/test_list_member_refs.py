@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from tests.fixtures.bridge_db import Campaign
-from tests.helpers import eventually
+from tests.helpers import waiting_for_a_lock
 
 pytestmark = pytest.mark.integration
 
@@ -114,14 +114,7 @@ async def test_a_recipient_deleted_while_members_are_added_leaves_no_member_behi
         await adding.execute("INSERT INTO list_member (list_id, recipient_id) VALUES ($1, 9), ($1, 10)", list_id)
         # The delete must wait for the transaction adding recipient 9, then remove what it added.
         delete = asyncio.create_task(deleting.execute("DELETE FROM recipient WHERE recipient_id = 9"))
-        pid = deleting.get_server_pid()
-        await eventually(
-            lambda: campaign.pool.fetchval(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid
-            ),
-            until=lambda wait: wait == "Lock",
-            timeout=10,
-        )
+        await waiting_for_a_lock(campaign.pool, deleting.get_server_pid())
         assert not delete.done()
         await adder.commit()
         await asyncio.wait_for(delete, 10)

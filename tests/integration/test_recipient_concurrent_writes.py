@@ -19,7 +19,7 @@ from services.reconcile.recipient_changes import apply_changes
 from shared.errors import TransientError
 from shared.messages import RecipientChange
 from tests.fixtures.bridge_db import Campaign
-from tests.helpers import eventually
+from tests.helpers import waiting_for_a_lock
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +46,7 @@ async def _while_the_batch_waits(
         await writing.start()
         await other_writer(other)
         attempt = asyncio.create_task(apply_changes(batch, changes))
-        pid = batch.get_server_pid()
-        await eventually(
-            lambda: campaign.pool.fetchval(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid
-            ),
-            until=lambda wait: wait == "Lock",
-            timeout=10,
-        )
+        await waiting_for_a_lock(campaign.pool, batch.get_server_pid())
         assert not attempt.done()
         await writing.commit()
         await asyncio.wait({attempt}, timeout=10)
