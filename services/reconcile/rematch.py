@@ -66,8 +66,9 @@ _DECLARED_OF_CHANGED = {
 }
 # The keys (and their transforms) for which an import list waits on unmatched declared IDs: a batch of changes
 # runs only their statements. Each statement is planned again for every batch (the staged table's statistics
-# change with it): six plans and round trips a batch, ~0.8 ms of Postgres each, when one or none finds anything
-# (issue 18). Not restricted by reason: a probe of the key's first columns, whatever else the audience holds.
+# change with it): six plans and round trips a batch, ~0.7 ms each (0.41-0.47 s of the benchmark's million
+# changes), when one or none finds anything (issue 18). Not restricted by reason: a probe of the key's first
+# columns, whatever else the audience holds.
 _DECLARED_WAITING = """
 SELECT DISTINCT ds.reconciliation_key AS key, ds.key_transform AS transform
   FROM shared_audience sa JOIN data_source ds ON ds.data_source_id = sa.data_source_id
